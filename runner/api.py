@@ -1,0 +1,105 @@
+"""The library API: what the CLI, a server and tests call. It wires the stages together:
+
+load_flow -> resolve_inputs -> Store.create_execution -> Scheduler(backend, store).run
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from runner.backends.base import Backend
+from runner.execution import ExecutionResult
+from runner.inputs import resolve_inputs
+from runner.loader import LoadedFlow, load_flow
+from runner.scheduler import RunOptions, Scheduler
+from runner.settings import DEFAULT_CONCURRENCY
+from runner.store import LogWriter, Store, default_database_url
+
+__all__ = ["load_flow", "open_store", "run_flow"]
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open (and migrate) the database at `url`, or the default one."""
+    return Store.open(url or default_database_url())
+
+
+def default_backend() -> Backend:
+    from runner.backends.docker import DockerBackend
+
+    return DockerBackend.from_env()
+
+
+def run_flow(
+    flow: str | Path | LoadedFlow,
+    inputs: Mapping[str, str] | None = None,
+    *,
+    store: Store | None = None,
+    backend: Backend | None = None,
+    concurrency: int | None = None,
+    keep_workspace: bool = False,
+    handle_signals: bool = False,
+    on_created: Callable[[str], None] | None = None,
+) -> ExecutionResult:
+    """Run a flow to its end and return how it went; every step is recorded in `store`.
+
+    `handle_signals` turns SIGINT/SIGTERM into a clean kill of the execution (the CLI sets it).
+    `on_created` receives the execution id as soon as it is recorded.
+    """
+    loaded = flow if isinstance(flow, LoadedFlow) else load_flow(flow)
+    values = resolve_inputs(loaded, inputs or {})
+    own_store = store is None
+    the_store = store if store is not None else open_store()
+    the_backend = backend if backend is not None else default_backend()
+    try:
+        execution_id = uuid.uuid4().hex
+        the_store.create_execution(
+            execution_id=execution_id,
+            flow_id=loaded.flow.id,
+            namespace=loaded.flow.namespace,
+            revision=loaded.revision,
+            source=loaded.source,
+            inputs=values,
+            labels=dict(loaded.flow.labels),
+        )
+        if on_created is not None:
+            on_created(execution_id)
+        writer = LogWriter(the_store)
+        scheduler = Scheduler(the_backend, the_store, writer)
+        options = RunOptions(
+            concurrency=concurrency or loaded.flow.concurrency or DEFAULT_CONCURRENCY,
+            keep_workspace=keep_workspace,
+        )
+        try:
+            with _cancel_on_signals(scheduler.cancel, enabled=handle_signals):
+                return scheduler.run(execution_id, loaded, values, options)
+        finally:
+            writer.close()
+    finally:
+        if backend is None:
+            the_backend.close()
+        if own_store:
+            the_store.close()
+
+
+@contextmanager
+def _cancel_on_signals(cancel: Callable[[], None], *, enabled: bool) -> Iterator[None]:
+    """Route Ctrl-C and SIGTERM to `cancel` for the duration of a run (main thread only)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        cancel()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,1 @@
+"""Container backends: where task containers actually run."""

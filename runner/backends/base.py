@@ -1,0 +1,55 @@
+"""The Backend protocol: the only way the scheduler touches containers.
+
+A backend translates its engine's errors into `BackendError` (or `ImageError`) with a
+message for the user; the scheduler never sees an engine exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+from runner.execution import ContainerExit, ContainerSpec, ImageSource, LogLine
+
+ProgressCallback = Callable[[str], None]
+
+
+class Backend(Protocol):
+    def check(self) -> None:
+        """Raise BackendError with advice if the engine cannot be reached."""
+
+    def ensure_image(self, source: ImageSource, progress: ProgressCallback | None = None) -> str:
+        """Make the image available (pull or build as needed); return the reference to run.
+
+        Safe to call from several threads; the same source is prepared once per backend.
+        """
+
+    def create_workspace(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create the execution's shared volume."""
+
+    def remove_workspace(self, name: str) -> None:
+        """Remove the execution's shared volume; a missing one is not an error."""
+
+    def start(self, spec: ContainerSpec) -> str:
+        """Create the container, copy `spec.files` in, start it; return its id."""
+
+    def logs(self, container_id: str) -> Iterator[LogLine]:
+        """Yield every line the container writes until it exits and its output is drained.
+
+        The last line is yielded even without a trailing newline.
+        """
+
+    def wait(self, container_id: str) -> ContainerExit:
+        """Block until the container exits; return how it ended."""
+
+    def kill(self, container_id: str) -> None:
+        """Kill a running container; one that already ended is not an error."""
+
+    def remove(self, container_id: str) -> None:
+        """Remove a container; a missing one is not an error."""
+
+    def cleanup(self, labels: Mapping[str, str]) -> int:
+        """Remove every container and volume carrying all `labels`; return how many."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,809 @@
+"""The Docker backend: runs each task attempt as a container on a Docker engine.
+
+This is the only module of runner that imports `docker`. Every docker-py, requests,
+urllib3 and socket error is translated here, most specific first, into
+
+    BackendError        the engine cannot be reached, refused a request, or its disk is full
+    └── ImageError      an image could not be pulled, found or built
+
+with a message that names the thing and says what to do. Per-task calls use the
+low-level `APIClient` so that a task costs the round trips it needs and no more:
+create, (one put_archive), start, logs, wait, remove.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import os
+import re
+import stat
+import struct
+import tarfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import docker
+import docker.errors
+import requests
+import structlog
+import urllib3.exceptions
+import urllib3.response
+from docker.constants import DEFAULT_NPIPE, DEFAULT_UNIX_SOCKET, IS_WINDOWS_PLATFORM
+from docker.types import Mount as DockerMount
+from docker.utils.build import exclude_paths
+from structlog.typing import FilteringBoundLogger
+
+from runner.backends.base import ProgressCallback
+from runner.errors import BackendError, ImageError
+from runner.execution import (
+    WORKSPACE_PATH,
+    BuildImage,
+    ContainerExit,
+    ContainerSpec,
+    FileToCopy,
+    ImageSource,
+    LogLine,
+    PullImage,
+    Stream,
+)
+
+PULL_POLICIES = ("missing", "always", "never")
+PULL_PROGRESS_INTERVAL_S = 1.0
+"""Pull progress is summarised at most this often; the engine sends dozens of events a second."""
+BUILD_REPOSITORY = "runner-build"
+BUILD_ERROR_TAIL_LINES = 20
+"""How many lines of build output a failed build's ImageError quotes."""
+MAX_POOL_SIZE = 64
+"""Connections kept per engine: every running task holds one for its log stream and one for
+wait, and docker-py's default of 10 makes urllib3 discard (and warn about) the rest."""
+LOG_READ_SIZE = 256 * 1024
+
+_DISK_FULL = "no space left on device"
+_START_ADVICE = (
+    "Is Docker running? Start it (e.g. 'sudo systemctl start docker' or Docker Desktop) "
+    "or point DOCKER_HOST at a running engine."
+)
+_FRAME_HEADER = struct.Struct(">BxxxL")
+_STREAMS: dict[int, Stream] = {1: "stdout", 2: "stderr"}
+_OS_ERROR_MODULES = ("builtins", "socket", "ssl")  # not requests' and urllib3's OSError subclasses
+_SYSTEM_ERROR_STREAM = 3  # the engine reports an error in-band once the response has started
+
+
+class _Chunks(Protocol):
+    def read1(self, size: int, /) -> bytes: ...
+
+
+class DockerBackend:
+    """Runs containers on one Docker engine; safe to share between the scheduler's threads.
+
+    Resolved images are cached for the life of the instance, so create one backend per run:
+    a `policy: always` image is pulled once per run, and a build context is hashed once.
+    """
+
+    def __init__(
+        self, client: docker.DockerClient | None = None, *, log: FilteringBoundLogger | None = None
+    ) -> None:
+        self._owns_client = client is None
+        self._client = client if client is not None else _client_from_env()
+        self._api = self._client.api
+        self._host = _engine_host(self._api)
+        self._log: FilteringBoundLogger = (
+            log if log is not None else structlog.get_logger("runner.backends.docker")
+        )
+        self._images: dict[ImageSource, str] = {}
+        self._image_locks: dict[ImageSource, threading.Lock] = {}
+        self._images_lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, *, log: FilteringBoundLogger | None = None) -> DockerBackend:
+        """Connect as the docker CLI would: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
+        else the local socket (a named pipe on Windows). Raises BackendError like `check`."""
+        return cls(log=log)
+
+    def check(self) -> None:
+        try:
+            self._api.ping()
+        except Exception as exc:
+            raise _translate(exc, "reach the Docker engine", self._host) from exc
+
+    # -- images -------------------------------------------------------------------------
+
+    def ensure_image(self, source: ImageSource, progress: ProgressCallback | None = None) -> str:
+        """Pull or build `source` once per backend; return an immutable reference to run:
+        the image id of a pulled image, the content-addressed tag of a built one."""
+        key = _image_key(source)
+        with self._images_lock:
+            resolved = self._images.get(key)
+            if resolved is not None:
+                return resolved
+            lock = self._image_locks.setdefault(key, threading.Lock())
+        report = progress if progress is not None else _ignore
+        with lock:  # a second thread needing the same image waits here, then reads the cache
+            with self._images_lock:
+                resolved = self._images.get(key)
+            if resolved is None:
+                if isinstance(source, PullImage):
+                    resolved = self._resolve_pulled(source, report)
+                else:
+                    resolved = self._resolve_built(source, report)
+                with self._images_lock:
+                    self._images[key] = resolved
+        return resolved
+
+    def _resolve_pulled(self, source: PullImage, report: ProgressCallback) -> str:
+        """Apply the pull policy. With `always`, a failed pull is an error even when a local
+        copy exists: the flow asked for the registry's current image, and running a stale one
+        silently would hide the failure (the message points at `missing` for offline use)."""
+        reference = source.reference
+        if source.policy not in PULL_POLICIES:
+            raise ImageError(
+                f"image '{reference}' has unknown pull policy '{source.policy}' "
+                f"(expected one of: {', '.join(PULL_POLICIES)})"
+            )
+        if source.policy != "always":
+            local = self._local_image_id(reference)
+            if local is not None:
+                return local
+            if source.policy == "never":
+                raise ImageError(
+                    f"image '{reference}' is not on the Docker engine and its pull policy is "
+                    f"'never'. Load it with 'docker load' or 'docker pull {reference}', "
+                    "or set the pull policy to 'missing'."
+                )
+        try:
+            self._pull(reference, report)
+        except ImageError as exc:
+            if source.policy == "always" and self._local_image_id(reference) is not None:
+                raise ImageError(
+                    f"{exc} A local copy of '{reference}' exists; set the pull policy to "
+                    "'missing' to use it."
+                ) from exc
+            raise
+        image_id = self._local_image_id(reference)
+        if image_id is None:
+            raise ImageError(
+                f"image '{reference}' was pulled but the engine does not list it; "
+                "was it removed meanwhile?"
+            )
+        return image_id
+
+    def _local_image_id(self, reference: str) -> str | None:
+        try:
+            image = self._api.inspect_image(reference)  # type: ignore[no-untyped-call]  # the stubs leave it untyped
+        except docker.errors.ImageNotFound:
+            return None
+        except Exception as exc:
+            raise _translate(exc, f"look up image '{reference}'", self._host) from exc
+        return str(image["Id"])
+
+    def _pull(self, reference: str, report: ProgressCallback) -> None:
+        started = time.monotonic()
+        summary = _PullProgress(reference)
+        self._log.info("image_pull_started", image=reference)
+        try:
+            for event in self._api.pull(reference, stream=True, decode=True):
+                if "error" in event or "errorDetail" in event:
+                    raise _pull_error(reference, _event_error(event))
+                text = summary.feed(event)
+                if text is not None:
+                    report(text)
+        except docker.errors.APIError as exc:
+            raise _pull_error(reference, _explain(exc)) from exc
+        except Exception as exc:
+            raise _translate(exc, f"pull image '{reference}'", self._host) from exc
+        self._log.info(
+            "image_pulled", image=reference, duration_s=round(time.monotonic() - started, 3)
+        )
+
+    def _resolve_built(self, source: BuildImage, report: ProgressCallback) -> str:
+        """Build the context once per content: the tag carries a hash of the files the engine
+        would receive, so an unchanged context reuses its image without a build."""
+        context = source.context.expanduser().absolute()
+        if not context.exists():
+            raise ImageError(f"cannot build image: the build context '{context}' does not exist")
+        if not context.is_dir():
+            raise ImageError(f"cannot build image: the build context '{context}' is not a folder")
+        if not (context / "Dockerfile").is_file():
+            raise ImageError(f"cannot build image: the build context '{context}' has no Dockerfile")
+        try:
+            digest = _context_digest(context)
+        except OSError as exc:
+            raise ImageError(f"cannot read the build context '{context}': {exc}") from exc
+        tag = f"{BUILD_REPOSITORY}/{_repository_name(context.name)}:{digest}"
+        if self._local_image_id(tag) is not None:
+            self._log.info("image_build_reused", image=tag, context=str(context))
+            return tag
+        self._build(context, tag, report)
+        return tag
+
+    def _build(self, context: Path, tag: str, report: ProgressCallback) -> None:
+        started = time.monotonic()
+        tail: deque[str] = deque(maxlen=BUILD_ERROR_TAIL_LINES)
+        self._log.info("image_build_started", image=tag, context=str(context))
+        try:
+            # The context goes to the engine as a tar over the API (docker-py honours
+            # .dockerignore), so this works just as well with a remote engine.
+            events = self._api.build(
+                path=str(context), tag=tag, rm=True, forcerm=True, decode=True, pull=False
+            )
+            for event in events:
+                if "error" in event or "errorDetail" in event:
+                    message = _event_error(event)
+                    if _DISK_FULL in message.lower():
+                        raise BackendError(_disk_full_message(message))
+                    output = "\n".join(f"  {line}" for line in tail)
+                    raise ImageError(
+                        f"cannot build image from '{context}': {message}"
+                        + (f"\nlast lines of the build:\n{output}" if output else "")
+                    )
+                for line in str(event.get("stream", "")).splitlines():
+                    if line.strip():
+                        tail.append(line)
+                        report(line)
+        except BackendError:
+            raise
+        except docker.errors.APIError as exc:
+            reason = _explain(exc)
+            if _DISK_FULL in reason.lower():
+                raise BackendError(_disk_full_message(reason)) from exc
+            raise ImageError(f"cannot build image from '{context}': {reason}") from exc
+        except Exception as exc:
+            raise _translate(exc, f"build image from '{context}'", self._host) from exc
+        self._log.info("image_built", image=tag, duration_s=round(time.monotonic() - started, 3))
+
+    # -- workspaces ---------------------------------------------------------------------
+
+    def create_workspace(self, name: str, labels: Mapping[str, str]) -> None:
+        try:
+            self._api.create_volume(name, labels=dict(labels))
+        except Exception as exc:
+            raise _translate(exc, f"create workspace volume '{name}'", self._host) from exc
+
+    def remove_workspace(self, name: str) -> None:
+        try:
+            self._api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            return
+        except Exception as exc:
+            raise _translate(exc, f"remove workspace volume '{name}'", self._host) from exc
+
+    # -- containers ---------------------------------------------------------------------
+
+    def start(self, spec: ContainerSpec) -> str:
+        mounts = [DockerMount(WORKSPACE_PATH, spec.workspace, type="volume")]
+        mounts += [
+            DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in spec.mounts
+        ]
+        # init=True runs the engine's tini as PID 1: signals reach the task and orphaned
+        # processes are reaped. The price: a missing executable is no longer a start error
+        # but exit code 127 (126 if not executable) with tini's message on stderr, as in a shell.
+        host_config = self._api.create_host_config(mounts=mounts, init=True)
+        try:
+            created = self._api.create_container(
+                image=spec.image,
+                command=list(spec.command) if spec.command is not None else None,
+                environment=dict(spec.env),
+                labels=dict(spec.labels),
+                working_dir=spec.working_dir,
+                user=spec.user,
+                name=spec.name,
+                host_config=host_config,
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise ImageError(
+                f"cannot create container '{spec.name}': image '{spec.image}' is not on the "
+                "Docker engine (removed since it was prepared?)"
+            ) from exc
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise BackendError(
+                    f"cannot create container '{spec.name}': a container with that name "
+                    f"already exists; remove it with 'docker rm -f {spec.name}'"
+                ) from exc
+            raise _translate(exc, f"create container '{spec.name}'", self._host) from exc
+        except Exception as exc:
+            raise _translate(exc, f"create container '{spec.name}'", self._host) from exc
+        container_id = str(created["Id"])
+        for warning in created.get("Warnings") or ():
+            self._log.warning("container_warning", container=spec.name, warning=warning)
+        action = f"copy files into container '{spec.name}'"
+        try:
+            if spec.files or spec.user:
+                self._api.put_archive(container_id, "/", _files_archive(spec.files, spec.user))
+            action = f"start container '{spec.name}'"
+            self._api.start(container_id)
+        except docker.errors.APIError as exc:
+            self._discard(container_id)
+            reason = _explain(exc)
+            if _DISK_FULL in reason.lower():
+                raise BackendError(_disk_full_message(reason)) from exc
+            raise BackendError(f"cannot {action}: {_start_reason(reason)}") from exc
+        except Exception as exc:
+            self._discard(container_id)
+            raise _translate(exc, action, self._host) from exc
+        return container_id
+
+    def _discard(self, container_id: str) -> None:
+        """Best-effort removal of a container that failed to start; the start error matters more."""
+        try:
+            self._api.remove_container(container_id, v=True, force=True)
+        except Exception as exc:
+            self._log.warning(
+                "container_discard_failed", container_id=container_id[:12], error=str(exc)
+            )
+
+    def logs(self, container_id: str) -> Iterator[LogLine]:
+        # docker-py's public `logs(stream=True)` yields bare payloads and drops the frame
+        # header that says which stream (stdout/stderr) each came from; and its
+        # `_get_raw_response_socket` + `frames_iter` recipe is for hijacked connections
+        # (attach/exec): /logs is an ordinary chunked HTTP response, so the raw socket holds
+        # chunk-size lines and the body that http.client already buffered is lost. We read
+        # the de-chunked body ourselves with `read1` (it returns what has arrived, so live
+        # output is not held back) and split the frames without per-byte Python work.
+        url = f"{self._api.base_url}/v{self._api.api_version}/containers/{quote(container_id, safe='')}/logs"
+        params = {"follow": 1, "stdout": 1, "stderr": 1, "timestamps": 1}
+        what = f"read the logs of container {container_id[:12]}"
+        response: requests.Response | None = None
+        try:
+            # timeout=None: a task may stay silent for longer than the API's default timeout.
+            response = self._api.get(url, params=params, stream=True, timeout=None)
+            _raise_for_status(response)
+            yield from _log_lines(_body(response), container_id)
+        except BackendError:
+            raise
+        except docker.errors.NotFound as exc:
+            raise BackendError(f"cannot {what}: the container does not exist") from exc
+        except Exception as exc:
+            raise _translate(exc, what, self._host) from exc
+        finally:
+            if response is not None:
+                response.close()
+
+    def wait(self, container_id: str) -> ContainerExit:
+        try:
+            result = self._api.wait(container_id, timeout=None)
+        except docker.errors.NotFound as exc:
+            raise BackendError(
+                f"container {container_id[:12]} no longer exists: it was removed while it ran"
+            ) from exc
+        except Exception as exc:
+            raise _translate(exc, f"wait for container {container_id[:12]}", self._host) from exc
+        exit_code = int(result["StatusCode"])
+        engine_error: Mapping[str, Any] = result.get("Error") or {}
+        error = str(engine_error.get("Message") or "") or None
+        if exit_code != 137:  # 128 + SIGKILL: only then can it be the kernel's OOM killer
+            return ContainerExit(exit_code=exit_code, error=error)
+        try:
+            state = self._api.inspect_container(container_id)["State"]
+        except Exception as exc:
+            raise _translate(exc, f"inspect container {container_id[:12]}", self._host) from exc
+        return ContainerExit(
+            exit_code=exit_code,
+            oom_killed=bool(state.get("OOMKilled")),
+            error=error,
+            started_at=_engine_time(state.get("StartedAt")),
+            finished_at=_engine_time(state.get("FinishedAt")),
+        )
+
+    def kill(self, container_id: str) -> None:
+        try:
+            self._api.kill(container_id)
+        except docker.errors.APIError as exc:
+            if exc.status_code in (404, 409):  # gone, or not running: nothing left to kill
+                return
+            raise _translate(exc, f"kill container {container_id[:12]}", self._host) from exc
+        except Exception as exc:
+            raise _translate(exc, f"kill container {container_id[:12]}", self._host) from exc
+
+    def remove(self, container_id: str) -> None:
+        self._remove_container(container_id)
+
+    def _remove_container(self, container_id: str) -> bool:
+        """Remove a container and its anonymous volumes; False if someone else got there first."""
+        try:
+            self._api.remove_container(container_id, v=True, force=True)
+        except docker.errors.APIError as exc:
+            if exc.status_code in (404, 409):  # gone, or its removal is already in progress
+                return False
+            raise _translate(exc, f"remove container {container_id[:12]}", self._host) from exc
+        except Exception as exc:
+            raise _translate(exc, f"remove container {container_id[:12]}", self._host) from exc
+        return True
+
+    def cleanup(self, labels: Mapping[str, str]) -> int:
+        if not labels:
+            # an empty label filter matches everything on the engine, not just runner's
+            raise ValueError("cleanup needs at least one label to select what to remove")
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        try:
+            containers = self._api.containers(all=True, filters=filters)
+        except Exception as exc:
+            raise _translate(exc, "list containers to clean up", self._host) from exc
+        removed = sum(self._remove_container(str(c["Id"])) for c in containers)
+        try:
+            volumes = self._api.volumes(filters=filters).get("Volumes") or []
+        except Exception as exc:
+            raise _translate(exc, "list volumes to clean up", self._host) from exc
+        for volume in volumes:
+            name = str(volume["Name"])
+            try:
+                self._api.remove_volume(name, force=True)
+            except docker.errors.NotFound:
+                continue
+            except Exception as exc:
+                raise _translate(exc, f"remove volume '{name}'", self._host) from exc
+            removed += 1
+        return removed
+
+    def close(self) -> None:
+        """Close the connections; a client passed in by the caller stays the caller's to close."""
+        if self._owns_client:
+            self._client.close()
+
+
+# -- connecting -------------------------------------------------------------------------
+
+
+def _client_from_env() -> docker.DockerClient:
+    try:
+        # version detection pings the engine, so an unreachable engine fails here already
+        return docker.from_env(max_pool_size=MAX_POOL_SIZE)
+    except Exception as exc:
+        host = os.environ.get("DOCKER_HOST") or (
+            DEFAULT_NPIPE if IS_WINDOWS_PLATFORM else DEFAULT_UNIX_SOCKET
+        )
+        host = host.replace("http+unix://", "unix://")
+        raise _translate(exc, "reach the Docker engine", host) from exc
+
+
+def _engine_host(api: docker.APIClient) -> str:
+    """The engine's address as the user would write it in DOCKER_HOST."""
+    adapter = api.get_adapter(api.base_url)
+    for attribute, scheme in (("socket_path", "unix://"), ("npipe_path", "npipe://")):
+        path = getattr(adapter, attribute, None)
+        if isinstance(path, str):
+            return scheme + path
+    ssh_host = getattr(adapter, "ssh_host", None)
+    if isinstance(ssh_host, str):
+        return ssh_host if ssh_host.startswith("ssh://") else f"ssh://{ssh_host}"
+    return re.sub(r"^https?://", "tcp://", api.base_url)
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+def _translate(exc: BaseException, action: str, host: str) -> BackendError:
+    """The BackendError to raise for `exc`, which happened while trying to `action`."""
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, docker.errors.APIError):  # before OSError: it is a requests error too
+        reason = _explain(exc)
+        if _DISK_FULL in reason.lower():
+            return BackendError(_disk_full_message(reason))
+        return BackendError(f"cannot {action}: {reason}")
+    if (
+        isinstance(
+            exc,
+            requests.exceptions.RequestException | urllib3.exceptions.HTTPError | OSError,
+        )
+        or _cause(exc) is not None
+    ):
+        return BackendError(_connection_message(exc, action, host))
+    return BackendError(f"cannot {action}: {exc}")
+
+
+def _connection_message(exc: BaseException, action: str, host: str) -> str:
+    cause = _cause(exc)
+    if isinstance(cause, PermissionError):
+        return (
+            f"permission denied on the Docker engine socket {host}. Add your user to the "
+            "'docker' group ('sudo usermod -aG docker $USER', then log in again) or run "
+            "runner as a user who may use Docker."
+        )
+    if isinstance(cause, ConnectionRefusedError):
+        return f"cannot reach the Docker engine at {host}: connection refused. {_START_ADVICE}"
+    if isinstance(cause, FileNotFoundError):
+        return (
+            f"cannot reach the Docker engine at {host}: the socket does not exist. {_START_ADVICE}"
+        )
+    if isinstance(cause, TimeoutError) or isinstance(exc, requests.exceptions.Timeout):
+        return f"cannot {action}: the Docker engine at {host} did not answer in time"
+    if "ssl" in type(cause).__module__ or isinstance(exc, requests.exceptions.SSLError):
+        return (
+            f"cannot reach the Docker engine at {host}: TLS failed ({cause or exc}). "
+            "Check DOCKER_CERT_PATH and DOCKER_TLS_VERIFY."
+        )
+    if action == "reach the Docker engine":
+        return f"cannot reach the Docker engine at {host}: {cause or exc}. {_START_ADVICE}"
+    return f"cannot {action}: the connection to the Docker engine at {host} failed ({cause or exc})"
+
+
+def _cause(exc: BaseException) -> OSError | None:
+    """The socket-level error buried in a requests/urllib3/docker-py exception, if any."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and type(current).__module__ in _OS_ERROR_MODULES:
+            return current
+        inner = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        inner += list(current.args)
+        pending.extend(e for e in inner if isinstance(e, BaseException))
+    return None
+
+
+def _body(response: requests.Response) -> _Chunks:
+    """The de-chunked body of a streamed response. The engine sends one HTTP chunk per log
+    line, and calling http.client's `read1` directly rather than through urllib3's wrapper
+    halves the cost per chunk; docker-py itself relies on `raw._fp`."""
+    raw: urllib3.response.BaseHTTPResponse | None = response.raw
+    if raw is None:
+        raise BackendError("the Docker engine sent a log response without a body")
+    inner = getattr(raw, "_fp", None)
+    return inner if isinstance(inner, http.client.HTTPResponse) else raw
+
+
+def _raise_for_status(response: requests.Response) -> None:
+    """Raise docker-py's APIError (NotFound, ...) for an error response, as its own calls do."""
+    try:
+        response.raise_for_status()
+    except requests.exceptions.HTTPError as exc:
+        docker.errors.create_api_error_from_http_exception(exc)
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    """The engine's own words for a refused request."""
+    explanation = exc.explanation
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", "replace")
+    return str(explanation or exc).strip()
+
+
+def _disk_full_message(reason: str) -> str:
+    return (
+        f"the Docker host's disk is full ({reason}). Free space with 'docker system prune' "
+        "(removes stopped containers, unused networks, dangling images and build cache) "
+        "and try again."
+    )
+
+
+def _start_reason(message: str) -> str:
+    """Trim the runtime's preamble: 'OCI runtime create failed: ... exec: "x": executable
+    file not found in $PATH: unknown' -> 'exec: "x": executable file not found in $PATH'."""
+    for marker in ("unable to start container process: ", "starting container process caused: "):
+        if marker in message:
+            message = message.rsplit(marker, 1)[1]
+    return message.removesuffix(": unknown")
+
+
+def _event_error(event: Mapping[str, Any]) -> str:
+    detail = event.get("errorDetail") or {}
+    return str(event.get("error") or detail.get("message") or event).strip()
+
+
+def _pull_error(reference: str, reason: str) -> BackendError:
+    if _DISK_FULL in reason.lower():
+        return BackendError(_disk_full_message(reason))
+    return ImageError(
+        f"cannot pull image '{reference}': {reason.rstrip('.')}. Check the name and your "
+        "registry login, or load it with 'docker load'."
+    )
+
+
+# -- images -----------------------------------------------------------------------------
+
+
+def _ignore(_text: str) -> None:
+    return None
+
+
+def _image_key(source: ImageSource) -> ImageSource:
+    if isinstance(source, BuildImage):
+        return BuildImage(source.context.expanduser().absolute())
+    return source
+
+
+class _PullProgress:
+    """Condenses the engine's pull events (several per layer per second) into a summary
+    line at most once per interval: `pulling x: 2/5 layers done, 12.0/48.3 MB`."""
+
+    def __init__(
+        self,
+        reference: str,
+        interval_s: float = PULL_PROGRESS_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reference = reference
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last = float("-inf")
+        self._done: dict[str, bool] = {}
+        self._bytes: dict[str, tuple[int, int]] = {}
+
+    def feed(self, event: Mapping[str, Any]) -> str | None:
+        status = str(event.get("status", ""))
+        layer = event.get("id")
+        if status.startswith("Status: "):  # the last event: "Downloaded newer image for x"
+            return f"pulling {self._reference}: {status.removeprefix('Status: ')}"
+        if status.startswith("Pulling from "):
+            self._last = self._clock()
+            return f"pulling {self._reference}"
+        if not isinstance(layer, str) or not layer:
+            return None
+        self._done[layer] = status in ("Pull complete", "Already exists")
+        detail = event.get("progressDetail") or {}
+        if status == "Downloading" and detail.get("total"):
+            self._bytes[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+        elif status == "Download complete" and layer in self._bytes:
+            self._bytes[layer] = (self._bytes[layer][1], self._bytes[layer][1])
+        now = self._clock()
+        if now - self._last < self._interval_s:
+            return None
+        self._last = now
+        return self.summary()
+
+    def summary(self) -> str:
+        done = sum(self._done.values())
+        text = f"pulling {self._reference}: {done}/{len(self._done)} layers done"
+        if self._bytes:
+            current = sum(c for c, _ in self._bytes.values()) / 1e6
+            total = sum(t for _, t in self._bytes.values()) / 1e6
+            text += f", {current:.1f}/{total:.1f} MB"
+        return text
+
+
+def _repository_name(folder: str) -> str:
+    """A folder name made fit for a Docker repository path component."""
+    return re.sub(r"[^a-z0-9]+", "-", folder.lower()).strip("-") or "context"
+
+
+def _context_digest(context: Path) -> str:
+    """First 12 hex digits of a sha256 over what a build of `context` sends to the engine:
+    each file's relative path, mode and content, sorted; .dockerignore honoured exactly as
+    docker-py applies it when it makes the build tar."""
+    patterns: list[str] = []
+    ignore_file = context / ".dockerignore"
+    if ignore_file.is_file():
+        lines = (line.strip() for line in ignore_file.read_text().splitlines())
+        patterns = [line for line in lines if line and not line.startswith("#")]
+    digest = hashlib.sha256()
+    for relative in sorted(exclude_paths(str(context), patterns, dockerfile="Dockerfile")):
+        path = context / relative
+        info = path.lstat()
+        name = relative.replace(os.sep, "/").encode("utf-8", "surrogateescape")
+        digest.update(b"%s\0%o\0" % (name, info.st_mode))
+        if stat.S_ISLNK(info.st_mode):
+            digest.update(os.fsencode(os.readlink(path)) + b"\0")
+        elif stat.S_ISREG(info.st_mode):
+            digest.update(b"%d\0" % info.st_size)
+            with path.open("rb") as content:
+                while block := content.read(1 << 20):
+                    digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+# -- containers -------------------------------------------------------------------------
+
+
+def _files_archive(files: tuple[FileToCopy, ...], user: str | None) -> bytes:
+    """A tar for one put_archive at '/': the files at their absolute paths and, for a
+    non-root `user`, the workspace volume's root made world-writable and sticky (like /tmp)
+    so every task of the execution can write there whichever user it runs as.
+
+    Missing parent folders are created by the engine (root, 0755); the tar carries no
+    entries for them, which would reset the mode of existing ones such as /tmp. Files are
+    owned by `user` when it is numeric ("1000" or "1000:1000"), else by root."""
+    owner = _numeric_owner(user)
+    now = int(time.time())
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        if user:
+            workspace = tarfile.TarInfo(WORKSPACE_PATH.strip("/"))
+            workspace.type = tarfile.DIRTYPE
+            workspace.mode = 0o1777
+            workspace.mtime = now
+            archive.addfile(workspace)
+        for file in files:
+            entry = tarfile.TarInfo(file.path.lstrip("/"))
+            entry.size = len(file.content)
+            entry.mode = file.mode
+            entry.mtime = now
+            if owner is not None:
+                entry.uid, entry.gid = owner
+            archive.addfile(entry, io.BytesIO(file.content))
+    return buffer.getvalue()
+
+
+def _numeric_owner(user: str | None) -> tuple[int, int] | None:
+    match = re.fullmatch(r"(\d+)(?::(\d+))?", user or "")
+    if match is None:
+        return None
+    uid = int(match.group(1))
+    return uid, int(match.group(2)) if match.group(2) is not None else uid
+
+
+def _engine_time(value: object) -> datetime | None:
+    """Parse the engine's RFC 3339 time; its zero time means 'never'."""
+    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
+        return None
+    return datetime.fromisoformat(value)
+
+
+def _log_lines(body: _Chunks, container_id: str) -> Iterator[LogLine]:
+    """Reassemble lines from the engine's multiplexed log frames.
+
+    Each frame is an 8-byte header (stream, size) and a payload `<RFC3339Nano time> <text>`.
+    The engine writes one frame per line, but splits lines longer than 16 KiB into several
+    frames, each with its own time and only the last with the '\\n'. A line takes the time
+    of its first frame; it is decoded only once complete, so a UTF-8 character split across
+    frames survives; a trailing '\\r' is dropped; a last line without '\\n' is yielded at
+    the end of the stream.
+    """
+    unpack_header = _FRAME_HEADER.unpack_from
+    parse_time = datetime.fromisoformat
+    partial: dict[int, tuple[datetime, list[bytes]]] = {}
+    buffer = b""
+    while chunk := body.read1(LOG_READ_SIZE):
+        buffer = buffer + chunk if buffer else chunk
+        end = len(buffer)
+        position = 0
+        while end - position >= 8:
+            stream_number, size = unpack_header(buffer, position)
+            stop = position + 8 + size
+            if stop > end:
+                break
+            frame = buffer[position + 8 : stop]
+            position = stop
+            space = frame.find(b" ")
+            try:
+                when = parse_time(frame[:space].decode())
+            except ValueError:  # no time in front: keep the whole payload
+                when, space = datetime.now(UTC), -1
+            text = frame[space + 1 :]
+            stream = _STREAMS.get(stream_number)
+            if stream is None:
+                if stream_number == _SYSTEM_ERROR_STREAM:
+                    raise BackendError(
+                        f"the Docker engine failed while sending the logs of container "
+                        f"{container_id[:12]}: {text.decode('utf-8', 'replace').strip()}"
+                    )
+                continue
+            newline = text.find(b"\n")
+            if 0 <= newline == len(text) - 1 and stream_number not in partial:  # the common case
+                if text.endswith(b"\r\n"):
+                    yield LogLine(stream, text[:-2].decode("utf-8", "replace"), when)
+                else:
+                    yield LogLine(stream, text[:-1].decode("utf-8", "replace"), when)
+                continue
+            pending = partial.get(stream_number)
+            if pending is None:
+                pending = partial[stream_number] = (when, [])
+            pending[1].append(text)
+            if newline < 0:
+                continue
+            del partial[stream_number]
+            lines = b"".join(pending[1]).split(b"\n")
+            rest = lines.pop()
+            line_time = pending[0]
+            for line in lines:
+                yield LogLine(
+                    stream, line.removesuffix(b"\r").decode("utf-8", "replace"), line_time
+                )
+                line_time = when
+            if rest:
+                partial[stream_number] = (when, [rest])
+        buffer = buffer[position:]
+    for stream_number, (when, parts) in partial.items():
+        line = b"".join(parts).removesuffix(b"\r")
+        yield LogLine(_STREAMS[stream_number], line.decode("utf-8", "replace"), when)

@@ -1,0 +1,95 @@
+"""A scripted in-memory backend for unit tests of the scheduler: no engine needed.
+
+Each task's behaviour is looked up by its RUNNER_TASK_ID: the lines it prints, its exit
+code and how long it "runs". Real container behaviour is tested against a real engine in
+tests/integration; this double only exercises ordering, skipping and concurrency.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from runner.backends.base import ProgressCallback
+from runner.errors import BackendError
+from runner.execution import ContainerExit, ContainerSpec, ImageSource, LogLine, PullImage
+
+
+@dataclass(frozen=True)
+class Script:
+    lines: tuple[str, ...] = ()
+    exit_code: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Container:
+    spec: ContainerSpec
+    script: Script
+    started: float
+    killed: threading.Event = field(default_factory=threading.Event)
+
+
+class FakeBackend:
+    def __init__(self, scripts: Mapping[str, Script] | None = None) -> None:
+        self.scripts = dict(scripts or {})
+        self.started: list[ContainerSpec] = []
+        self.volumes: set[str] = set()
+        self.removed: list[str] = []
+        self._containers: dict[str, _Container] = {}
+        self._lock = threading.Lock()
+        self.max_running = 0
+        self._running = 0
+
+    def check(self) -> None:
+        pass
+
+    def ensure_image(self, source: ImageSource, progress: ProgressCallback | None = None) -> str:
+        return source.reference if isinstance(source, PullImage) else f"built:{source.context.name}"
+
+    def create_workspace(self, name: str, labels: Mapping[str, str]) -> None:
+        self.volumes.add(name)
+
+    def remove_workspace(self, name: str) -> None:
+        self.volumes.discard(name)
+
+    def start(self, spec: ContainerSpec) -> str:
+        script = self.scripts.get(spec.env["RUNNER_TASK_ID"], Script())
+        if script.exit_code < 0:
+            raise BackendError(f"cannot start {spec.name}: scripted failure")
+        with self._lock:
+            container_id = f"c{len(self.started):04d}"
+            self.started.append(spec)
+            self._containers[container_id] = _Container(spec, script, time.monotonic())
+            self._running += 1
+            self.max_running = max(self.max_running, self._running)
+        return container_id
+
+    def logs(self, container_id: str) -> Iterator[LogLine]:
+        container = self._containers[container_id]
+        for line in container.script.lines:
+            yield LogLine(stream="stdout", line=line, time=datetime.now(UTC))
+        container.killed.wait(container.script.seconds)
+
+    def wait(self, container_id: str) -> ContainerExit:
+        container = self._containers[container_id]
+        with self._lock:
+            self._running -= 1
+        return ContainerExit(
+            exit_code=137 if container.killed.is_set() else container.script.exit_code
+        )
+
+    def kill(self, container_id: str) -> None:
+        self._containers[container_id].killed.set()
+
+    def remove(self, container_id: str) -> None:
+        self.removed.append(container_id)
+
+    def cleanup(self, labels: Mapping[str, str]) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass

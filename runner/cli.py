@@ -1,0 +1,347 @@
+"""The `runner` command: arguments in, library calls, results printed, an exit code out.
+
+Exit codes: 0 success, 1 a failed execution or a runtime error, 2 bad flow/input/flag,
+130 interrupted. Errors print as one line on stderr, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from runner import api, logs
+from runner.errors import FlowError, RunnerError
+from runner.execution import ExecutionState
+from runner.inputs import parse_input_args
+from runner.loader import load_flow
+from runner.settings import DATABASE_URL_ENV, DEBUG_ENV, LOG_FORMAT_ENV
+from runner.store import ExecutionRecord, Store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STATE_STYLE = {
+    "SUCCESS": "green",
+    "FAILED": "red",
+    "KILLED": "magenta",
+    "SKIPPED": "dim",
+    "RUNNING": "cyan",
+    "CREATED": "dim",
+}
+
+
+def _stdout() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        "db_url",
+        envvar=DATABASE_URL_ENV,
+        metavar="URL",
+        help=f"SQLAlchemy database URL [env {DATABASE_URL_ENV}; default sqlite:///.runner/runner.db].",
+    )(func)
+
+
+def _open_store(db_url: str | None) -> Store:
+    return api.open_store(db_url)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="runner")
+def cli() -> None:
+    """Run YAML flows of containers and keep a record of every run."""
+
+
+@cli.command()
+@click.argument("flow", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A flow input; repeat for several.",
+)
+@_db_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Most tasks running at once (overrides the flow).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    envvar=LOG_FORMAT_ENV,
+    default="console",
+    show_default=True,
+    help="How events and task output are printed on stderr.",
+)
+@click.option(
+    "--keep-workspace",
+    is_flag=True,
+    help="Keep the execution's workspace volume even after success.",
+)
+def run(
+    flow: str,
+    inputs: Sequence[str],
+    db_url: str | None,
+    concurrency: int | None,
+    log_format: str,
+    keep_workspace: bool,
+) -> None:
+    """Run FLOW (a YAML file) and wait for it to end."""
+    values = parse_input_args(inputs)
+    loaded = load_flow(flow)
+    width = max(12, *(len(t.id) for t in loaded.flow.tasks))
+    logs.configure("json" if log_format == "json" else "console", task_width=width)
+    store = _open_store(db_url)
+    try:
+
+        def announce(execution_id: str) -> None:
+            click.echo(f"execution {execution_id} ({loaded.flow.full_id})")
+
+        result = api.run_flow(
+            loaded,
+            values,
+            store=store,
+            concurrency=concurrency,
+            keep_workspace=keep_workspace,
+            handle_signals=True,
+            on_created=announce,
+        )
+        record = store.get_execution(result.execution_id)
+    finally:
+        store.close()
+    _print_summary(record)
+    if result.state is ExecutionState.KILLED:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("flows", nargs=-1, required=True, type=click.Path(path_type=str))
+def validate(flows: Sequence[str]) -> None:
+    """Check flow files; report every problem of each file at once."""
+    bad = 0
+    for path in flows:
+        try:
+            loaded = load_flow(path)
+        except FlowError as exc:
+            bad += 1
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            continue
+        click.echo(f"{path}: ok ({len(loaded.flow.tasks)} tasks)")
+    sys.exit(EXIT_USAGE if bad else EXIT_OK)
+
+
+@cli.command()
+@_db_option
+@click.option("--flow", "flow_id", metavar="ID", help="Only executions of this flow.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in ExecutionState], case_sensitive=False),
+    help="Only executions in this state.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def executions(
+    db_url: str | None, flow_id: str | None, state: str | None, limit: int, as_json: bool
+) -> None:
+    """List executions, newest first."""
+    store = _open_store(db_url)
+    try:
+        records = store.list_executions(
+            flow_id=flow_id, state=state.upper() if state else None, limit=limit
+        )
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in records], indent=2))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("EXECUTION", "FLOW", "STATE", "STARTED", "DURATION", "TASKS"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(
+            r.id,
+            f"{r.namespace}.{r.flow_id}",
+            _styled(r.state),
+            _when(r.started_at or r.created_at),
+            _duration(r.duration_s),
+            str(len({t.task_id for t in r.task_runs})),
+        )
+    _stdout().print(table)
+
+
+@cli.command()
+@click.argument("execution")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def show(execution: str, db_url: str | None, as_json: bool) -> None:
+    """Show an execution and its task runs (EXECUTION may be a unique id prefix)."""
+    store = _open_store(db_url)
+    try:
+        record = store.get_execution(execution)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), indent=2))
+        return
+    console = _stdout()
+    console.print(f"execution  {record.id}")
+    console.print(f"flow       {record.namespace}.{record.flow_id} (revision {record.revision})")
+    console.print(f"state      {_styled(record.state)}")
+    console.print(
+        f"started    {_when(record.started_at)}   ended {_when(record.ended_at)}   duration {_duration(record.duration_s)}"
+    )
+    if record.inputs:
+        console.print(f"inputs     {json.dumps(record.inputs)}")
+    if record.error:
+        console.print(f"error      {record.error}")
+    console.print()
+    table = Table(box=None, pad_edge=False)
+    for column in ("TASK", "ATTEMPT", "STATE", "EXIT", "DURATION", "IMAGE", "ERROR"):
+        table.add_column(column)
+    for run in record.task_runs:
+        table.add_row(
+            run.task_id,
+            str(run.attempt),
+            _styled(run.state),
+            "" if run.exit_code is None else str(run.exit_code),
+            _duration(run.duration_s),
+            run.image or "",
+            run.error or "",
+        )
+    console.print(table)
+
+
+@cli.command(name="logs")
+@click.argument("execution")
+@_db_option
+@click.option("--task", "task_id", metavar="ID", help="Only this task's lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def logs_command(execution: str, db_url: str | None, task_id: str | None, as_json: bool) -> None:
+    """Print the recorded output of an execution's tasks."""
+    store = _open_store(db_url)
+    try:
+        record = store.get_execution(execution)
+        lines = store.get_logs(record.id, task_id=task_id)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "task_id": ln.task_id,
+                        "time": ln.time.isoformat(),
+                        "stream": ln.stream,
+                        "line": ln.line,
+                    }
+                    for ln in lines
+                ],
+                indent=2,
+            )
+        )
+        return
+    width = max([12, *(len(ln.task_id) for ln in lines)])
+    out = sys.stdout
+    for ln in lines:
+        bar = "!" if ln.stream == "stderr" else "│"
+        out.write(f"{ln.task_id:<{width}} {bar} {ln.line}\n")
+
+
+def _print_summary(record: ExecutionRecord) -> None:
+    attempts: dict[str, int] = {}
+    last: dict[str, Any] = {}
+    for run in record.task_runs:
+        attempts[run.task_id] = attempts.get(run.task_id, 0) + 1
+        last[run.task_id] = run
+    table = Table(box=None, pad_edge=False, title=None)
+    for column in ("TASK", "STATE", "ATTEMPTS", "DURATION", "EXIT"):
+        table.add_column(column)
+    for task_id, run in last.items():
+        table.add_row(
+            task_id,
+            _styled(run.state),
+            str(attempts[task_id]),
+            _duration(run.duration_s),
+            "" if run.exit_code is None else str(run.exit_code),
+        )
+    console = _stdout()
+    console.print()
+    console.print(table)
+    console.print(
+        f"\nexecution {record.id} {_styled(record.state)} in {_duration(record.duration_s)}"
+    )
+    if record.error:
+        console.print(f"error: {record.error}")
+
+
+def _styled(state: str) -> str:
+    style = _STATE_STYLE.get(state)
+    return f"[{style}]{state}[/{style}]" if style else state
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the console script and `python -m runner`."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None, prog_name="runner", standalone_mode=False
+        )
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except FlowError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(exc.exit_code)
+    except RunnerError as exc:
+        _fail(str(exc), exc.exit_code)
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        _fail(
+            f"internal error: {exc!r} (set {DEBUG_ENV}=1 for the traceback, and please report it)",
+            EXIT_FAILED,
+        )
+    sys.exit(EXIT_OK)

@@ -1,0 +1,86 @@
+"""The exceptions `runner` raises, each with a message written for the user.
+
+RunnerError                 anything runner reports instead of a traceback
+├── UsageError              a bad flag or argument (exit 2)
+├── FlowError               a flow file that cannot be used; carries every Problem (exit 2)
+├── InputError              input values that do not fit the flow's inputs (exit 2)
+├── CycleError              tasks that depend on each other in a loop
+├── BackendError            the container engine failed or refused (exit 1)
+│   └── ImageError          an image could not be pulled, found or built
+├── StoreError              the database could not be opened or written
+└── NotFoundError           an execution id that matches nothing (exit 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class RunnerError(Exception):
+    """Base of every error runner reports to the user."""
+
+    exit_code = 1
+
+
+class UsageError(RunnerError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a flow file: where it is and what is wrong."""
+
+    file: str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class FlowError(RunnerError):
+    """A flow file that cannot be used. `problems` lists all of them at once."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class InputError(RunnerError):
+    exit_code = 2
+
+
+class CycleError(RunnerError):
+    exit_code = 2
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle = tuple(cycle)
+        super().__init__("cycle: " + " -> ".join(self.cycle))
+
+
+class BackendError(RunnerError):
+    exit_code = 1
+
+
+class ImageError(BackendError):
+    pass
+
+
+class StoreError(RunnerError):
+    exit_code = 1
+
+
+class NotFoundError(RunnerError):
+    exit_code = 2

@@ -1,0 +1,151 @@
+"""Backend-neutral values passed between the scheduler, a backend and the store.
+
+Nothing here knows Docker: a Kubernetes or Swarm backend takes the same `ContainerSpec`
+and gives back the same `LogLine`s and `ContainerExit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+
+class ExecutionState(StrEnum):
+    CREATED = "CREATED"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (ExecutionState.SUCCESS, ExecutionState.FAILED, ExecutionState.KILLED)
+
+
+class TaskState(StrEnum):
+    CREATED = "CREATED"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    KILLED = "KILLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (TaskState.CREATED, TaskState.RUNNING)
+
+
+Stream = Literal["stdout", "stderr"]
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line a container wrote, without its line ending."""
+
+    stream: Stream
+    line: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class PullImage:
+    """Use an image by reference, pulling it according to `policy` (missing|always|never)."""
+
+    reference: str
+    policy: str = "missing"
+
+
+@dataclass(frozen=True)
+class BuildImage:
+    """Build an image from a folder with a Dockerfile on the runner's machine."""
+
+    context: Path
+
+
+ImageSource = PullImage | BuildImage
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A volume in the container: a named volume, or a path on the daemon's host (bind)."""
+
+    kind: Literal["volume", "bind"]
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class FileToCopy:
+    """A file delivered into the container before it starts (never a bind mount)."""
+
+    path: str  # absolute path in the container
+    content: bytes
+    mode: int = 0o755
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything a backend needs to run one task attempt."""
+
+    name: str
+    image: str  # a resolved image reference or id, as returned by Backend.ensure_image
+    command: tuple[str, ...] | None
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    workspace: str  # name of the execution's workspace volume, mounted at WORKSPACE_PATH
+    mounts: tuple[Mount, ...] = ()
+    files: tuple[FileToCopy, ...] = ()
+    working_dir: str = "/workspace"
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    """How a container ended."""
+
+    exit_code: int
+    oom_killed: bool = False
+    error: str | None = None  # the engine's own error, if any
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The outcome of one task attempt, as the scheduler records it."""
+
+    task_id: str
+    attempt: int
+    state: TaskState
+    exit_code: int | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    container_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    execution_id: str
+    flow_id: str
+    state: ExecutionState
+    tasks: tuple[TaskResult, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.state is ExecutionState.SUCCESS
+
+
+WORKSPACE_PATH = "/workspace"
+
+LABEL_PREFIX = "io.runner."
+LABEL_MANAGED = LABEL_PREFIX + "managed"
+LABEL_EXECUTION = LABEL_PREFIX + "execution"
+LABEL_FLOW = LABEL_PREFIX + "flow"
+LABEL_TASK = LABEL_PREFIX + "task"
+LABEL_ATTEMPT = LABEL_PREFIX + "attempt"

@@ -1,0 +1,224 @@
+"""The flow file as validated, immutable models: what users write, nothing they did not.
+
+Only validation lives here; reading files and mapping errors to lines is `loader`'s job,
+and ordering tasks is `dag`'s.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=200)]
+
+
+def _scalar_to_str(value: Any) -> Any:
+    """YAML reads `DEBUG: 1` as an int and `ON: true` as a bool; containers only take strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_scalar_to_str)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+
+class InputType(StrEnum):
+    STRING = "string"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    ENUM = "enum"
+    JSON = "json"
+
+
+class FlowInput(_Model):
+    """A typed value given at run time with `-i id=value`."""
+
+    id: Identifier
+    type: InputType = InputType.STRING
+    description: str | None = None
+    required: bool | None = None
+    default: Any = None
+    values: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FlowInput:
+        # inputs is pure; imported late to keep it free of models
+        from runner.inputs import coerce_value
+
+        if self.type is InputType.ENUM and not self.values:
+            raise ValueError("an enum input needs `values`, the list of accepted values")
+        if self.type is not InputType.ENUM and self.values is not None:
+            raise ValueError("`values` only applies to inputs of type enum")
+        if self.default is not None:
+            try:
+                coerce_value(self.type, self.default, self.values)
+            except ValueError as exc:
+                raise ValueError(f"default: {exc}") from exc
+        return self
+
+    @property
+    def is_required(self) -> bool:
+        """Required unless it has a default or says `required: false` (as in Kestra)."""
+        if self.required is not None:
+            return self.required and self.default is None
+        return self.default is None
+
+
+class PullPolicy(StrEnum):
+    MISSING = "missing"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+VOLUME_RE = re.compile(r"^(?P<source>.+?):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
+NAMED_VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_volume(spec: str) -> str:
+    """Reject a volume string that is not `source:/target[:ro|rw]`.
+
+    The source may be a Windows path with a drive letter (`C:/Users/me/Data Engg`), so the
+    split is on the last colon that starts an absolute container path.
+    """
+    if not VOLUME_RE.match(spec):
+        raise ValueError(
+            f"volume {spec!r} is not SOURCE:/TARGET[:ro|rw]; SOURCE is a named volume "
+            "or a path (relative to the flow file), TARGET an absolute path in the container"
+        )
+    return spec
+
+
+# After, not before, str validation: `volumes: [5]` must be a type error, not a crash in re.
+VolumeSpec = Annotated[str, AfterValidator(check_volume)]
+
+# Fields of a task that `defaults:` may set. `image`/`build` and `script`/`command` are
+# pairs: a task that sets one member of a pair does not inherit the other from defaults.
+_EXCLUSIVE_PAIRS = (("image", "build"), ("script", "command"))
+
+
+class _TaskFields(_Model):
+    description: str | None = None
+    image: str | None = Field(default=None, min_length=1)
+    build: str | None = Field(default=None, min_length=1)
+    pull: PullPolicy = PullPolicy.MISSING
+    script: str | None = None
+    interpreter: str | tuple[str, ...] = "/bin/sh -e"
+    command: str | tuple[str, ...] | None = None
+    env: dict[str, EnvValue] = Field(default_factory=dict)
+    volumes: tuple[VolumeSpec, ...] = ()
+    working_dir: str = "/workspace"
+    user: str | None = None
+
+    @field_validator("working_dir")
+    @classmethod
+    def _absolute_working_dir(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(
+                f"working_dir must be an absolute path in the container, not {value!r}"
+            )
+        return value
+
+
+class TaskDefaults(_TaskFields):
+    """What `defaults:` may set: every task field but `id` and `depends_on`."""
+
+
+class Task(_TaskFields):
+    id: Identifier
+    depends_on: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> Task:
+        if self.image is None and self.build is None:
+            raise ValueError(
+                "give either `image` (an image reference) or `build` (a folder with a Dockerfile)"
+            )
+        if self.image is not None and self.build is not None:
+            raise ValueError("give either `image` or `build`, not both")
+        if self.script is not None and self.command is not None:
+            raise ValueError("give either `script` or `command`, not both")
+        if isinstance(self.interpreter, str):
+            # checked here, not when the container starts: `python 'x` must fail at load
+            try:
+                words = shlex.split(self.interpreter)
+            except ValueError as exc:
+                raise ValueError(
+                    f"interpreter {self.interpreter!r} cannot be split into words: {exc}"
+                ) from exc
+            if not words:
+                raise ValueError("interpreter must not be empty")
+        if isinstance(self.interpreter, tuple) and not self.interpreter:
+            raise ValueError("interpreter must not be empty")
+        if isinstance(self.command, tuple) and not self.command:
+            raise ValueError("command must not be an empty list")
+        return self
+
+
+class Flow(_Model):
+    id: Identifier
+    namespace: Identifier = "default"
+    description: str | None = None
+    labels: dict[str, EnvValue] = Field(default_factory=dict)
+    inputs: tuple[FlowInput, ...] = ()
+    env: dict[str, EnvValue] = Field(default_factory=dict)
+    # strict: YAML's `concurrency: yes` is a bool, which lax mode would take as 1
+    concurrency: int | None = Field(default=None, ge=1, strict=True)
+    defaults: TaskDefaults | None = None
+    tasks: tuple[Task, ...] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        """Apply `defaults:` to every task before tasks are validated."""
+        if not isinstance(data, dict):
+            return data
+        defaults = data.get("defaults")
+        tasks = data.get("tasks")
+        if not isinstance(defaults, dict) or not isinstance(tasks, list):
+            return data
+        merged = []
+        for task in tasks:
+            if not isinstance(task, dict):
+                merged.append(task)
+                continue
+            inherited = {k: v for k, v in defaults.items() if k not in ("id", "depends_on")}
+            for pair in _EXCLUSIVE_PAIRS:
+                if any(task.get(key) is not None for key in pair):
+                    for key in pair:
+                        inherited.pop(key, None)
+            combined = {**inherited, **task}
+            if isinstance(defaults.get("env"), dict) and isinstance(task.get("env"), dict):
+                combined["env"] = {**defaults["env"], **task["env"]}
+            merged.append(combined)
+        return {**data, "tasks": merged}
+
+    def task(self, task_id: str) -> Task:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+    @property
+    def full_id(self) -> str:
+        return f"{self.namespace}.{self.id}"

@@ -1,0 +1,754 @@
+"""Read a flow file into a validated `Flow`, or report every problem in it at once.
+
+    path -> bytes -> text -> YAML node tree -> plain data + line map -> Flow
+         -> graph checks (dag) and file checks (build folders) -> LoadedFlow
+
+Each problem names the file, the line and column, and the field (`tasks[1] (load).image`),
+so a user fixes them all in one pass. Whatever the file holds, the only exception that
+leaves this module is `FlowError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from runner import dag
+from runner.dag import Loc
+from runner.errors import FlowError, Problem
+from runner.flow import IDENTIFIER, Flow, Task
+
+__all__ = ["LineMap", "LoadedFlow", "load_flow", "parse_flow"]
+
+Position = tuple[int, int]
+"""(line, column) in the file, both 1-based."""
+
+# Guards against files that are valid YAML but absurd: deep nesting exhausts the stack,
+# and aliases of aliases ("billion laughs") expand to more values than memory holds.
+_MAX_DEPTH = 100
+_MAX_VALUES = 250_000
+
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_TYPED_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("bool", "int", "float", "timestamp")
+)
+_SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class LineMap(Mapping[Loc, Position]):
+    """Where each mapping key and sequence item of a flow file starts: loc -> (line, column).
+
+    A loc is the path pydantic uses: `("tasks", 1, "image")`. The root is `()`.
+    """
+
+    def __init__(self, marks: Mapping[Loc, Position] | None = None) -> None:
+        self._marks: dict[Loc, Position] = dict(marks or {})
+
+    def __getitem__(self, loc: Loc) -> Position:
+        return self._marks[loc]
+
+    def __iter__(self) -> Iterator[Loc]:
+        return iter(self._marks)
+
+    def __len__(self) -> int:
+        return len(self._marks)
+
+    def __repr__(self) -> str:
+        return f"LineMap({len(self._marks)} marks)"
+
+    def nearest(self, loc: Sequence[str | int]) -> Position | None:
+        """The position of `loc`, else of its deepest ancestor written in the file."""
+        return _nearest(self, loc)
+
+
+def _nearest(marks: Mapping[Loc, Position], loc: Sequence[str | int]) -> Position | None:
+    path = tuple(loc)
+    for end in range(len(path), -1, -1):
+        found = marks.get(path[:end])
+        if found is not None:
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class LoadedFlow:
+    """A valid flow and where it came from: its text, revision and line marks."""
+
+    flow: Flow
+    path: Path
+    """Absolute path of the flow file."""
+    source: str
+    """The text of the file, as read (without a UTF-8 BOM)."""
+    revision: str
+    """First 12 hex digits of the sha256 of the file's bytes."""
+    lines: LineMap = field(default_factory=LineMap, repr=False)
+    file: str = ""
+    """The path as the user gave it, for messages (defaults to `path`)."""
+
+    def __post_init__(self) -> None:
+        if not self.file:
+            object.__setattr__(self, "file", str(self.path))
+
+    @property
+    def base_dir(self) -> Path:
+        """The flow file's folder: `build:` and relative volume sources start here."""
+        return self.path.parent
+
+    def line_of(self, loc: Sequence[str | int]) -> int | None:
+        """The line of `loc` (or of its deepest ancestor in the file), 1-based."""
+        position = _nearest(self.lines, loc)
+        return position[0] if position else None
+
+
+def load_flow(path: str | Path) -> LoadedFlow:
+    """Read and check the flow file at `path`; raise FlowError listing every problem."""
+    file = os.fspath(path)
+    try:
+        raw = Path(path).read_bytes()
+    except IsADirectoryError as exc:
+        raise _fail(file, "this is a folder, not a flow file") from exc
+    except FileNotFoundError as exc:
+        raise _fail(file, "no such file") from exc
+    except OSError as exc:
+        raise _fail(file, f"cannot read the file: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # an embedded NUL byte in the path
+        raise _fail(file, f"not a usable path: {exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        message = (
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded; save the file as UTF-8"
+        )
+        raise FlowError([Problem(file, line, None, "", message)]) from exc
+    return _load(text, raw, path)
+
+
+def parse_flow(text: str, *, path: str | Path) -> LoadedFlow:
+    """Check flow text as if it were read from `path` (which need not exist, but `build:`
+    folders are looked up relative to it)."""
+    return _load(text, text.encode("utf-8"), path)
+
+
+def _fail(file: str, message: str) -> FlowError:
+    return FlowError([Problem(file, None, None, "", message)])
+
+
+def _load(text: str, raw: bytes, path: str | Path) -> LoadedFlow:
+    file = os.fspath(path)
+    absolute = Path(os.path.abspath(path))
+    text = text.removeprefix("\ufeff")
+    data, marks, issues = _read_yaml(file, text)
+    report = _Report(file, LineMap(marks), data)
+    for issue in issues:
+        report.add(issue.loc, issue.message, issue.position)
+    flow: Flow | None = None
+    if data is not None and not any(issue.fatal for issue in issues):
+        try:
+            flow = Flow.model_validate(data)
+        except ValidationError as exc:
+            _explain(exc.errors(), report)
+        # The graph and file checks run even when some fields are wrong, so that one
+        # pass over the file shows everything to fix.
+        graph = flow or _graph_of(data)
+        if graph is not None:
+            for loc, message in dag.find_problems(graph):
+                report.add(loc, message)
+        _check_input_ids(data, report)
+        _check_build_folders(data, absolute.parent, report)
+    if flow is None and not report.problems:  # not expected: every path above reports why
+        report.add((), "the flow is not valid")
+    if report.problems or flow is None:
+        raise FlowError(report.sorted())
+    return LoadedFlow(
+        flow=flow,
+        path=absolute,
+        source=text,
+        revision=hashlib.sha256(raw).hexdigest()[:12],
+        lines=report.lines,
+        file=file,
+    )
+
+
+# --- YAML -> plain data with line marks ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Issue:
+    loc: Loc
+    message: str
+    position: Position | None
+    fatal: bool = False
+    """The data is incomplete, so validating it would only add confusing problems."""
+
+
+class _Stop(Exception):
+    """Reading cannot go on (too deep, too big); carries the one issue to report."""
+
+    def __init__(self, issue: _Issue) -> None:
+        self.issue = issue
+
+
+def _read_yaml(
+    file: str, text: str
+) -> tuple[dict[str, Any] | None, dict[Loc, Position], list[_Issue]]:
+    """The top-level mapping of `text`, the position of every key and item, and what was wrong.
+
+    Raises FlowError at once for a syntax error: nothing after it can be trusted.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        raise FlowError([_syntax_problem(file, exc)]) from exc
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        message = f"character {chr(exc.character)!r} (#x{exc.character:04x}) is not allowed in YAML"
+        raise FlowError([Problem(file, line, column, "", message)]) from exc
+    except yaml.YAMLError as exc:
+        raise _fail(file, f"not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise _fail(file, "the YAML is nested too deeply to read") from exc
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL_TAG):
+        raise _fail(file, "the file is empty; a flow needs at least `id` and `tasks`")
+    reader = _TreeReader()
+    root_position = _position(root)
+    reader.marks[()] = root_position
+    try:
+        data = reader.read(root, ())
+    except _Stop as stop:
+        return None, reader.marks, [*reader.issues, stop.issue]
+    if not isinstance(data, dict):
+        message = f"a flow file must be a mapping of fields (id, tasks, ...), not {_describe(data)}"
+        return None, reader.marks, [*reader.issues, _Issue((), message, root_position, fatal=True)]
+    return data, reader.marks, reader.issues
+
+
+def _syntax_problem(file: str, exc: yaml.MarkedYAMLError) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    problem, context = exc.problem or "", exc.context or ""
+    context_line = exc.context_mark.line + 1 if exc.context_mark else None
+    if problem.startswith("but ") and context:
+        # "expected a single document in the stream" + "but found another document"
+        message = f"{context}, {problem}"
+    elif (
+        context and context_line is not None and mark is not None and context_line != mark.line + 1
+    ):
+        message = f"{problem} ({context} started at line {context_line})"
+    elif context:
+        message = f"{problem} ({context})" if problem else context
+    else:
+        message = problem or str(exc)
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+    return Problem(file, line, column, "", f"YAML syntax error: {message}")
+
+
+def _position(node: yaml.Node) -> Position:
+    mark = node.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+class _TreeReader:
+    """Turn a composed node tree into dicts, lists and scalars, noting where each key and
+    item starts. PyYAML's own constructor drops marks and keeps the last of duplicate keys
+    silently, so the walk is done here."""
+
+    def __init__(self) -> None:
+        self.marks: dict[Loc, Position] = {}
+        self.issues: list[_Issue] = []
+        self._scalars = yaml.SafeLoader("")
+        self._open: set[int] = set()
+        self._count = 0
+
+    def read(self, node: yaml.Node, loc: Loc, schema: Any = Flow) -> Any:
+        """Plain data for `node` at `loc`, where the flow format expects a `schema` value."""
+        self._count += 1
+        if self._count > _MAX_VALUES:
+            message = f"the file expands to more than {_MAX_VALUES:,} values (aliases of aliases?)"
+            raise _Stop(_Issue(loc, message, _position(node), fatal=True))
+        if len(loc) > _MAX_DEPTH:
+            message = f"values are nested more than {_MAX_DEPTH} levels deep"
+            raise _Stop(_Issue(loc[:3], message, _position(node), fatal=True))
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, loc, schema)
+        if id(node) in self._open:
+            self._issue(
+                loc, "an alias refers to a value that contains it (a recursive alias)", node
+            )
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
+                return self._mapping(node, loc, schema)
+            if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
+                return self._sequence(node, loc, schema)
+            self._issue(loc, f"the YAML tag {node.tag!r} is not supported", node)
+            return None
+        finally:
+            self._open.discard(id(node))
+
+    def _issue(self, loc: Loc, message: str, node: yaml.Node) -> None:
+        self.issues.append(_Issue(loc, message, _position(node), fatal=True))
+
+    def _scalar(self, node: yaml.ScalarNode, loc: Loc, schema: Any) -> Any:
+        if node.style is None and node.tag in _TYPED_TAGS and _wants_text(schema):
+            # Where the format wants text, keep what the user wrote: `PYTHON: 3.10` is
+            # "3.10" (not 3.1), `user: 1000` is "1000", `DEBUG: yes` is "yes".
+            return node.value
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            self._issue(loc, f"cannot read {node.value!r}: {exc.problem}", node)
+        except (ValueError, TypeError, OverflowError):
+            # e.g. an int of more than 4300 digits, or `!!float abc`
+            text: str = node.value
+            shown = repr(text) if len(text) <= 40 else f"{text[:20]!r}... ({len(text)} characters)"
+            self._issue(loc, f"cannot read {shown} as {node.tag.rsplit(':', 1)[-1]}", node)
+        return None
+
+    def _sequence(self, node: yaml.SequenceNode, loc: Loc, schema: Any) -> list[Any]:
+        items: list[Any] = []
+        for index, item in enumerate(node.value):
+            self.marks[(*loc, index)] = _position(item)
+            items.append(self.read(item, (*loc, index), _child(schema, index)))
+        return items
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc, schema: Any) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        merges: list[yaml.Node] = []
+        pairs: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                # `<<: *base` (or a list of them): keys of its own win, then earlier merges
+                sources = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
+                merges.extend(sources)
+            else:
+                pairs.append((key_node, value_node))
+        for source in reversed(merges):
+            if isinstance(source, yaml.MappingNode):
+                merged = self.read(source, loc, schema)
+                if isinstance(merged, dict):
+                    result.update(merged)
+            else:
+                self._issue(
+                    loc, "`<<` merges a mapping (or a list of mappings) into this one", source
+                )
+        first: dict[str, Position] = {}
+        for key_node, value_node in pairs:
+            position = _position(key_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._issue(loc, "a key must be a plain name, not a list or a mapping", key_node)
+                continue
+            # Keys are names (fields, variables, labels): keep their text, so that `on:` or
+            # `1:` stay strings instead of YAML 1.1's True and 1.
+            key: str = key_node.value
+            if key in first:
+                message = f"duplicate key {key!r} (first at line {first[key][0]}); YAML would silently keep only the last"
+                self.issues.append(_Issue((*loc, key), message, position))
+            else:
+                first[key] = position
+            self.marks[(*loc, key)] = position
+            result[key] = self.read(value_node, (*loc, key), _child(schema, key))
+        return result
+
+
+# --- pydantic errors -> problems ----------------------------------------------------------
+
+
+class _Report:
+    """Problems collected for one file, each placed on a line and named by a readable field."""
+
+    def __init__(self, file: str, lines: LineMap, data: Mapping[str, Any] | None) -> None:
+        self.file = file
+        self.lines = lines
+        self.data = data or {}
+        self.problems: list[Problem] = []
+        self._seen: set[Problem] = set()
+
+    def add(self, loc: Loc, message: str, position: Position | None = None) -> None:
+        where = position or self.lines.nearest(loc)
+        line, column = where if where else (None, None)
+        problem = Problem(self.file, line, column, self.field_name(loc), message)
+        if problem not in self._seen:  # e.g. two union members failing the same way
+            self._seen.add(problem)
+            self.problems.append(problem)
+
+    def sorted(self) -> list[Problem]:
+        return sorted(self.problems, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+
+    def field_name(self, loc: Loc) -> str:
+        """`tasks[1] (load).env.HOME` for ("tasks", 1, "env", "HOME")."""
+        out = ""
+        for depth, part in enumerate(loc):
+            if isinstance(part, int):
+                out += f"[{part}]"
+                label = self._label(loc[: depth + 1])
+                if label:
+                    out += f" ({label})"
+            elif _SIMPLE_KEY.match(part):
+                out += f".{part}" if out else part
+            else:
+                out += f"[{part!r}]"
+        return out
+
+    def _label(self, loc: Loc) -> str | None:
+        """The id of the task or input at `loc`, when the file gives a usable one."""
+        if len(loc) != 2 or loc[0] not in ("tasks", "inputs"):
+            return None
+        item = _follow(self.data, loc)
+        ident = item.get("id") if isinstance(item, dict) else None
+        if isinstance(ident, str) and 0 < len(ident) <= 60 and "\n" not in ident:
+            return ident
+        return None
+
+    def inherited(self, loc: Loc) -> Loc | None:
+        """For a loc inside tasks[i] whose value the task took from `defaults:`, the loc of
+        that value under `defaults` (so an error there is reported once, not per task)."""
+        if len(loc) < 3 or loc[0] != "tasks" or not isinstance(loc[1], int):
+            return None
+        task, defaults = _follow(self.data, loc[:2]), self.data.get("defaults")
+        for end in range(3, len(loc) + 1):
+            if _follow(task, loc[2:end]) is _MISSING:
+                inner = loc[2:end]
+                return ("defaults", *inner) if _follow(defaults, inner) is not _MISSING else None
+        return None
+
+
+_MISSING = object()
+
+
+def _follow(data: Any, loc: Sequence[str | int]) -> Any:
+    """The value at `loc` in plain data, or _MISSING."""
+    for part in loc:
+        if isinstance(data, dict) and isinstance(part, str):
+            data = data.get(part, _MISSING)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return _MISSING
+        if data is _MISSING:
+            return _MISSING
+    return data
+
+
+@dataclass(frozen=True)
+class _Error:
+    """A pydantic error with its loc cleaned of union tags and the types met along it."""
+
+    kind: str
+    loc: Loc
+    value: Any
+    msg: str
+    ctx: Mapping[str, Any]
+    expected: Any
+    """The annotation the value had to fit (Any when unknown)."""
+    container: Any
+    """The annotation of what holds loc[-1]: the model for a field."""
+    union_at: int | None
+    """len(loc) where the first union member tag was dropped."""
+    union: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, error: ErrorDetails) -> _Error:
+        loc: list[str | int] = []
+        annotation: Any = Flow
+        container: Any = Any
+        union_at: int | None = None
+        union: tuple[Any, ...] = ()
+        for part in error["loc"]:
+            members = _members(annotation)
+            if len(members) > 1:
+                # Pydantic names the union member it tried, e.g. `str` or `tuple[str, ...]`:
+                # a tag, not a step into the data.
+                if union_at is None:
+                    union_at, union = len(loc), members
+                annotation = next((m for m in members if _tag(m) == part), Any)
+                continue
+            container = members[0]
+            loc.append(part)
+            annotation = _child(container, part)
+        return cls(
+            kind=error["type"],
+            loc=tuple(loc),
+            value=error.get("input"),
+            msg=error["msg"],
+            ctx=error.get("ctx") or {},
+            expected=annotation,
+            container=container,
+            union_at=union_at,
+            union=union,
+        )
+
+
+def _strip(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The types a value may have at a place: several for a union, None left out."""
+    annotation = _strip(annotation)
+    if get_origin(annotation) in (Union, types.UnionType):
+        return tuple(_strip(m) for m in get_args(annotation) if m is not type(None))
+    return (annotation,)
+
+
+def _tag(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
+def _child(annotation: Any, part: str | int) -> Any:
+    """The annotation of `part` inside a value of type `annotation` (Any when unknown)."""
+    if annotation is Any:  # most values of a big file: skip the typing calls
+        return Any
+    for member in _members(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            info = member.model_fields.get(part) if isinstance(part, str) else None
+            if info is not None:
+                return info.annotation
+            continue
+        origin, args = get_origin(member), get_args(member)
+        if origin in (tuple, list) and args and isinstance(part, int):
+            return args[0]
+        if origin is dict and len(args) == 2 and isinstance(part, str):
+            return args[0] if part == "[key]" else args[1]
+    return Any
+
+
+def _wants_text(annotation: Any) -> bool:
+    """True where the format takes a string and no other scalar (not Any, not int)."""
+    members = _members(annotation)
+    return str in members and not any(m in (int, float, bool, Any) for m in members)
+
+
+def _explain(raw_errors: list[ErrorDetails], report: _Report) -> None:
+    """Turn pydantic's errors into one readable problem per thing to fix."""
+    errors = [_Error.of(e) for e in raw_errors]
+    locs = [e.loc for e in errors]
+    kept: list[_Error] = []
+    for error in errors:
+        # A list whose items failed also reports "too short" (no valid item left): noise.
+        if error.kind == "too_short" and any(
+            len(other) > len(error.loc) and other[: len(error.loc)] == error.loc for other in locs
+        ):
+            continue
+        source = report.inherited(error.loc)
+        if source is not None and any(other[: len(source)] == source for other in locs):
+            continue  # reported where `defaults:` sets it
+        kept.append(error)
+    unions: dict[Loc, list[_Error]] = {}
+    for error in kept:
+        if error.union_at is None:
+            report.add(error.loc, _message(error))
+        else:
+            unions.setdefault(error.loc[: error.union_at], []).append(error)
+    for loc, tried in unions.items():
+        # One error per union member tried. If the value had the right shape for a member
+        # (an item of the list is wrong, or a check failed), those errors say what to fix;
+        # otherwise the value fits no member at all.
+        specific = [e for e in tried if len(e.loc) > len(loc) or not e.kind.endswith("_type")]
+        for error in specific:
+            report.add(error.loc, _message(error))
+        if not specific:
+            kinds = " or ".join(dict.fromkeys(_kind(m) for m in tried[0].union))
+            report.add(loc, f"expected {kinds}, got {_describe(tried[0].value)}")
+
+
+def _message(error: _Error) -> str:
+    """What is wrong, for a user who knows the flow format but not pydantic."""
+    kind, ctx, got = error.kind, error.ctx, _describe(error.value)
+    key = str(error.loc[-1]) if error.loc else ""
+    if kind == "extra_forbidden":
+        model = error.container
+        allowed = (
+            list(model.model_fields)
+            if isinstance(model, type) and issubclass(model, BaseModel)
+            else []
+        )
+        hint = dag.did_you_mean(key, allowed)
+        if not hint and allowed:
+            hint = f"; known fields: {', '.join(allowed)}"
+        return f"unknown field {key!r}{hint}"
+    if kind == "missing":
+        return f"required field {key!r} is missing"
+    if kind in ("enum", "literal_error"):
+        expected = _strip(error.expected)
+        if isinstance(expected, type) and issubclass(expected, Enum):
+            choices = [str(member.value) for member in expected]
+        else:
+            choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        hint = dag.did_you_mean(error.value, choices) if isinstance(error.value, str) else ""
+        return f"expected one of {', '.join(map(repr, choices))}, got {got}{hint}"
+    if kind in ("value_error", "assertion_error"):
+        cause = ctx.get("error")
+        if cause is not None and str(cause):
+            return str(cause)
+        return error.msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "string_pattern_mismatch":
+        if ctx.get("pattern") == IDENTIFIER:
+            return (
+                f"{got} is not a valid id: use letters, digits, '.', '_' and '-', "
+                "starting with a letter or a digit"
+            )
+        return f"{got} does not match {ctx.get('pattern')}"
+    if kind == "string_too_short":
+        n = ctx.get("min_length", 1)
+        return "must not be empty" if n == 1 else f"must be at least {n} characters long"
+    if kind == "string_too_long":
+        return (
+            f"must be at most {ctx.get('max_length')} characters long, got {len(str(error.value))}"
+        )
+    if kind in ("too_short", "too_long"):
+        bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        if error.loc == ("tasks",):
+            return "a flow needs at least one task"
+        noun = "item" if bound == 1 else "items"
+        return f"needs {'at least' if kind == 'too_short' else 'at most'} {bound} {noun}, got {ctx.get('actual_length')}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        words = {
+            "greater_than_equal": ("at least", "ge"),
+            "greater_than": ("more than", "gt"),
+            "less_than_equal": ("at most", "le"),
+            "less_than": ("less than", "lt"),
+        }
+        phrase, name = words[kind]
+        return f"must be {phrase} {ctx.get(name)}, got {got}"
+    if kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "model_attributes_type"):
+        wanted = _kind(error.expected)
+        return f"expected {wanted}, got {got}"
+    return f"{error.msg.replace('Input should be', 'should be')}, got {got}"
+
+
+def _kind(annotation: Any) -> str:
+    """`a string`, `a list of strings`, ... for a message."""
+    members = _members(annotation)
+    if len(members) > 1:
+        return " or ".join(dict.fromkeys(_kind(member) for member in members))
+    annotation = members[0]
+    names: dict[Any, str] = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+    }
+    if annotation in names:
+        return str(names[annotation])
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return "one of " + ", ".join(repr(str(m.value)) for m in annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "a mapping of fields"
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (tuple, list):
+        item = _strip(args[0]) if args else Any
+        if item is str:
+            return "a list of strings"
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return "a list of mappings"
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return "a valid value"
+
+
+def _describe(value: Any) -> str:
+    """A value as a message shows it: short, in YAML terms."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, int) and value.bit_length() > 256:
+        return "a very large number"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- checks that need a valid flow --------------------------------------------------------
+
+
+def _graph_of(data: Mapping[str, Any]) -> Flow | None:
+    """Just the task ids and edges of a flow that failed validation, when they are well
+    formed, so graph problems are reported alongside the others."""
+    tasks = data.get("tasks")
+    if not isinstance(tasks, list):
+        return None
+    graph: list[Task] = []
+    for task in tasks:
+        if not isinstance(task, dict) or not isinstance(task.get("id"), str):
+            return None
+        depends_on = task.get("depends_on", [])
+        if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+            return None
+        graph.append(Task.model_construct(id=task["id"], depends_on=tuple(depends_on)))
+    return Flow.model_construct(id="graph", tasks=tuple(graph))
+
+
+def _check_input_ids(data: Mapping[str, Any], report: _Report) -> None:
+    inputs = data.get("inputs")
+    first: dict[str, int] = {}
+    for index, spec in enumerate(inputs if isinstance(inputs, list) else []):
+        ident = spec.get("id") if isinstance(spec, dict) else None
+        if not isinstance(ident, str):
+            continue
+        if ident in first:
+            message = f"duplicate input id {ident!r} (first used by inputs[{first[ident]}])"
+            report.add(("inputs", index, "id"), message)
+        else:
+            first[ident] = index
+
+
+def _check_build_folders(data: Mapping[str, Any], base_dir: Path, report: _Report) -> None:
+    """A `build:` folder must exist (relative to the flow file) and hold a Dockerfile.
+
+    A folder set in `defaults:` is checked once, there, if any task inherits it.
+    """
+    tasks = data.get("tasks")
+    defaults = data.get("defaults")
+    inherited = defaults.get("build") if isinstance(defaults, dict) else None
+    folders: list[tuple[Loc, Any]] = []
+    for index, task in enumerate(tasks if isinstance(tasks, list) else []):
+        if not isinstance(task, dict):
+            continue
+        if task.get("build") is not None:
+            folders.append((("tasks", index, "build"), task["build"]))
+        elif task.get("image") is None and inherited is not None:
+            folders.append((("defaults", "build"), inherited))
+    for loc, build in dict(folders).items():
+        if isinstance(build, str) and build:
+            problem = _build_folder_problem(base_dir, build)
+            if problem:
+                report.add(loc, problem)
+
+
+def _build_folder_problem(base_dir: Path, build: str) -> str | None:
+    folder = Path(os.path.normpath(base_dir / build))
+    try:
+        if not folder.exists():
+            return f"build folder {str(folder)!r} does not exist"
+        if not folder.is_dir():
+            return f"build path {str(folder)!r} is not a folder"
+        if not (folder / "Dockerfile").is_file():
+            return f"build folder {str(folder)!r} has no Dockerfile"
+    except (OSError, ValueError) as exc:  # no permission; a NUL byte in the path
+        return f"cannot look into build folder {str(folder)!r}: {exc}"
+    return None

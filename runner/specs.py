@@ -1,0 +1,123 @@
+"""What a task becomes in a container: pure translation of a Task into a ContainerSpec.
+
+No I/O: bind paths are resolved as strings against the flow's folder, never checked here,
+because with a remote daemon they name the daemon's disk, not ours.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from runner.execution import (
+    LABEL_ATTEMPT,
+    LABEL_EXECUTION,
+    LABEL_FLOW,
+    LABEL_MANAGED,
+    LABEL_TASK,
+    WORKSPACE_PATH,
+    BuildImage,
+    ContainerSpec,
+    FileToCopy,
+    ImageSource,
+    Mount,
+    PullImage,
+)
+from runner.flow import NAMED_VOLUME_RE, VOLUME_RE, Flow, Task
+
+SCRIPT_PATH = "/.runner/script"
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What one task attempt knows about the execution it belongs to."""
+
+    execution_id: str
+    flow: Flow
+    base_dir: Path
+    workspace: str
+
+
+def workspace_name(execution_id: str) -> str:
+    return f"runner-ws-{execution_id}"
+
+
+def execution_labels(execution_id: str, flow: Flow) -> dict[str, str]:
+    return {LABEL_MANAGED: "true", LABEL_EXECUTION: execution_id, LABEL_FLOW: flow.full_id}
+
+
+def image_source(task: Task, base_dir: Path) -> ImageSource:
+    if task.build is not None:
+        return BuildImage(context=(base_dir / task.build).resolve())
+    assert task.image is not None  # the model guarantees one of the two
+    return PullImage(reference=task.image, policy=task.pull.value)
+
+
+def container_command(task: Task) -> tuple[tuple[str, ...] | None, tuple[FileToCopy, ...]]:
+    """The argv to run and the files to deliver first (the inline script, if any)."""
+    if task.script is not None:
+        interpreter = (
+            tuple(shlex.split(task.interpreter))
+            if isinstance(task.interpreter, str)
+            else task.interpreter
+        )
+        script = FileToCopy(path=SCRIPT_PATH, content=task.script.encode(), mode=0o755)
+        return (*interpreter, SCRIPT_PATH), (script,)
+    if isinstance(task.command, str):
+        return ("/bin/sh", "-c", task.command), ()
+    return task.command, ()
+
+
+def parse_mount(spec: str, base_dir: Path) -> Mount:
+    """`name:/target`, `./rel:/target:ro`, `/abs:/target`, `C:/Users/me/Data Engg:/data`."""
+    match = VOLUME_RE.match(spec)
+    if match is None:  # the model validated it already; this guards direct callers
+        raise ValueError(f"bad volume {spec!r}")
+    source, target, mode = match["source"], match["target"], match["mode"]
+    read_only = mode == "ro"
+    if NAMED_VOLUME_RE.match(source) and not source.startswith("."):
+        return Mount(kind="volume", source=source, target=target, read_only=read_only)
+    if PureWindowsPath(source).drive or PurePosixPath(source).is_absolute():
+        return Mount(kind="bind", source=source, target=target, read_only=read_only)
+    return Mount(
+        kind="bind", source=str((base_dir / source).resolve()), target=target, read_only=read_only
+    )
+
+
+def container_name(execution_id: str, task_id: str, attempt: int) -> str:
+    return _NAME_UNSAFE.sub("_", f"runner-{execution_id[:12]}-{task_id}-{attempt}")
+
+
+def build_spec(ctx: TaskContext, task: Task, attempt: int, image: str) -> ContainerSpec:
+    command, files = container_command(task)
+    env = {
+        **ctx.flow.env,
+        **task.env,
+        "RUNNER_EXECUTION_ID": ctx.execution_id,
+        "RUNNER_FLOW_ID": ctx.flow.id,
+        "RUNNER_NAMESPACE": ctx.flow.namespace,
+        "RUNNER_TASK_ID": task.id,
+        "RUNNER_ATTEMPT": str(attempt),
+        "RUNNER_WORKSPACE": WORKSPACE_PATH,
+    }
+    labels: Mapping[str, str] = {
+        **execution_labels(ctx.execution_id, ctx.flow),
+        LABEL_TASK: task.id,
+        LABEL_ATTEMPT: str(attempt),
+    }
+    return ContainerSpec(
+        name=container_name(ctx.execution_id, task.id, attempt),
+        image=image,
+        command=command,
+        env=env,
+        labels=labels,
+        workspace=ctx.workspace,
+        mounts=tuple(parse_mount(v, ctx.base_dir) for v in task.volumes),
+        files=files,
+        working_dir=task.working_dir,
+        user=task.user,
+    )

@@ -1,0 +1,160 @@
+"""A buffer in front of `Store.append_logs`, so that a chatty container costs one insert
+per batch instead of one transaction per line.
+
+Many threads `add` lines (a list append under a lock, never a database call); one
+background thread writes them in batches every 0.2 s, or sooner once 5,000 are waiting.
+Lines are written in the order they were added, so each task's lines keep their order.
+
+When a write fails the lines are kept and the write is retried with a growing pause
+(0.2 s doubling to 5 s). After `give_up_after` seconds of failures the writer gives up:
+the lines still waiting are lost, and every later `add`, `flush` and `close` raises the
+`StoreError` that made it give up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from runner.errors import StoreError
+from runner.store.store import NewLogLine, Store
+
+FLUSH_INTERVAL_S = 0.2
+BATCH_SIZE = 5_000
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+GIVE_UP_AFTER_S = 60.0
+
+log = structlog.get_logger(__name__)
+
+
+class LogWriter:
+    """Thread-safe, batching writer of log lines into a `Store`. Close it when done."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        give_up_after: float = GIVE_UP_AFTER_S,
+        flush_interval: float = FLUSH_INTERVAL_S,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self._store = store
+        self._give_up_after = give_up_after
+        self._flush_interval = flush_interval
+        self._batch_size = batch_size
+        self._cond = threading.Condition()
+        self._pending: list[NewLogLine] = []
+        self._added = 0  # lines ever added
+        self._stored = 0  # lines ever stored
+        self._flush_target = 0  # flush() waits until _stored reaches this
+        self._closing = False
+        self._error: StoreError | None = None
+        self._thread = threading.Thread(target=self._run, name="runner-log-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, line: NewLogLine) -> None:
+        """Queue one line; it is stored within about `flush_interval` seconds."""
+        with self._cond:
+            self._check()
+            self._pending.append(line)
+            self._added += 1
+            if len(self._pending) >= self._batch_size:
+                self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Return once every line added so far is stored (or raise why it cannot be)."""
+        with self._cond:
+            self._check()
+            target = self._added
+            if self._stored >= target:
+                return
+            self._flush_target = max(self._flush_target, target)
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._stored >= target or self._error is not None)
+            self._check()
+
+    def close(self) -> None:
+        """Store what is waiting and stop the background thread (closing again is a no-op,
+        unless the writer gave up: then every call raises why)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check(self) -> None:
+        """Raise the error that made the writer give up, or refuse lines after close()."""
+        if self._error is not None:
+            raise self._error
+        if self._closing:
+            raise StoreError("the log writer is closed: no more lines can be added")
+
+    def _wanted(self) -> bool:
+        return (
+            self._closing
+            or len(self._pending) >= self._batch_size
+            or self._flush_target > self._stored
+        )
+
+    def _run(self) -> None:
+        """The background thread: take what is waiting, write it, repeat until closed."""
+        batch: list[NewLogLine] = []
+        failing_since: float | None = None
+        retry_in = RETRY_FIRST_S
+        while True:
+            with self._cond:
+                if not batch:
+                    self._cond.wait_for(self._wanted, timeout=self._flush_interval)
+                # Lines that failed before go first, so order is kept across retries.
+                batch.extend(self._pending)
+                self._pending = []
+                closing = self._closing
+            if not batch:
+                if closing:
+                    return
+                continue
+            try:
+                self._store.append_logs(batch)
+            except StoreError as exc:
+                now = time.monotonic()
+                failing_since = failing_since if failing_since is not None else now
+                if now - failing_since >= self._give_up_after:
+                    log.error("log_lines_lost", lines=len(batch), error=str(exc))
+                    with self._cond:
+                        self._error = StoreError(
+                            f"gave up storing {len(batch)} log lines after "
+                            f"{self._give_up_after:g} s of failures: {exc}"
+                        )
+                        self._error.__cause__ = exc
+                        self._cond.notify_all()
+                    return
+                log.warning(
+                    "log_write_failed", lines=len(batch), retry_in_s=retry_in, error=str(exc)
+                )
+                time.sleep(retry_in)
+                retry_in = min(retry_in * 2, RETRY_MAX_S)
+                continue
+            except Exception as exc:  # a bug, not an outage: retrying will not help
+                log.error("log_lines_lost", lines=len(batch), error=repr(exc))
+                with self._cond:
+                    self._error = StoreError(f"cannot store {len(batch)} log lines: {exc!r}")
+                    self._error.__cause__ = exc
+                    self._cond.notify_all()
+                return
+            failing_since, retry_in = None, RETRY_FIRST_S
+            with self._cond:
+                self._stored += len(batch)
+                self._cond.notify_all()
+            batch = []

@@ -1,0 +1,162 @@
+"""The tables runner keeps: one row an execution, one a task attempt, one a log line.
+
+Declared with SQLAlchemy's typed declarative mapping so mypy sees the column types; the
+store itself uses the tables through SQLAlchemy Core, which is what the log path needs to
+stay fast. The schema is created by the Alembic migrations in `migrations/versions/`, not
+by `metadata.create_all`: a change here needs a new migration beside them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+# JSONB on Postgres (indexable, compact), plain JSON text elsewhere.
+JSONValue = JSON().with_variant(JSONB(), "postgresql")
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; Postgres gets a real 64-bit key.
+BigIntegerKey = BigInteger().with_variant(Integer(), "sqlite")
+
+# Stable constraint names, so later migrations (and Alembic batch mode on SQLite) can
+# refer to them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (UTC).
+
+    Postgres keeps the zone itself (`timestamptz`). SQLite has no such type: there the
+    value is written as ISO text in UTC (`2024-05-01 12:00:00.000000`, the format
+    SQLAlchemy's own SQLite DATETIME uses, so the text sorts in time order) and marked UTC
+    when read. Doing the conversion here, in one step, keeps log inserts fast. A naive
+    datetime is taken to be UTC already (that is what Docker reports).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String())
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        elif value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            # "YYYY-MM-DD HH:MM:SS.ffffff" without the "+00:00" (slicing beats replace()).
+            return value.isoformat(" ", "microseconds")[:26]
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute as is
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONValue,
+    }
+
+
+class ExecutionRow(Base):
+    """One run of a flow. `source` is the flow file's text, kept so it can be restarted."""
+
+    __tablename__ = "executions"
+    __table_args__ = (
+        Index("ix_executions_flow_id_created_at", "flow_id", "created_at"),
+        Index("ix_executions_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(255))
+    namespace: Mapped[str] = mapped_column(String(255))
+    revision: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(Text)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSONValue)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSONValue)
+    state: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class TaskRunRow(Base):
+    """One attempt of one task in an execution (a skipped task gets one row too)."""
+
+    __tablename__ = "task_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    task_id: Mapped[str] = mapped_column(String(255))
+    attempt: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    image: Mapped[str | None] = mapped_column(Text)
+    container_id: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSONValue)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class LogLineRow(Base):
+    """One line a task's container wrote. `task_id` is copied from the task run so a
+    `--task` filter needs no join."""
+
+    __tablename__ = "log_lines"
+    __table_args__ = (Index("ix_log_lines_execution_id_id", "execution_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(String(32))
+    task_run_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("task_runs.id", ondelete="CASCADE")
+    )
+    task_id: Mapped[str] = mapped_column(String(255))
+    time: Mapped[datetime] = mapped_column(UTCDateTime())
+    stream: Mapped[str] = mapped_column(String(6))
+    line: Mapped[str] = mapped_column(Text)
+
+
+# The Core tables, for the store's queries.
+executions: Table = ExecutionRow.__table__  # type: ignore[assignment]
+task_runs: Table = TaskRunRow.__table__  # type: ignore[assignment]
+log_lines: Table = LogLineRow.__table__  # type: ignore[assignment]

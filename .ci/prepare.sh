@@ -4,8 +4,9 @@
 # Installs the system packages, starts the Docker engine, makes sure the base image
 # debian:bookworm-slim exists (pulled, or built with debootstrap when no registry is
 # reachable), starts PostgreSQL with the test role/database, builds the task images
-# in images/ and installs the package with its dev extra. Every step is idempotent and
-# cheap when the machine is already prepared. Needs root (or sudo).
+# in images/ (and runner-test/dind for the remote-engine tests) and installs the package
+# with its dev extra. Every step is idempotent and cheap when the machine is already
+# prepared. Needs root (or sudo).
 #
 #   bash .ci/prepare.sh                 # prepare this machine (what .ci/run does first)
 #   source .ci/prepare.sh               # only defines the functions and settings below
@@ -311,21 +312,30 @@ SQL
 }
 
 # 5. Task images ------------------------------------------------------------------------
+# build_image TAG NAME LOG — docker build images/NAME as TAG, its output in LOG.
+build_image() {
+  local tag=$1 name=$2 log=$3 dir t0
+  dir="${RUNNER_REPO_ROOT}/images/${name}"
+  [[ -f ${dir}/Dockerfile ]] || die "missing ${dir}/Dockerfile"
+  t0=$SECONDS
+  if ! docker build -t "$tag" "$dir" >"$log" 2>&1; then
+    tail -n 60 "$log" >&2
+    rm -f "$log"
+    die "docker build of images/${name} failed"
+  fi
+  say "    ${tag} $(docker image inspect -f '{{.Id}}' "$tag" | cut -c1-19)" \
+    "($((SECONDS - t0))s, $(grep -c 'Using cache' "$log" || true) cached steps)"
+}
+
 prepare_task_images() {
-  local name dir t0 log
+  local name log
   log=$(mktemp)
   for name in ${RUNNER_TASK_IMAGES}; do
-    dir="${RUNNER_REPO_ROOT}/images/${name}"
-    [[ -f ${dir}/Dockerfile ]] || die "missing ${dir}/Dockerfile"
-    t0=$SECONDS
-    if ! docker build -t "runner/${name}:latest" "$dir" >"$log" 2>&1; then
-      tail -n 60 "$log" >&2
-      rm -f "$log"
-      die "docker build of images/${name} failed"
-    fi
-    say "    runner/${name}:latest $(docker image inspect -f '{{.Id}}' "runner/${name}:latest" | cut -c1-19)" \
-      "($((SECONDS - t0))s, $(grep -c 'Using cache' "$log" || true) cached steps)"
+    build_image "runner/${name}:latest" "$name" "$log"
   done
+  # The Docker-in-Docker engine of tests/integration/test_remote_daemon.py: built here so
+  # the tests find it warm (they rebuild it, from this cache, when images/dind changed).
+  build_image runner-test/dind:latest dind "$log"
   rm -f "$log"
 }
 

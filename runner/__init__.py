@@ -1,7 +1,7 @@
 """runner: a Docker-native container task runner.
 
-    from runner import load_flow, run_flow
-    result = run_flow("flows/hello.yml")
+from runner import load_flow, run_flow
+result = run_flow("flows/hello.yml")
 """
 
 from runner.api import load_flow, open_store, run_flow

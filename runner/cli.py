@@ -18,13 +18,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from runner import api, logs
+from runner import api, dag, logs
 from runner.errors import FlowError, RunnerError
 from runner.execution import ExecutionState
 from runner.inputs import parse_input_args
 from runner.loader import load_flow
-from runner.settings import DATABASE_URL_ENV, DEBUG_ENV, LOG_FORMAT_ENV
-from runner.store import ExecutionRecord, Store
+from runner.settings import (
+    ARTIFACTS_DIR_ENV,
+    DATABASE_URL_ENV,
+    DEBUG_ENV,
+    DEFAULT_ARTIFACTS_DIR,
+    LOG_FORMAT_ENV,
+)
+from runner.store import ExecutionRecord, Store, default_database_url
+from runner.store.store import SchemaRevision
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -98,6 +105,19 @@ def cli() -> None:
     is_flag=True,
     help="Keep the execution's workspace volume even after success.",
 )
+@click.option(
+    "--env",
+    "allow_env",
+    multiple=True,
+    metavar="NAME",
+    help="Let templates read this variable of your environment as {{ env.NAME }}; repeat for several.",
+)
+@click.option(
+    "--artifacts-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    envvar=ARTIFACTS_DIR_ENV,
+    help=f"Where task artifacts are copied [env {ARTIFACTS_DIR_ENV}; default {DEFAULT_ARTIFACTS_DIR}].",
+)
 def run(
     flow: str,
     inputs: Sequence[str],
@@ -105,11 +125,13 @@ def run(
     concurrency: int | None,
     log_format: str,
     keep_workspace: bool,
+    allow_env: Sequence[str],
+    artifacts_dir: str | None,
 ) -> None:
     """Run FLOW (a YAML file) and wait for it to end."""
     values = parse_input_args(inputs)
     loaded = load_flow(flow)
-    width = max(12, *(len(t.id) for t in loaded.flow.tasks))
+    width = max(12, *(len(n) for n in dag.build_plan(loaded.flow).order))
     logs.configure("json" if log_format == "json" else "console", task_width=width)
     store = _open_store(db_url)
     try:
@@ -123,6 +145,8 @@ def run(
             store=store,
             concurrency=concurrency,
             keep_workspace=keep_workspace,
+            allow_env=allow_env,
+            artifacts_dir=artifacts_dir,
             handle_signals=True,
             on_created=announce,
         )
@@ -231,6 +255,11 @@ def show(execution: str, db_url: str | None, as_json: bool) -> None:
             run.error or "",
         )
     console.print(table)
+    published = [(run.task_id, run.outputs) for run in record.task_runs if run.outputs]
+    if published:
+        console.print("\noutputs")
+        for task_id, values in published:
+            console.print(f"  {task_id}: {json.dumps(values, sort_keys=True)}", markup=False)
 
 
 @cli.command(name="logs")
@@ -267,6 +296,92 @@ def logs_command(execution: str, db_url: str | None, task_id: str | None, as_jso
     for ln in lines:
         bar = "!" if ln.stream == "stderr" else "│"
         out.write(f"{ln.task_id:<{width}} {bar} {ln.line}\n")
+
+
+@cli.command()
+@click.argument("execution")
+@_db_option
+@click.option("--task", "task_id", metavar="ID", help="Only this task run's artifacts.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def artifacts(execution: str, db_url: str | None, task_id: str | None, as_json: bool) -> None:
+    """List the artifacts copied out of an execution's tasks."""
+    store = _open_store(db_url)
+    try:
+        record = store.get_execution(execution)
+        found = store.list_artifacts(record.id, task_id=task_id)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([a.to_dict() for a in found], indent=2))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("TASK", "PATH", "SIZE", "SHA256", "COPIED TO"):
+        table.add_column(column)
+    for artifact in found:
+        table.add_row(
+            artifact.task_id,
+            artifact.path,
+            str(artifact.size),
+            artifact.sha256[:16],
+            str(artifact.local_path),
+        )
+    _stdout().print(table)
+
+
+@cli.group()
+def db() -> None:
+    """Show or upgrade the database schema (runner's Alembic migrations).
+
+    Every other command upgrades the schema when it opens the database; these do it
+    on their own, e.g. in a deployment step before any runner uses a new version.
+    """
+
+
+@db.command(name="current")
+@_db_option
+@click.option("--check", is_flag=True, help="Exit 1 unless the schema is at the head.")
+def db_current(db_url: str | None, check: bool) -> None:
+    """Show the database's schema revision and whether it is the newest (head)."""
+    store = Store.open(db_url or default_database_url(), upgrade=False)
+    try:
+        revision = store.schema_revision()
+    finally:
+        store.close()
+    click.echo(f"{store.description}: {_revision_text(revision)}")
+    sys.exit(EXIT_FAILED if check and not revision.is_head else EXIT_OK)
+
+
+@db.command(name="upgrade")
+@_db_option
+def db_upgrade(db_url: str | None) -> None:
+    """Run the migrations up to the newest revision (head)."""
+    store = Store.open(db_url or default_database_url(), upgrade=False)
+    try:
+        before = store.schema_revision()
+        after = store.upgrade_schema()
+    finally:
+        store.close()
+    if before.current == after.current:
+        click.echo(f"{store.description}: already at {_revision_text(after)}")
+    elif before.current is None:
+        click.echo(f"{store.description}: created the tables, {_revision_text(after)}")
+    else:
+        click.echo(
+            f"{store.description}: upgraded from revision {before.current} to {_revision_text(after)}"
+        )
+
+
+def _revision_text(revision: SchemaRevision) -> str:
+    if revision.current is None:
+        return f"no tables yet (head is {revision.head}: run `runner db upgrade`)"
+    if revision.is_head:
+        return f"revision {revision.current} (head)"
+    if not revision.known:
+        return (
+            f"revision {revision.current}, unknown to this runner (it ships up to"
+            f" {revision.head}): a newer runner upgraded it"
+        )
+    return f"revision {revision.current} (head is {revision.head}: run `runner db upgrade`)"
 
 
 def _print_summary(record: ExecutionRecord) -> None:

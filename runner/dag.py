@@ -7,6 +7,7 @@ and Woodpecker). Once any task declares it, the flow is a DAG and only declared 
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -16,33 +17,83 @@ from runner.flow import Flow
 Loc = tuple[str | int, ...]
 
 
+MatrixCombination = Mapping[str, str | int | float | bool]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One task run of the plan: a task, or one combination of a task's matrix."""
+
+    id: str  # `load`, or `process[year=2019,month=1]` for a matrix combination
+    task_id: str
+    matrix: MatrixCombination
+
+    @property
+    def matrix_label(self) -> str:
+        return ",".join(f"{k}={_label(v)}" for k, v in self.matrix.items())
+
+
 @dataclass(frozen=True)
 class Plan:
-    """The tasks of a flow in a stable order, with their edges both ways."""
+    """The task runs of a flow in a stable order, with their edges both ways.
+
+    A task with `matrix:` becomes one node per combination; a task depending on it waits
+    for all of them.
+    """
 
     order: tuple[str, ...]
+    nodes: Mapping[str, Node]
     upstream: Mapping[str, frozenset[str]]
     downstream: Mapping[str, frozenset[str]]
+    task_upstream: Mapping[
+        str, frozenset[str]
+    ]  # task id -> every task id it transitively waits for
+
+    def nodes_of(self, task_id: str) -> list[str]:
+        return [n for n in self.order if self.nodes[n].task_id == task_id]
 
     def ready(self, done: Iterable[str], started: Iterable[str]) -> list[str]:
-        """Tasks not yet started whose upstream tasks are all in `done`, in plan order."""
+        """Nodes not yet started whose upstream nodes are all in `done`, in plan order."""
         done_set, started_set = set(done), set(started)
         return [
-            t
-            for t in self.order
-            if t not in started_set and t not in done_set and self.upstream[t] <= done_set
+            n
+            for n in self.order
+            if n not in started_set and n not in done_set and self.upstream[n] <= done_set
         ]
 
-    def descendants(self, task_id: str) -> set[str]:
-        """Every task that directly or transitively depends on `task_id`."""
+    def descendants(self, node_id: str) -> set[str]:
+        """Every node that directly or transitively depends on `node_id`."""
         seen: set[str] = set()
-        stack = list(self.downstream[task_id])
+        stack = list(self.downstream[node_id])
         while stack:
             current = stack.pop()
             if current not in seen:
                 seen.add(current)
                 stack.extend(self.downstream[current])
         return seen
+
+
+class Progress:
+    """Which nodes may start next, updated incrementally (O(edges) over a whole run)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+        self._waiting_on = {n: len(plan.upstream[n]) for n in plan.order}
+        self._ready: list[str] = [n for n in plan.order if not plan.upstream[n]]
+        self._position = {n: i for i, n in enumerate(plan.order)}
+
+    def take_ready(self, limit: int) -> list[str]:
+        """Up to `limit` ready nodes, in plan order, removed from the ready set."""
+        self._ready.sort(key=self._position.__getitem__)
+        taken, self._ready = self._ready[:limit], self._ready[limit:]
+        return taken
+
+    def succeeded(self, node_id: str) -> None:
+        """Mark a node as done so that its dependents may become ready."""
+        for child in self._plan.downstream[node_id]:
+            self._waiting_on[child] -= 1
+            if self._waiting_on[child] == 0:
+                self._ready.append(child)
 
 
 def is_sequential(flow: Flow) -> bool:
@@ -96,16 +147,67 @@ def build_plan(flow: Flow) -> Plan:
     cycle = find_cycle(edges)
     if cycle:
         raise CycleError(cycle)
-    order = tuple(task.id for task in flow.tasks)
-    downstream: dict[str, set[str]] = {t: set() for t in order}
-    for task_id, ups in edges.items():
+    expansions = {task.id: _expand(task.id, task.matrix) for task in flow.tasks}
+    nodes = {node.id: node for task in flow.tasks for node in expansions[task.id]}
+    order = tuple(nodes)
+    upstream = {
+        node.id: frozenset(up.id for dep in edges[node.task_id] for up in expansions[dep])
+        for node in nodes.values()
+    }
+    downstream: dict[str, set[str]] = {n: set() for n in order}
+    for node_id, ups in upstream.items():
         for up in ups:
-            downstream[up].add(task_id)
+            downstream[up].add(node_id)
     return Plan(
         order=order,
-        upstream={t: frozenset(edges[t]) for t in order},
-        downstream={t: frozenset(d) for t, d in downstream.items()},
+        nodes=nodes,
+        upstream=upstream,
+        downstream={n: frozenset(d) for n, d in downstream.items()},
+        task_upstream=_transitive(edges),
     )
+
+
+def _expand(
+    task_id: str, matrix: Mapping[str, tuple[str | int | float | bool, ...]] | None
+) -> list[Node]:
+    if not matrix:
+        return [Node(id=task_id, task_id=task_id, matrix={})]
+    keys = list(matrix)
+    nodes = []
+    for values in itertools.product(*(matrix[k] for k in keys)):
+        combination = dict(zip(keys, values, strict=True))
+        label = ",".join(f"{k}={_label(v)}" for k, v in combination.items())
+        nodes.append(Node(id=f"{task_id}[{label}]", task_id=task_id, matrix=combination))
+    return nodes
+
+
+def _label(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _transitive(edges: Mapping[str, tuple[str, ...]]) -> dict[str, frozenset[str]]:
+    """task -> every task it waits for, directly or not (edges are acyclic here)."""
+    result: dict[str, frozenset[str]] = {}
+    for root in edges:
+        if root in result:
+            continue
+        stack: list[tuple[str, bool]] = [(root, False)]
+        while stack:
+            task_id, expanded = stack.pop()
+            if task_id in result:
+                continue
+            if expanded:
+                acc: set[str] = set()
+                for up in edges[task_id]:
+                    acc.add(up)
+                    acc |= result[up]
+                result[task_id] = frozenset(acc)
+            else:
+                stack.append((task_id, True))
+                stack.extend((up, False) for up in edges[task_id] if up not in result)
+    return result
 
 
 def _edges(flow: Flow) -> dict[str, tuple[str, ...]]:

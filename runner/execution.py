@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 
 class ExecutionState(StrEnum):
@@ -102,6 +102,7 @@ class ContainerSpec:
     files: tuple[FileToCopy, ...] = ()
     working_dir: str = "/workspace"
     user: str | None = None
+    network: str | None = None  # bridge, host, none, or a user network; None = engine default
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class TaskResult:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     container_id: str | None = None
+    outputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

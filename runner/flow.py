@@ -49,6 +49,10 @@ class InputType(StrEnum):
     BOOL = "bool"
     ENUM = "enum"
     JSON = "json"
+    ARRAY = "array"
+    DATETIME = "datetime"
+    DATE = "date"
+    FILE = "file"
 
 
 class FlowInput(_Model):
@@ -60,19 +64,25 @@ class FlowInput(_Model):
     required: bool | None = None
     default: Any = None
     values: tuple[str, ...] | None = None
+    item_type: InputType | None = None
 
     @model_validator(mode="after")
     def _check(self) -> FlowInput:
         # inputs is pure; imported late to keep it free of models
         from runner.inputs import coerce_value
 
-        if self.type is InputType.ENUM and not self.values:
+        enum_like = self.type is InputType.ENUM or self.item_type is InputType.ENUM
+        if enum_like and not self.values:
             raise ValueError("an enum input needs `values`, the list of accepted values")
-        if self.type is not InputType.ENUM and self.values is not None:
-            raise ValueError("`values` only applies to inputs of type enum")
+        if not enum_like and self.values is not None:
+            raise ValueError("`values` only applies to inputs of type enum (or arrays of enum)")
+        if self.item_type is not None and self.type is not InputType.ARRAY:
+            raise ValueError("`item_type` only applies to inputs of type array")
+        if self.item_type in (InputType.ARRAY, InputType.FILE):
+            raise ValueError(f"an array cannot hold items of type {self.item_type.value}")
         if self.default is not None:
             try:
-                coerce_value(self.type, self.default, self.values)
+                coerce_value(self.type, self.default, self.values, self.item_type)
             except ValueError as exc:
                 raise ValueError(f"default: {exc}") from exc
         return self
@@ -129,11 +139,12 @@ class _TaskFields(_Model):
     volumes: tuple[VolumeSpec, ...] = ()
     working_dir: str = "/workspace"
     user: str | None = None
+    network: str | None = Field(default=None, min_length=1)
 
     @field_validator("working_dir")
     @classmethod
     def _absolute_working_dir(cls, value: str) -> str:
-        if not value.startswith("/"):
+        if not value.startswith("/") and not value.startswith("{{"):
             raise ValueError(
                 f"working_dir must be an absolute path in the container, not {value!r}"
             )
@@ -144,9 +155,50 @@ class TaskDefaults(_TaskFields):
     """What `defaults:` may set: every task field but `id` and `depends_on`."""
 
 
+MatrixValue = Annotated[str | int | float | bool, Field(union_mode="left_to_right")]
+MAX_MATRIX_COMBINATIONS = 1000
+
+
+def check_artifact_pattern(pattern: str) -> str:
+    """Artifacts are globs under /workspace: `out/*.csv` or `/workspace/out/*.csv`."""
+    relative = pattern.removeprefix("/workspace/") if pattern.startswith("/workspace/") else pattern
+    if not relative or relative.startswith("/") or ".." in relative.split("/"):
+        raise ValueError(f"artifact {pattern!r} must be a glob under /workspace, like 'out/*.csv'")
+    return relative
+
+
+ArtifactPattern = Annotated[str, AfterValidator(check_artifact_pattern)]
+
+
 class Task(_TaskFields):
     id: Identifier
     depends_on: tuple[str, ...] = ()
+    when: str | None = Field(default=None, min_length=1)
+    matrix: (
+        dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], tuple[MatrixValue, ...]]
+        | None
+    ) = None
+    artifacts: tuple[ArtifactPattern, ...] = ()
+
+    @field_validator("matrix")
+    @classmethod
+    def _check_matrix(
+        cls, value: dict[str, tuple[str | int | float | bool, ...]] | None
+    ) -> dict[str, tuple[str | int | float | bool, ...]] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("matrix needs at least one key with a list of values")
+        combinations = 1
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"matrix key {key!r} has no values")
+            combinations *= len(values)
+        if combinations > MAX_MATRIX_COMBINATIONS:
+            raise ValueError(
+                f"matrix expands to {combinations} task runs; at most {MAX_MATRIX_COMBINATIONS} are allowed"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Task:
@@ -185,6 +237,11 @@ class Flow(_Model):
     # strict: YAML's `concurrency: yes` is a bool, which lax mode would take as 1
     concurrency: int | None = Field(default=None, ge=1, strict=True)
     defaults: TaskDefaults | None = None
+    variables: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Any] = Field(
+        default_factory=dict
+    )
+    allowed_env: tuple[str, ...] = ()
+    files: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     tasks: tuple[Task, ...] = Field(min_length=1)
 
     @model_validator(mode="before")

@@ -1,8 +1,27 @@
 """Typed run-time inputs: parse `-i NAME=VALUE`, convert values to their declared type,
 and check what was given against what a flow declares.
 
-Pure: no I/O. `runner.flow` calls `coerce_value` to check defaults, so this module imports
-flow types only for type checking.
+Every value is plain JSON data, because the store keeps inputs in a JSON column and
+templates print them as they are:
+
+    string, enum   str
+    int, float     int, float (finite)
+    bool           bool (true/false, yes/no, on/off, 1/0)
+    json           any JSON value (no NaN or Infinity)
+    array          list: a JSON list `[1, 2]` or comma-separated `a,b,c` (items stripped;
+                   empty text is the empty list); items converted by `item_type` (string)
+    datetime       str, ISO 8601 in UTC: `2024-01-31T10:00:00+00:00`; a time without an
+                   offset is taken as UTC, one with an offset is converted to UTC
+    date           str, `YYYY-MM-DD`
+    file           str, where the file is in the container: `/workspace/inputs/ID/NAME`;
+                   `file_inputs` gives the local file to copy there
+
+Pure but for file inputs: `resolve_inputs` and `file_inputs` check that the file exists
+and can be read. A path given at run time is relative to the current directory, a default
+in the flow file to the flow file's folder (like `build:` and volumes).
+
+`runner.flow` calls `coerce_value` to check defaults, so this module imports flow types
+only for type checking.
 """
 
 from __future__ import annotations
@@ -10,30 +29,54 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import InputError, UsageError
+from runner.execution import WORKSPACE_PATH
 
 if TYPE_CHECKING:
     from runner.flow import InputType
     from runner.loader import LoadedFlow
 
-__all__ = ["coerce_value", "parse_input_args", "resolve_inputs"]
+__all__ = [
+    "INPUT_FILES_PATH",
+    "coerce_value",
+    "file_inputs",
+    "parse_input_args",
+    "resolve_inputs",
+]
+
+INPUT_FILES_PATH = f"{WORKSPACE_PATH}/inputs"
+"""File inputs are copied to INPUT_FILES_PATH/<input id>/<file name> in the workspace."""
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 _INT = re.compile(r"[+-]?[0-9]+")
 
 
-def coerce_value(type: InputType | str, raw: Any, values: tuple[str, ...] | None = None) -> Any:
+def coerce_value(
+    type: InputType | str,
+    raw: Any,
+    values: tuple[str, ...] | None = None,
+    item_type: InputType | str | None = None,
+) -> Any:
     """`raw` as a value of input type `type`: a string from the command line, or a YAML
-    default that may already be typed. Raises ValueError with a message for the user."""
+    default that may already be typed. `item_type` is the type of an array's items
+    (string when None). Raises ValueError with a message for the user.
+
+    A file input's value here is the path as given: only `resolve_inputs` looks at disk.
+    """
     kind = str(type)
+    if kind == "array":
+        return _to_array(raw, values, "string" if item_type is None else str(item_type))
     convert = _CONVERTERS.get(kind)
     if convert is None:
-        raise ValueError(f"unknown input type {kind!r}; expected one of {', '.join(_CONVERTERS)}")
+        raise ValueError(f"unknown input type {kind!r}; expected one of {', '.join(_TYPES)}")
     return convert(raw, values)
 
 
@@ -57,9 +100,27 @@ def parse_input_args(args: Sequence[str]) -> dict[str, str]:
 def resolve_inputs(loaded: LoadedFlow, given: Mapping[str, Any]) -> dict[str, Any]:
     """A value for every input the flow declares: the one given, else the default, else
     None for an optional input. Raises one InputError listing every problem, each on
-    its own line and naming the line of the input's declaration."""
+    its own line and naming the line of the input's declaration.
+
+    A file input's value is its path in the container (`/workspace/inputs/ID/NAME`); the
+    file must exist and be readable now.
+    """
+    return _resolve(loaded, given)[0]
+
+
+def file_inputs(loaded: LoadedFlow, given: Mapping[str, Any]) -> dict[str, Path]:
+    """Input id -> absolute local path of each file input that has a value, for the runner
+    to copy to `/workspace/inputs/ID/NAME` (NAME being the path's name). Raises InputError
+    as `resolve_inputs` does."""
+    return _resolve(loaded, given)[1]
+
+
+def _resolve(
+    loaded: LoadedFlow, given: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Path]]:
     declared = [spec.id for spec in loaded.flow.inputs]
     values: dict[str, Any] = {}
+    files: dict[str, Path] = {}
     problems: list[tuple[int | None, str]] = []
 
     def where(line: int | None) -> str:
@@ -67,10 +128,11 @@ def resolve_inputs(loaded: LoadedFlow, given: Mapping[str, Any]) -> dict[str, An
 
     for index, spec in enumerate(loaded.flow.inputs):
         line = loaded.line_of(("inputs", index))
+        base_dir: Path | None = None  # relative paths of given values: the current directory
         if spec.id in given:
             raw = given[spec.id]
         elif spec.default is not None:
-            raw = spec.default
+            raw, base_dir = spec.default, loaded.base_dir
         elif spec.is_required:
             problems.append(
                 (
@@ -83,7 +145,12 @@ def resolve_inputs(loaded: LoadedFlow, given: Mapping[str, Any]) -> dict[str, An
             values[spec.id] = None
             continue
         try:
-            values[spec.id] = coerce_value(spec.type, raw, spec.values)
+            value = coerce_value(spec.type, raw, spec.values, spec.item_type)
+            if spec.type == "file":
+                local = _local_file(value, base_dir)
+                files[spec.id] = local
+                value = f"{INPUT_FILES_PATH}/{spec.id}/{local.name}"
+            values[spec.id] = value
         except ValueError as exc:
             problems.append((line, f"{where(line)}: input {spec.id!r}: {exc}"))
     for name in given:
@@ -98,7 +165,30 @@ def resolve_inputs(loaded: LoadedFlow, given: Mapping[str, Any]) -> dict[str, An
     if problems:
         problems.sort(key=lambda problem: (problem[0] is None, problem[0] or 0))
         raise InputError("\n".join(message for _, message in problems))
-    return values
+    return values, files
+
+
+def _local_file(given: str, base_dir: Path | None) -> Path:
+    """The absolute path of a file input, checked to be a readable file.
+
+    Symlinks are not resolved: the file keeps the name the user gave it.
+    """
+    path = Path(given)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    absolute = Path(os.path.abspath(path))
+    full = str(absolute) if str(absolute).isprintable() else repr(str(absolute))
+    shown = repr(given) if str(absolute) == given else f"{given!r} ({full})"
+    try:
+        if not absolute.exists():
+            raise ValueError(f"file {shown} does not exist")
+        if not absolute.is_file():
+            raise ValueError(f"{shown} is not a file")
+        if not os.access(absolute, os.R_OK):
+            raise ValueError(f"file {shown} cannot be read (permission denied)")
+    except OSError as exc:
+        raise ValueError(f"cannot look at {shown}: {exc.strerror or exc}") from None
+    return absolute
 
 
 # --- one converter per input type ---------------------------------------------------------
@@ -190,6 +280,83 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _to_datetime(raw: Any, values: tuple[str, ...] | None) -> str:
+    value: datetime | None = None
+    if isinstance(raw, datetime):  # a YAML default: `default: 2024-01-31T10:00:00Z`
+        value = raw
+    elif isinstance(raw, date):
+        value = datetime(raw.year, raw.month, raw.day)
+    elif isinstance(raw, str):
+        try:
+            value = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            value = None
+    if value is None:
+        raise ValueError(
+            f"expected an ISO 8601 date and time like 2024-01-31T10:00:00Z, got {_show(raw)}"
+        )
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC).isoformat()
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"{_show(raw)} is out of range once converted to UTC") from None
+
+
+def _to_date(raw: Any, values: tuple[str, ...] | None) -> str:
+    if isinstance(raw, datetime):
+        raise ValueError(f"expected a date like 2024-01-31, got a date and time {_show(raw)}")
+    if isinstance(raw, date):  # a YAML default: `default: 2024-01-31`
+        return raw.isoformat()
+    if isinstance(raw, str):
+        try:
+            return date.fromisoformat(raw.strip()).isoformat()
+        except ValueError:
+            pass
+    raise ValueError(f"expected a date like 2024-01-31, got {_show(raw)}")
+
+
+def _to_file(raw: Any, values: tuple[str, ...] | None) -> str:
+    if isinstance(raw, os.PathLike):  # a Path from the API
+        raw = os.fspath(raw)
+    if isinstance(raw, str) and raw.strip():
+        return raw
+    raise ValueError(f"expected the path of a file, got {_show(raw)}")
+
+
+def _to_array(raw: Any, values: tuple[str, ...] | None, item_type: str) -> list[Any]:
+    if item_type in ("array", "file"):
+        raise ValueError(f"an array cannot hold items of type {item_type}")
+    items: Any
+    if isinstance(raw, list | tuple):  # a YAML default, or a list from the API
+        items = raw
+    elif isinstance(raw, str) and raw.strip().startswith("["):
+        try:
+            items = json.loads(raw, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"expected a JSON list, got {_show(raw)} ({exc.msg} at column {exc.colno})"
+            ) from None
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"expected a JSON list, got {_show(raw)} ({exc})") from None
+        if not isinstance(items, list):  # `[1] [2]` fails to parse; this is for mypy
+            raise ValueError(f"expected a JSON list, got {_show(raw)}")
+    elif isinstance(raw, str):
+        text = raw.strip()
+        items = [item.strip() for item in text.split(",")] if text else []
+    else:
+        raise ValueError(
+            f"expected a list (JSON like [1, 2], or comma-separated like a,b), got {_show(raw)}"
+        )
+    result = []
+    for number, item in enumerate(items, start=1):
+        try:
+            result.append(coerce_value(item_type, item, values))
+        except ValueError as exc:
+            raise ValueError(f"item {number}: {exc}") from None
+    return result
+
+
 _CONVERTERS: dict[str, Callable[[Any, tuple[str, ...] | None], Any]] = {
     "string": _to_string,
     "int": _to_int,
@@ -197,7 +364,11 @@ _CONVERTERS: dict[str, Callable[[Any, tuple[str, ...] | None], Any]] = {
     "bool": _to_bool,
     "enum": _to_enum,
     "json": _to_json,
+    "datetime": _to_datetime,
+    "date": _to_date,
+    "file": _to_file,
 }
+_TYPES = (*_CONVERTERS, "array")
 
 
 # --- message helpers ----------------------------------------------------------------------

@@ -28,6 +28,7 @@ from runner import dag
 from runner.dag import Loc
 from runner.errors import FlowError, Problem
 from runner.flow import IDENTIFIER, Flow, Task
+from runner.templating import find_template_problems
 
 __all__ = ["LineMap", "LoadedFlow", "load_flow", "parse_flow"]
 
@@ -166,8 +167,15 @@ def _load(text: str, raw: bytes, path: str | Path) -> LoadedFlow:
         # pass over the file shows everything to fix.
         graph = flow or _graph_of(data)
         if graph is not None:
-            for loc, message in dag.find_problems(graph):
+            graph_problems = dag.find_problems(graph)
+            for loc, message in graph_problems:
                 report.add(loc, message)
+            if flow is not None and not graph_problems:
+                # Templates are checked against the plan: `outputs.x` must name a task
+                # that runs before the one using it.
+                upstream = dag.build_plan(flow).task_upstream
+                for loc, message in find_template_problems(flow, upstream.__getitem__):
+                    report.add(loc, message)
         _check_input_ids(data, report)
         _check_build_folders(data, absolute.parent, report)
     if flow is None and not report.problems:  # not expected: every path above reports why

@@ -30,27 +30,45 @@ _PALETTE = (
 )
 _RESET = "\x1b[0m"
 _RED = "\x1b[31m"
+_DIM = "\x1b[2m"
 
 
 class ConsoleOutput:
-    """Task output as `task │ line`; every other event through structlog's ConsoleRenderer."""
+    """Task output as `task │ line`; other events as `HH:MM:SS event task key=value`.
+
+    The console is for people watching a run: the execution id is printed once at the start,
+    so it is left out of every line here (the JSON format keeps every field).
+    """
+
+    _HIDDEN = frozenset(
+        {"event", "timestamp", "level", "execution_id", "flow_id", "task_id", "attempt"}
+    )
 
     def __init__(self, colors: bool, task_width: int = 12) -> None:
         self.colors = colors
         self.task_width = task_width
-        self._events = structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=24)
 
     def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
-        if event_dict.get("event") != TASK_LOG:
-            return str(self._events(logger, name, event_dict))
-        task = str(event_dict.get("task_id", "?"))
-        line = str(event_dict.get("line", ""))
-        bar = "!" if event_dict.get("stream") == "stderr" else "│"
+        task = str(event_dict.get("task_id", ""))
+        if event_dict.get("event") == TASK_LOG:
+            line = str(event_dict.get("line", ""))
+            bar = "!" if event_dict.get("stream") == "stderr" else "│"
+            if not self.colors:
+                return f"{task:<{self.task_width}} {bar} {line}"
+            color = _PALETTE[zlib.crc32(task.encode()) % len(_PALETTE)]
+            bar_color = _RED if bar == "!" else color
+            return f"{color}{task:<{self.task_width}}{_RESET} {bar_color}{bar}{_RESET} {line}"
+        stamp = str(event_dict.get("timestamp", ""))[11:19]
+        event = str(event_dict.get("event", ""))
+        level = str(event_dict.get("level", "info"))
+        fields = " ".join(
+            f"{k}={v}" for k, v in event_dict.items() if k not in self._HIDDEN and v is not None
+        )
+        text = f"{stamp} {event:<20} {task:<{self.task_width}} {fields}".rstrip()
         if not self.colors:
-            return f"{task:<{self.task_width}} {bar} {line}"
-        color = _PALETTE[zlib.crc32(task.encode()) % len(_PALETTE)]
-        bar_color = _RED if bar == "!" else color
-        return f"{color}{task:<{self.task_width}}{_RESET} {bar_color}{bar}{_RESET} {line}"
+            return text if level == "info" else f"{text} [{level}]"
+        tone = _RED if level in ("warning", "error", "critical") else _DIM
+        return f"{tone}{text}{_RESET}"
 
 
 def configure(

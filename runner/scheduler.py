@@ -1,25 +1,32 @@
-"""Run a planned flow: start ready tasks within the concurrency limit, follow each one to
+"""Run a planned flow: start ready task runs within the concurrency limit, follow each to
 its end, skip what depends on a failure, and report every step to the store and the log.
 
-The scheduler knows the Backend protocol, never Docker. Each task attempt runs in a worker
-thread (start, stream logs, wait, remove); the calling thread only decides what runs next,
-so cancelling is a flag the main loop sees within a fraction of a second.
+The scheduler knows the Backend protocol, never Docker. Each task run (a task, or one
+combination of its matrix) runs in a worker thread: render its templates, start the
+container, stream its logs, wait, copy artifacts out, remove it. The calling thread only
+decides what runs next, so cancelling is a flag the main loop sees within a fraction of a
+second.
 """
 
 from __future__ import annotations
 
+import posixpath
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from runner import dag
+from runner.archives import ArchiveError, Artifact, artifact_roots, extract_artifacts
 from runner.backends.base import Backend
-from runner.errors import BackendError, RunnerError
+from runner.errors import BackendError, RunnerError, StoreError
 from runner.execution import (
     LABEL_EXECUTION,
+    WORKSPACE_PATH,
     ExecutionResult,
     ExecutionState,
     TaskResult,
@@ -27,8 +34,17 @@ from runner.execution import (
 )
 from runner.loader import LoadedFlow
 from runner.logs import TASK_LOG, get_logger
-from runner.specs import TaskContext, build_spec, execution_labels, image_source, workspace_name
+from runner.outputs import merge_outputs, parse_output_line
+from runner.specs import (
+    TaskContext,
+    build_spec,
+    execution_labels,
+    image_source,
+    render_task,
+    workspace_name,
+)
 from runner.store import LogWriter, NewLogLine, Store
+from runner.templating import TemplateContext, is_true, referenced_outputs
 
 # How often the main loop wakes to notice a cancel request while tasks run.
 _TICK_S = 0.2
@@ -38,6 +54,20 @@ _TICK_S = 0.2
 class RunOptions:
     concurrency: int
     keep_workspace: bool = False
+    artifacts_dir: Path = Path(".runner/artifacts")
+    env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
+    workspace_files: bytes | None = None  # a tar copied into /workspace before the first task
+
+
+@dataclass
+class _Run:
+    """What the main loop knows of the execution so far; only the main thread mutates it."""
+
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(
+        default_factory=dict
+    )  # task id -> outputs (per label for matrix)
+    skipped_tasks: set[str] = field(default_factory=set)  # skipped by `when` or upstream
 
 
 def _now() -> datetime:
@@ -53,7 +83,7 @@ class Scheduler:
         self.log_writer = log_writer
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
-        self._running: dict[str, str] = {}  # task id -> container id
+        self._running: dict[str, str] = {}  # node id -> container id
         self._killed: set[str] = set()
 
     def cancel(self) -> None:
@@ -70,7 +100,6 @@ class Scheduler:
         loaded: LoadedFlow,
         inputs: Mapping[str, Any],
         options: RunOptions,
-        on_running: Callable[[], None] | None = None,
     ) -> ExecutionResult:
         flow = loaded.flow
         log = get_logger(execution_id=execution_id, flow_id=flow.full_id)
@@ -80,38 +109,62 @@ class Scheduler:
             flow=flow,
             base_dir=loaded.base_dir,
             workspace=workspace_name(execution_id),
+            revision=loaded.revision,
+            inputs=inputs,
+            env=options.env,
+            artifacts_dir=options.artifacts_dir.resolve(),
+            templates=TemplateContext.for_execution(
+                flow,
+                execution_id=execution_id,
+                inputs=inputs,
+                env=options.env,
+                revision=loaded.revision,
+                started_at=_now(),
+            ),
         )
         labels = execution_labels(execution_id, flow)
+        run = _Run()
+        state, execution_error, store_failed = ExecutionState.FAILED, None, False
         try:
             self.backend.check()
             self.backend.create_workspace(ctx.workspace, labels)
+            self.store.set_execution_state(execution_id, ExecutionState.RUNNING)
+            log.info("execution_started", tasks=len(plan.order), concurrency=options.concurrency)
+            if options.workspace_files:
+                self._seed_workspace(ctx, plan, options.workspace_files, log)
+            self._run_plan(ctx, plan, options, run, log)
+            state = self._final_state(run.results)
         except BackendError as exc:
-            self.store.set_execution_state(execution_id, ExecutionState.FAILED, error=str(exc))
+            execution_error = str(exc)
+            log.error("execution_error", error=execution_error)
             raise
-        self.store.set_execution_state(execution_id, ExecutionState.RUNNING)
-        log.info("execution_started", tasks=len(plan.order), concurrency=options.concurrency)
-        if on_running is not None:
-            on_running()
-
-        results: dict[str, TaskResult] = {}
-        try:
-            self._run_plan(ctx, plan, options, results, log)
+        except StoreError as exc:
+            # The history cannot be written (the database stayed down past the retry
+            # limit): leave nothing behind, as a kill does; a kept workspace would have
+            # no record to find it by.
+            execution_error, store_failed = str(exc), True
+            log.error("execution_error", error=execution_error)
+            raise
         finally:
-            state = self._final_state(results)
-            self._clean_up(ctx, state, options, log)
+            if self.cancelled:
+                state = ExecutionState.KILLED
+            self._clean_up(ctx, state, options, log, remove_all=store_failed)
             self.log_writer.flush()
-            failed = [t for t, r in results.items() if r.state is TaskState.FAILED]
-            error = f"task(s) failed: {', '.join(failed)}" if failed else None
-            if state is ExecutionState.KILLED:
-                error = "killed by the user"
+            error = execution_error or self._error_of(state, run)
             self.store.set_execution_state(execution_id, state, error=error)
             log.info("execution_finished", state=state.value)
         return ExecutionResult(
             execution_id=execution_id,
             flow_id=flow.full_id,
             state=state,
-            tasks=tuple(results[t] for t in plan.order if t in results),
+            tasks=tuple(run.results[n] for n in plan.order if n in run.results),
         )
+
+    def _error_of(self, state: ExecutionState, run: _Run) -> str | None:
+        if state is ExecutionState.KILLED:
+            return "killed by the user"
+        failed = [n for n, r in run.results.items() if r.state is TaskState.FAILED]
+        return f"task(s) failed: {', '.join(failed)}" if failed else None
 
     def _final_state(self, results: Mapping[str, TaskResult]) -> ExecutionState:
         if self.cancelled:
@@ -120,92 +173,171 @@ class Scheduler:
             return ExecutionState.FAILED
         return ExecutionState.SUCCESS
 
+    def _seed_workspace(self, ctx: TaskContext, plan: dag.Plan, archive: bytes, log: Any) -> None:
+        """Copy `files:` and file inputs into the workspace, through the engine's archive API."""
+        first = ctx.flow.task(plan.nodes[plan.order[0]].task_id)
+        image = self.backend.ensure_image(image_source(first, ctx.base_dir), None)
+        self.backend.copy_into_workspace(ctx.workspace, image, archive)
+        log.info("workspace_seeded", bytes=len(archive))
+
     def _run_plan(
-        self,
-        ctx: TaskContext,
-        plan: dag.Plan,
-        options: RunOptions,
-        results: dict[str, TaskResult],
-        log: Any,
+        self, ctx: TaskContext, plan: dag.Plan, options: RunOptions, run: _Run, log: Any
     ) -> None:
-        succeeded: set[str] = set()
-        started: set[str] = set()
+        progress = dag.Progress(plan)
         running: dict[Future[TaskResult], str] = {}
-        with ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="task") as pool:
+        with (
+            ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="task") as pool,
+            self._killing_on_error(log),
+        ):
             while True:
                 if self.cancelled:
                     self._kill_running(log)
                 else:
-                    for task_id in plan.ready(succeeded, started):
-                        if len(running) >= options.concurrency:
-                            break
-                        started.add(task_id)
-                        running[pool.submit(self._run_task, ctx, task_id, 1)] = task_id
+                    for node_id in progress.take_ready(options.concurrency - len(running)):
+                        node = plan.nodes[node_id]
+                        snapshot = dict(run.outputs), frozenset(run.skipped_tasks)
+                        future = pool.submit(self._run_node, ctx, node, 1, *snapshot)
+                        running[future] = node_id
                 if not running:
                     return
                 done, _ = wait(running, timeout=_TICK_S, return_when=FIRST_COMPLETED)
                 for future in done:
-                    task_id = running.pop(future)
-                    result = future.result()
-                    results[task_id] = result
-                    if result.state is TaskState.SUCCESS:
-                        succeeded.add(task_id)
-                    elif not self.cancelled:
-                        for skipped in sorted(
-                            plan.descendants(task_id) - started, key=plan.order.index
-                        ):
-                            started.add(skipped)
-                            reason = f"upstream task {task_id!r} {result.state.value.lower()}"
-                            self.store.record_skipped(
-                                execution_id=ctx.execution_id, task_id=skipped, reason=reason
-                            )
-                            results[skipped] = TaskResult(
-                                task_id=skipped, attempt=1, state=TaskState.SKIPPED, error=reason
-                            )
-                            log.info("task_skipped", task_id=skipped, reason=reason)
+                    node_id = running.pop(future)
+                    self._record_result(ctx, plan, progress, run, node_id, future.result(), log)
+
+    @contextmanager
+    def _killing_on_error(self, log: Any) -> Iterator[None]:
+        """If the main loop raises (a StoreError from a worker or from recording a skip),
+        kill the running containers first: leaving the pool waits for every worker, and
+        a worker waits for its container to end."""
+        try:
+            yield
+        except BaseException:
+            self._kill_running(log)
+            raise
+
+    def _record_result(
+        self,
+        ctx: TaskContext,
+        plan: dag.Plan,
+        progress: dag.Progress,
+        run: _Run,
+        node_id: str,
+        result: TaskResult,
+        log: Any,
+    ) -> None:
+        node = plan.nodes[node_id]
+        run.results[node_id] = result
+        if result.state is TaskState.SUCCESS:
+            if node.matrix:
+                run.outputs.setdefault(node.task_id, {})[node.matrix_label] = dict(result.outputs)
+            else:
+                run.outputs[node.task_id] = dict(result.outputs)
+            progress.succeeded(node_id)
+        elif result.state is TaskState.SKIPPED:
+            # Skipped by `when` (or for needing a skipped task's outputs): dependents go on,
+            # unless they need this task's outputs, which they check when they start.
+            run.skipped_tasks.add(node.task_id)
+            progress.succeeded(node_id)
+        elif not self.cancelled:
+            for skipped in sorted(plan.descendants(node_id), key=plan.order.index):
+                if skipped in run.results:
+                    continue
+                reason = f"upstream task {node_id!r} {result.state.value.lower()}"
+                self.store.record_skipped(
+                    execution_id=ctx.execution_id, task_id=skipped, reason=reason
+                )
+                run.results[skipped] = TaskResult(
+                    task_id=skipped, attempt=1, state=TaskState.SKIPPED, error=reason
+                )
+                log.info("task_skipped", task_id=skipped, reason=reason)
 
     def _kill_running(self, log: Any) -> None:
         with self._lock:
             targets = [(t, c) for t, c in self._running.items() if t not in self._killed]
             self._killed.update(t for t, _ in targets)
-        for task_id, container_id in targets:
-            log.info("task_killing", task_id=task_id, container_id=container_id[:12])
+        for node_id, container_id in targets:
+            log.info("task_killing", task_id=node_id, container_id=container_id[:12])
             try:
                 self.backend.kill(container_id)
             except BackendError as exc:
-                log.warning("kill_failed", task_id=task_id, error=str(exc))
+                log.warning("kill_failed", task_id=node_id, error=str(exc))
 
-    def _run_task(self, ctx: TaskContext, task_id: str, attempt: int) -> TaskResult:
-        """One attempt of one task, start to end, in a worker thread. Never raises."""
-        task = ctx.flow.task(task_id)
-        log = get_logger(execution_id=ctx.execution_id, task_id=task_id, attempt=attempt)
-        source = image_source(task, ctx.base_dir)
+    def _skip(self, ctx: TaskContext, node_id: str, reason: str, log: Any) -> TaskResult:
+        self.store.record_skipped(execution_id=ctx.execution_id, task_id=node_id, reason=reason)
+        log.info("task_skipped", reason=reason)
+        return TaskResult(task_id=node_id, attempt=1, state=TaskState.SKIPPED, error=reason)
+
+    def _run_node(
+        self,
+        ctx: TaskContext,
+        node: dag.Node,
+        attempt: int,
+        outputs: Mapping[str, Any],
+        skipped_tasks: frozenset[str],
+    ) -> TaskResult:
+        """One attempt of one task run, start to end, in a worker thread. Never raises."""
+        task = ctx.flow.task(node.task_id)
+        log = get_logger(execution_id=ctx.execution_id, task_id=node.id, attempt=attempt)
+        try:
+            needed = referenced_outputs(task) & skipped_tasks
+            if needed:
+                names = ", ".join(sorted(needed))
+                return self._skip(
+                    ctx, node.id, f"needs the outputs of skipped task(s) {names}", log
+                )
+            tctx = ctx.templates.for_task(
+                node.task_id,
+                attempt=attempt,
+                name=node.id,
+                matrix=dict(node.matrix),
+                outputs=outputs,
+            )
+            if task.when is not None and not is_true(task.when, tctx, where="when"):
+                return self._skip(ctx, node.id, f"when: {task.when.strip()} is false", log)
+        except RunnerError as exc:
+            run_id = self.store.create_task_run(
+                execution_id=ctx.execution_id, task_id=node.id, attempt=attempt, image=task.image
+            )
+            return self._finish(
+                run_id, node.id, attempt, TaskState.FAILED, None, str(exc), None, None, {}, log
+            )
+        return self._run_container(ctx, node, attempt, tctx, log)
+
+    def _run_container(
+        self, ctx: TaskContext, node: dag.Node, attempt: int, tctx: TemplateContext, log: Any
+    ) -> TaskResult:
+        task = ctx.flow.task(node.task_id)
         image_name = task.image or f"build:{task.build}"
         run_id = self.store.create_task_run(
-            execution_id=ctx.execution_id, task_id=task_id, attempt=attempt, image=image_name
+            execution_id=ctx.execution_id, task_id=node.id, attempt=attempt, image=image_name
         )
         container_id: str | None = None
         started_at: datetime | None = None
         state, exit_code, error = TaskState.FAILED, None, None
+        outputs: dict[str, Any] = {}
         try:
             if self.cancelled:
                 state, error = TaskState.KILLED, "killed before it started"
-                return self._finish(run_id, task_id, attempt, state, None, error, None, None, log)
+                return self._finish(
+                    run_id, node.id, attempt, state, None, error, None, None, {}, log
+                )
 
             def progress(text: str) -> None:
                 log.info("image_progress", image=image_name, status=text)
 
-            image = self.backend.ensure_image(source, progress)
-            spec = build_spec(ctx, task, attempt, image)
+            rendered = render_task(task, tctx)
+            image = self.backend.ensure_image(image_source(rendered, ctx.base_dir), progress)
+            spec = build_spec(ctx, rendered, attempt, image, node_id=node.id)
             started_at = _now()
             container_id = self.backend.start(spec)
             with self._lock:
-                self._running[task_id] = container_id
+                self._running[node.id] = container_id
             if self.cancelled:
                 self._kill_running(log)
             self.store.task_run_started(run_id, container_id=container_id, started_at=started_at)
             log.info("task_started", image=image_name, container_id=container_id[:12])
-            self._stream_logs(ctx, task_id, run_id, container_id)
+            outputs = self._stream_logs(ctx, node.id, run_id, container_id, log)
             outcome = self.backend.wait(container_id)
             exit_code = outcome.exit_code
             if self.cancelled:
@@ -216,6 +348,8 @@ class Scheduler:
                 state, error = TaskState.FAILED, outcome.error
             elif exit_code == 0:
                 state = TaskState.SUCCESS
+                if task.artifacts:
+                    self._collect_artifacts(ctx, node.id, run_id, container_id, task.artifacts, log)
             else:
                 state, error = TaskState.FAILED, f"exited with code {exit_code}"
         except RunnerError as exc:
@@ -227,30 +361,79 @@ class Scheduler:
         finally:
             if container_id is not None:
                 with self._lock:
-                    self._running.pop(task_id, None)
+                    self._running.pop(node.id, None)
                 try:
                     self.backend.remove(container_id)
                 except BackendError as exc:
                     log.warning("remove_failed", error=str(exc))
         return self._finish(
-            run_id, task_id, attempt, state, exit_code, error, started_at, container_id, log
+            run_id,
+            node.id,
+            attempt,
+            state,
+            exit_code,
+            error,
+            started_at,
+            container_id,
+            outputs,
+            log,
+        )
+
+    def _collect_artifacts(
+        self,
+        ctx: TaskContext,
+        node_id: str,
+        run_id: int,
+        container_id: str,
+        patterns: tuple[str, ...],
+        log: Any,
+    ) -> None:
+        """Copy what the task's `artifacts:` globs match out of its stopped container."""
+        dest = ctx.artifacts_dir / ctx.execution_id / node_id
+        found: list[Artifact] = []
+        for root in artifact_roots(patterns):
+            chunks = self.backend.copy_out(container_id, f"{WORKSPACE_PATH}/{root}".rstrip("/"))
+            if chunks is None:  # that folder or file does not exist: it matches nothing
+                continue
+            found += extract_artifacts(
+                chunks,
+                patterns,
+                dest,
+                strip_prefix="" if root else WORKSPACE_PATH.strip("/"),
+                add_prefix=posixpath.dirname(root),
+            )
+        if not found:
+            raise ArchiveError(
+                f"artifacts: nothing in {WORKSPACE_PATH} matches {', '.join(patterns)}"
+            )
+        self.store.record_artifacts(
+            execution_id=ctx.execution_id, task_run_id=run_id, task_id=node_id, artifacts=found
+        )
+        log.info(
+            "artifacts_copied", count=len(found), bytes=sum(a.size for a in found), to=str(dest)
         )
 
     def _finish(
         self,
         run_id: int,
-        task_id: str,
+        node_id: str,
         attempt: int,
         state: TaskState,
         exit_code: int | None,
         error: str | None,
         started_at: datetime | None,
         container_id: str | None,
+        outputs: Mapping[str, Any],
         log: Any,
     ) -> TaskResult:
         ended_at = _now()
         self.store.finish_task_run(
-            run_id, state=state, exit_code=exit_code, error=error, ended_at=ended_at
+            run_id,
+            state=state,
+            exit_code=exit_code,
+            error=error,
+            ended_at=ended_at,
+            outputs=dict(outputs) if outputs else None,
         )
         duration = (ended_at - started_at).total_seconds() if started_at else None
         log.info(
@@ -261,7 +444,7 @@ class Scheduler:
             **({"error": error} if error else {}),
         )
         return TaskResult(
-            task_id=task_id,
+            task_id=node_id,
             attempt=attempt,
             state=state,
             exit_code=exit_code,
@@ -269,34 +452,51 @@ class Scheduler:
             started_at=started_at,
             ended_at=ended_at,
             container_id=container_id,
+            outputs=dict(outputs),
         )
 
-    def _stream_logs(self, ctx: TaskContext, task_id: str, run_id: int, container_id: str) -> None:
+    def _stream_logs(
+        self, ctx: TaskContext, node_id: str, run_id: int, container_id: str, log: Any
+    ) -> dict[str, Any]:
+        """Record and print every line; return the outputs the task published on stdout."""
         loggers = {
-            stream: get_logger(execution_id=ctx.execution_id, task_id=task_id, stream=stream)
+            stream: get_logger(execution_id=ctx.execution_id, task_id=node_id, stream=stream)
             for stream in ("stdout", "stderr")
         }
         add = self.log_writer.add
+        outputs: dict[str, Any] = {}
         for line in self.backend.logs(container_id):
             loggers[line.stream].info(TASK_LOG, line=line.line)
             add(
                 NewLogLine(
                     execution_id=ctx.execution_id,
                     task_run_id=run_id,
-                    task_id=task_id,
+                    task_id=node_id,
                     stream=line.stream,
                     line=line.line,
                     time=line.time,
                 )
             )
+            if line.stream == "stdout" and line.line.startswith("::"):
+                published = parse_output_line(line.line)
+                if published is not None:
+                    outputs = merge_outputs(outputs, published)
+        return outputs
 
     def _clean_up(
-        self, ctx: TaskContext, state: ExecutionState, options: RunOptions, log: Any
+        self,
+        ctx: TaskContext,
+        state: ExecutionState,
+        options: RunOptions,
+        log: Any,
+        *,
+        remove_all: bool = False,
     ) -> None:
-        """Containers always go; the workspace stays after a failure (for debugging) or if asked."""
-        keep = options.keep_workspace or state is ExecutionState.FAILED
+        """Containers always go; the workspace stays after a failure (for debugging) or if
+        asked. `remove_all` (the store failed) treats a failure like a kill."""
+        keep = options.keep_workspace or (state is ExecutionState.FAILED and not remove_all)
         try:
-            if state is ExecutionState.KILLED and not keep:
+            if (state is ExecutionState.KILLED or remove_all) and not keep:
                 # Workers remove their own containers; the label sweep catches one created
                 # while the kill was under way.
                 self.backend.cleanup({LABEL_EXECUTION: ctx.execution_id})

@@ -13,3 +13,20 @@ DEFAULT_CONCURRENCY = 8
 
 DEBUG_ENV = "RUNNER_DEBUG"
 """Set to 1 to see the Python traceback of an internal error instead of one line."""
+
+DB_RETRY_SECONDS_ENV = "RUNNER_DB_RETRY_SECONDS"
+"""How long a write keeps being retried while the database is unreachable (its connection
+dropped, the server restarts, SQLite stays locked) before the run ends with an error;
+`0` turns retrying off. Default `DEFAULT_DB_RETRY_SECONDS`."""
+
+DEFAULT_DB_RETRY_SECONDS = 60.0
+"""Seconds of one database outage that runs survive (see `DB_RETRY_SECONDS_ENV`)."""
+
+DB_RETRY_FIRST_S = 0.2
+DB_RETRY_MAX_S = 5.0
+"""Pause before the first retry of a failed write, doubling up to `DB_RETRY_MAX_S`."""
+
+DEFAULT_ARTIFACTS_DIR = ".runner/artifacts"
+"""Where `artifacts:` of tasks are copied, as ARTIFACTS_DIR/EXECUTION/TASK/ (`--artifacts-dir`)."""
+
+ARTIFACTS_DIR_ENV = "RUNNER_ARTIFACTS_DIR"

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 from runner.execution import (
     LABEL_ATTEMPT,
@@ -27,6 +28,7 @@ from runner.execution import (
     PullImage,
 )
 from runner.flow import NAMED_VOLUME_RE, VOLUME_RE, Flow, Task
+from runner.templating import TemplateContext, render, render_value
 
 SCRIPT_PATH = "/.runner/script"
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -40,6 +42,11 @@ class TaskContext:
     flow: Flow
     base_dir: Path
     workspace: str
+    revision: str = ""
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
+    artifacts_dir: Path = Path(".runner/artifacts")
+    templates: TemplateContext = field(default_factory=TemplateContext)  # execution-level
 
 
 def workspace_name(execution_id: str) -> str:
@@ -92,7 +99,26 @@ def container_name(execution_id: str, task_id: str, attempt: int) -> str:
     return _NAME_UNSAFE.sub("_", f"runner-{execution_id[:12]}-{task_id}-{attempt}")
 
 
-def build_spec(ctx: TaskContext, task: Task, attempt: int, image: str) -> ContainerSpec:
+def render_task(task: Task, tctx: TemplateContext) -> Task:
+    """The task with its templated fields rendered for this run (a copy; the model is frozen)."""
+    update: dict[str, Any] = {}
+    if task.script is not None:
+        update["script"] = render(task.script, tctx, where="script")
+    if task.command is not None:
+        update["command"] = render_value(task.command, tctx, where="command")
+    if task.env:
+        update["env"] = {k: render(v, tctx, where=f"env.{k}") for k, v in task.env.items()}
+    if task.volumes:
+        update["volumes"] = tuple(render_value(list(task.volumes), tctx, where="volumes"))
+    update["working_dir"] = render(task.working_dir, tctx, where="working_dir")
+    if task.network is not None:
+        update["network"] = render(task.network, tctx, where="network")
+    return task.model_copy(update=update)
+
+
+def build_spec(
+    ctx: TaskContext, task: Task, attempt: int, image: str, *, node_id: str | None = None
+) -> ContainerSpec:
     command, files = container_command(task)
     env = {
         **ctx.flow.env,
@@ -101,16 +127,17 @@ def build_spec(ctx: TaskContext, task: Task, attempt: int, image: str) -> Contai
         "RUNNER_FLOW_ID": ctx.flow.id,
         "RUNNER_NAMESPACE": ctx.flow.namespace,
         "RUNNER_TASK_ID": task.id,
+        "RUNNER_TASK_RUN": node_id or task.id,
         "RUNNER_ATTEMPT": str(attempt),
         "RUNNER_WORKSPACE": WORKSPACE_PATH,
     }
     labels: Mapping[str, str] = {
         **execution_labels(ctx.execution_id, ctx.flow),
-        LABEL_TASK: task.id,
+        LABEL_TASK: node_id or task.id,
         LABEL_ATTEMPT: str(attempt),
     }
     return ContainerSpec(
-        name=container_name(ctx.execution_id, task.id, attempt),
+        name=container_name(ctx.execution_id, node_id or task.id, attempt),
         image=image,
         command=command,
         env=env,
@@ -120,4 +147,5 @@ def build_spec(ctx: TaskContext, task: Task, attempt: int, image: str) -> Contai
         files=files,
         working_dir=task.working_dir,
         user=task.user,
+        network=task.network,
     )

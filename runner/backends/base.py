@@ -39,6 +39,15 @@ class Backend(Protocol):
         The last line is yielded even without a trailing newline.
         """
 
+    def copy_into_workspace(self, workspace: str, image: str, archive: bytes) -> None:
+        """Unpack a tar into the workspace volume, without a bind mount (works on any daemon).
+
+        `image` is any image already available, used for a container that is never started.
+        """
+
+    def copy_out(self, container_id: str, path: str) -> Iterator[bytes] | None:
+        """Stream a tar of `path` in a (stopped) container; None if the path does not exist."""
+
     def wait(self, container_id: str) -> ContainerExit:
         """Block until the container exits; return how it ended."""
 

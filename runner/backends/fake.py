@@ -39,6 +39,7 @@ class FakeBackend:
         self.started: list[ContainerSpec] = []
         self.volumes: set[str] = set()
         self.removed: list[str] = []
+        self.seeded: list[tuple[str, bytes]] = []
         self._containers: dict[str, _Container] = {}
         self._lock = threading.Lock()
         self.max_running = 0
@@ -73,6 +74,12 @@ class FakeBackend:
         for line in container.script.lines:
             yield LogLine(stream="stdout", line=line, time=datetime.now(UTC))
         container.killed.wait(container.script.seconds)
+
+    def copy_into_workspace(self, workspace: str, image: str, archive: bytes) -> None:
+        self.seeded.append((workspace, archive))
+
+    def copy_out(self, container_id: str, path: str) -> Iterator[bytes] | None:
+        return None
 
     def wait(self, container_id: str) -> ContainerExit:
         container = self._containers[container_id]

@@ -1,9 +1,10 @@
-"""Where runner records executions, task runs and their logs (SQLite or PostgreSQL).
+"""Where runner records executions, task runs, their logs and artifacts (SQLite or PostgreSQL).
 
     Store            intent-named reads and writes, one short transaction each
     LogWriter        a thread-safe buffer that batches log lines into Store.append_logs
-    ExecutionRecord, TaskRunRecord, LogRecord   what the reads return (frozen)
+    ExecutionRecord, TaskRunRecord, LogRecord, ArtifactRecord   what the reads return (frozen)
     NewLogLine       what a log line looks like on its way in
+    ArtifactFile     what an artifact must offer to be recorded (runner.archives.Artifact)
 
 The tables are in `models.py`; the Alembic migrations that create them ship in
 `migrations/` and run on `Store.open`.
@@ -11,6 +12,8 @@ The tables are in `models.py`; the Alembic migrations that create them ship in
 
 from runner.store.logwriter import LogWriter
 from runner.store.store import (
+    ArtifactFile,
+    ArtifactRecord,
     ExecutionRecord,
     LogRecord,
     NewLogLine,
@@ -20,6 +23,8 @@ from runner.store.store import (
 )
 
 __all__ = [
+    "ArtifactFile",
+    "ArtifactRecord",
     "ExecutionRecord",
     "LogRecord",
     "LogWriter",

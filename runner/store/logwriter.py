@@ -6,9 +6,11 @@ background thread writes them in batches every 0.2 s, or sooner once 5,000 are w
 Lines are written in the order they were added, so each task's lines keep their order.
 
 When a write fails the lines are kept and the write is retried with a growing pause
-(0.2 s doubling to 5 s). After `give_up_after` seconds of failures the writer gives up:
-the lines still waiting are lost, and every later `add`, `flush` and `close` raises the
-`StoreError` that made it give up.
+(0.2 s doubling to 5 s); lines added meanwhile wait behind them. After `give_up_after`
+seconds of failures (default `RUNNER_DB_RETRY_SECONDS`, else 60), or as soon as the store
+says it has given up itself (`StoreUnavailableError`: its outage clock, shared by all its
+writes, passed the limit), the writer gives up: the lines still waiting are lost, and
+every later `add`, `flush` and `close` raises the `StoreError` that made it give up.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import time
 import structlog
 
 from runner.errors import StoreError
-from runner.store.store import NewLogLine, Store
+from runner.settings import DB_RETRY_FIRST_S, DB_RETRY_MAX_S
+from runner.store.store import NewLogLine, Store, StoreUnavailableError, db_retry_seconds
 
 FLUSH_INTERVAL_S = 0.2
 BATCH_SIZE = 5_000
-RETRY_FIRST_S = 0.2
-RETRY_MAX_S = 5.0
-GIVE_UP_AFTER_S = 60.0
+RETRY_FIRST_S = DB_RETRY_FIRST_S
+RETRY_MAX_S = DB_RETRY_MAX_S
 
 log = structlog.get_logger(__name__)
 
@@ -37,12 +39,12 @@ class LogWriter:
         self,
         store: Store,
         *,
-        give_up_after: float = GIVE_UP_AFTER_S,
+        give_up_after: float | None = None,
         flush_interval: float = FLUSH_INTERVAL_S,
         batch_size: int = BATCH_SIZE,
     ) -> None:
         self._store = store
-        self._give_up_after = give_up_after
+        self._give_up_after = db_retry_seconds() if give_up_after is None else give_up_after
         self._flush_interval = flush_interval
         self._batch_size = batch_size
         self._cond = threading.Condition()
@@ -127,10 +129,18 @@ class LogWriter:
                 continue
             try:
                 self._store.append_logs(batch)
+            except StoreUnavailableError as exc:
+                # The store has been failing for its whole limit already: it says so itself.
+                log.error("log_lines_lost", lines=len(batch), error=str(exc))
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
             except StoreError as exc:
                 now = time.monotonic()
                 failing_since = failing_since if failing_since is not None else now
-                if now - failing_since >= self._give_up_after:
+                left = self._give_up_after - (now - failing_since)
+                if left <= 0:
                     log.error("log_lines_lost", lines=len(batch), error=str(exc))
                     with self._cond:
                         self._error = StoreError(
@@ -140,10 +150,11 @@ class LogWriter:
                         self._error.__cause__ = exc
                         self._cond.notify_all()
                     return
+                pause = min(retry_in, left)  # one last try at the limit, not after it
                 log.warning(
-                    "log_write_failed", lines=len(batch), retry_in_s=retry_in, error=str(exc)
+                    "log_write_failed", lines=len(batch), retry_in_s=round(pause, 2), error=str(exc)
                 )
-                time.sleep(retry_in)
+                time.sleep(pause)
                 retry_in = min(retry_in * 2, RETRY_MAX_S)
                 continue
             except Exception as exc:  # a bug, not an outage: retrying will not help

@@ -1,4 +1,5 @@
-"""The tables runner keeps: one row an execution, one a task attempt, one a log line.
+"""The tables runner keeps: one row an execution, one a task attempt, one a log line, one
+a file copied out of the workspace (an artifact).
 
 Declared with SQLAlchemy's typed declarative mapping so mypy sees the column types; the
 store itself uses the tables through SQLAlchemy Core, which is what the log path needs to
@@ -156,7 +157,31 @@ class LogLineRow(Base):
     line: Mapped[str] = mapped_column(Text)
 
 
+class ArtifactRow(Base):
+    """One file a task run copied out of the workspace (`path` is relative to /workspace,
+    `local_path` where the copy is). `execution_id` and `task_id` are copied from the task
+    run so that listing an execution's artifacts needs no join."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_execution_id_task_id", "execution_id", "task_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("executions.id", ondelete="CASCADE")
+    )
+    task_run_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("task_runs.id", ondelete="CASCADE"), index=True
+    )
+    task_id: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    local_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 # The Core tables, for the store's queries.
 executions: Table = ExecutionRow.__table__  # type: ignore[assignment]
 task_runs: Table = TaskRunRow.__table__  # type: ignore[assignment]
 log_lines: Table = LogLineRow.__table__  # type: ignore[assignment]
+artifacts: Table = ArtifactRow.__table__  # type: ignore[assignment]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
 import textwrap
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,13 @@ import pytest
 import runner.inputs
 from runner.errors import FlowError, InputError, UsageError
 from runner.flow import InputType
-from runner.inputs import coerce_value, parse_input_args, resolve_inputs
+from runner.inputs import (
+    INPUT_FILES_PATH,
+    coerce_value,
+    file_inputs,
+    parse_input_args,
+    resolve_inputs,
+)
 from runner.loader import LoadedFlow, parse_flow
 
 # --- coerce_value ----------------------------------------------------------------------
@@ -118,8 +126,12 @@ def test_enum_values_must_be_listed_ones() -> None:
 
 
 def test_an_unknown_type() -> None:
-    with pytest.raises(ValueError, match="unknown input type 'date'"):
-        coerce_value("date", "2024-01-01", None)
+    with pytest.raises(ValueError) as caught:
+        coerce_value("timestamp", "2024-01-01", None)
+    assert str(caught.value) == (
+        "unknown input type 'timestamp'; expected one of "
+        "string, int, float, bool, enum, json, datetime, date, file, array"
+    )
 
 
 def test_long_values_are_shortened_in_messages() -> None:
@@ -144,6 +156,152 @@ def test_inputs_does_not_import_flow_at_module_level() -> None:
         elif isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
     assert not {"runner.flow", "runner.loader", "runner.dag"} & imported
+
+
+# --- array, datetime, date, file ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "item_type", "expected"),
+    [
+        ("a,b,c", None, ["a", "b", "c"]),
+        (" a , b ", None, ["a", "b"]),
+        ("one", None, ["one"]),
+        ("", None, []),
+        ("   ", None, []),
+        ("a,,b", None, ["a", "", "b"]),
+        ('["a,b", "c"]', None, ["a,b", "c"]),
+        (" [] ", None, []),
+        ("1,2,3", "int", [1, 2, 3]),
+        ("[1, 2]", "int", [1, 2]),
+        ("[1.5, 2]", "float", [1.5, 2.0]),
+        ("yes,off", "bool", [True, False]),
+        ('[{"a": 1}, [2]]', "json", [{"a": 1}, [2]]),
+        ("2024-01-31,2024-02-01", "date", ["2024-01-31", "2024-02-01"]),
+        ("2024-01-31T10:00:00Z", "datetime", ["2024-01-31T10:00:00+00:00"]),
+        (["x", "y"], None, ["x", "y"]),
+        ((1, 2), "int", [1, 2]),
+        ([], "int", []),
+    ],
+)
+def test_an_array_from_json_or_commas(raw: Any, item_type: str | None, expected: list[Any]) -> None:
+    assert coerce_value("array", raw, None, item_type) == expected
+    assert coerce_value(InputType.ARRAY, raw, None, item_type) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "item_type", "message"),
+    [
+        ("1,x,3", "int", "item 2: expected an int, got 'x'"),
+        ("[1, 2]", None, "item 1: expected a string, got 1 (in YAML, put it in quotes)"),
+        ("[1, 2", None, "expected a JSON list, got '[1, 2' (Expecting ',' delimiter at column 6)"),
+        ("[NaN]", "float", "expected a JSON list, got '[NaN]' (NaN is not valid JSON)"),
+        (5, None, "expected a list (JSON like [1, 2], or comma-separated like a,b), got 5"),
+        (
+            {"a": 1},
+            None,
+            "expected a list (JSON like [1, 2], or comma-separated like a,b), got {'a': 1}",
+        ),
+        ("a", "file", "an array cannot hold items of type file"),
+        ("a", "array", "an array cannot hold items of type array"),
+        ("2024-13-01", "date", "item 1: expected a date like 2024-01-31, got '2024-13-01'"),
+    ],
+)
+def test_bad_arrays(raw: Any, item_type: str | None, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        coerce_value("array", raw, None, item_type)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2024-01-31T10:00:00Z", "2024-01-31T10:00:00+00:00"),
+        ("2024-01-31T10:00:00", "2024-01-31T10:00:00+00:00"),  # naive: UTC
+        ("2024-01-31 10:00", "2024-01-31T10:00:00+00:00"),
+        (" 2024-01-31T12:30:00+02:00 ", "2024-01-31T10:30:00+00:00"),  # converted to UTC
+        ("2024-01-31T10:00:00.250000-05:00", "2024-01-31T15:00:00.250000+00:00"),
+        ("2024-01-31", "2024-01-31T00:00:00+00:00"),
+        (datetime(2024, 1, 31, 10, 0), "2024-01-31T10:00:00+00:00"),
+        (
+            datetime(2024, 1, 31, 10, 0, tzinfo=timezone(timedelta(hours=1))),
+            "2024-01-31T09:00:00+00:00",
+        ),
+        (date(2024, 1, 31), "2024-01-31T00:00:00+00:00"),
+    ],
+)
+def test_a_datetime_is_an_iso_string_in_utc(raw: Any, expected: str) -> None:
+    value = coerce_value("datetime", raw, None)
+    assert value == expected
+    assert datetime.fromisoformat(value).tzinfo == UTC
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            "yesterday",
+            "expected an ISO 8601 date and time like 2024-01-31T10:00:00Z, got 'yesterday'",
+        ),
+        (
+            "2024-02-30T10:00:00",
+            "expected an ISO 8601 date and time like 2024-01-31T10:00:00Z, got '2024-02-30T10:00:00'",
+        ),
+        ("", "expected an ISO 8601 date and time like 2024-01-31T10:00:00Z, got ''"),
+        (
+            1706695200,
+            "expected an ISO 8601 date and time like 2024-01-31T10:00:00Z, got 1706695200",
+        ),
+        (
+            "0001-01-01T00:00:00+01:00",
+            "'0001-01-01T00:00:00+01:00' is out of range once converted to UTC",
+        ),
+    ],
+)
+def test_bad_datetimes(raw: Any, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        coerce_value("datetime", raw, None)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2024-01-31", "2024-01-31"),
+        (" 2024-01-31\n", "2024-01-31"),
+        ("20240131", "2024-01-31"),
+        (date(2024, 1, 31), "2024-01-31"),
+    ],
+)
+def test_a_date_is_an_iso_string(raw: Any, expected: str) -> None:
+    assert coerce_value("date", raw, None) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("2024-01-31T10:00:00", "expected a date like 2024-01-31, got '2024-01-31T10:00:00'"),
+        ("31/01/2024", "expected a date like 2024-01-31, got '31/01/2024'"),
+        (
+            datetime(2024, 1, 31, 10, 0),
+            "expected a date like 2024-01-31, got a date and time datetime.datetime(2024, 1, 31, 10, 0)",
+        ),
+        (20240131, "expected a date like 2024-01-31, got 20240131"),
+    ],
+)
+def test_bad_dates(raw: Any, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        coerce_value("date", raw, None)
+    assert str(caught.value) == message
+
+
+def test_coerce_leaves_a_file_path_as_given_without_looking_at_disk() -> None:
+    assert coerce_value("file", "no/such/file.csv", None) == "no/such/file.csv"
+    assert coerce_value("file", Path("no/such/file.csv"), None) == "no/such/file.csv"
+    for raw, shown in (("", "''"), ("  ", "'  '"), (5, "5"), (None, "null")):
+        with pytest.raises(ValueError) as caught:
+            coerce_value("file", raw, None)
+        assert str(caught.value) == f"expected the path of a file, got {shown}"
 
 
 # --- parse_input_args ------------------------------------------------------------------
@@ -295,3 +453,158 @@ def test_a_default_that_does_not_fit_its_type_fails_at_load() -> None:
         (4, "default: expected one of 'green', got 'red'"),
         (5, "default: expected a string, got 100 (in YAML, put it in quotes)"),
     ]
+
+
+def test_new_types_resolve_from_the_command_line_and_from_defaults() -> None:
+    text = textwrap.dedent(
+        """\
+        id: x
+        inputs:
+          - {id: tags, type: array}
+          - {id: months, type: array, item_type: int}
+          - {id: since, type: datetime, default: 2024-01-31T10:00:00+01:00}
+          - {id: day, type: date, default: 2024-01-31}
+          - {id: names, type: array, default: [a, b]}
+        tasks: [{id: a, image: i}]
+        """
+    )
+    values = resolve_inputs(etl(text), {"tags": "x,y", "months": "[1, 2]"})
+    assert values == {
+        "tags": ["x", "y"],
+        "months": [1, 2],
+        "since": "2024-01-31T09:00:00+00:00",
+        "day": "2024-01-31",
+        "names": ["a", "b"],
+    }
+
+
+def test_bad_new_values_are_reported_with_their_line() -> None:
+    text = textwrap.dedent(
+        """\
+        id: x
+        inputs:
+          - {id: months, type: array, item_type: int}
+          - {id: since, type: datetime}
+          - {id: day, type: date}
+        tasks: [{id: a, image: i}]
+        """
+    )
+    with pytest.raises(InputError) as caught:
+        resolve_inputs(etl(text), {"months": "1,two", "since": "now", "day": "today"})
+    assert str(caught.value).splitlines() == [
+        "flows/etl.yml:3: input 'months': item 2: expected an int, got 'two'",
+        "flows/etl.yml:4: input 'since': expected an ISO 8601 date and time like 2024-01-31T10:00:00Z, got 'now'",
+        "flows/etl.yml:5: input 'day': expected a date like 2024-01-31, got 'today'",
+    ]
+
+
+def test_an_array_default_is_checked_with_its_item_type() -> None:
+    text = "id: x\ninputs: [{id: n, type: array, item_type: int, default: [1, 2]}]\ntasks: [{id: a, image: i}]\n"
+    assert resolve_inputs(etl(text), {}) == {"n": [1, 2]}
+
+
+# --- file inputs -------------------------------------------------------------------------------
+
+FILE_FLOW = """\
+id: x
+inputs:
+  - {id: data, type: file}
+  - {id: lookup, type: file, default: lookup/zones.csv}
+  - {id: extra, type: file, required: false}
+tasks: [{id: a, image: i}]
+"""
+
+
+def flow_in(folder: Path, text: str = FILE_FLOW) -> LoadedFlow:
+    return parse_flow(text, path=folder / "flows" / "etl.yml")
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with data, and a flow folder with a default file."""
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "green 2024-01.csv").write_text("a,b\n")
+    (tmp_path / "flows" / "lookup").mkdir(parents=True)
+    (tmp_path / "flows" / "lookup" / "zones.csv").write_text("zone\n")
+    monkeypatch.chdir(work)
+    return tmp_path
+
+
+def test_a_file_input_is_its_path_in_the_workspace(files: Path) -> None:
+    loaded = flow_in(files)
+    given = {"data": "data/green 2024-01.csv"}
+    assert resolve_inputs(loaded, given) == {
+        "data": "/workspace/inputs/data/green 2024-01.csv",
+        "lookup": "/workspace/inputs/lookup/zones.csv",
+        "extra": None,
+    }
+    assert INPUT_FILES_PATH == "/workspace/inputs"
+    # Given paths start at the current directory, defaults at the flow file's folder.
+    assert file_inputs(loaded, given) == {
+        "data": files / "work" / "data" / "green 2024-01.csv",
+        "lookup": files / "flows" / "lookup" / "zones.csv",
+    }
+    assert all(path.is_absolute() for path in file_inputs(loaded, given).values())
+
+
+def test_a_file_input_keeps_the_name_of_a_symlink(files: Path) -> None:
+    link = files / "work" / "latest.csv"
+    link.symlink_to(files / "work" / "data" / "green 2024-01.csv")
+    loaded = flow_in(files)
+    assert (
+        resolve_inputs(loaded, {"data": "latest.csv"})["data"]
+        == "/workspace/inputs/data/latest.csv"
+    )
+    assert file_inputs(loaded, {"data": "latest.csv"})["data"] == link
+
+
+def test_an_absolute_file_path_is_used_as_is(files: Path) -> None:
+    absolute = files / "flows" / "lookup" / "zones.csv"
+    loaded = flow_in(files)
+    values = resolve_inputs(loaded, {"data": str(absolute), "extra": str(absolute)})
+    assert values["extra"] == "/workspace/inputs/extra/zones.csv"
+    assert file_inputs(loaded, {"data": str(absolute)})["data"] == absolute
+
+
+def test_missing_and_unusable_files_are_reported(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = flow_in(files, FILE_FLOW.replace("lookup/zones.csv", "lookup/nope.csv"))
+    given = {"data": "data", "extra": "gone.csv"}
+    with pytest.raises(InputError) as caught:
+        resolve_inputs(loaded, given)
+    work, flows = files / "work", files / "flows"
+    assert str(caught.value).splitlines() == [
+        f"{flows}/etl.yml:3: input 'data': 'data' ({work}/data) is not a file",
+        f"{flows}/etl.yml:4: input 'lookup': file 'lookup/nope.csv' ({flows}/lookup/nope.csv) does not exist",
+        f"{flows}/etl.yml:5: input 'extra': file 'gone.csv' ({work}/gone.csv) does not exist",
+    ]
+    with pytest.raises(InputError):
+        file_inputs(loaded, given)
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    readable = flow_in(files)
+    with pytest.raises(InputError) as caught:
+        resolve_inputs(readable, {"data": "data/green 2024-01.csv"})
+    assert str(caught.value).splitlines()[0] == (
+        f"{flows}/etl.yml:3: input 'data': file 'data/green 2024-01.csv' "
+        f"({work}/data/green 2024-01.csv) cannot be read (permission denied)"
+    )
+
+
+def test_a_required_file_input_must_be_given(files: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        resolve_inputs(flow_in(files), {})
+    assert str(caught.value) == (
+        f"{files}/flows/etl.yml:3: input 'data' is required: give it with -i data=VALUE"
+    )
+
+
+def test_a_path_with_a_nul_byte_is_an_input_error(files: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        resolve_inputs(flow_in(files), {"data": "a\x00b"})
+    message = str(caught.value)
+    assert message.startswith(f"{files}/flows/etl.yml:3: input 'data': file 'a\\x00b' (")
+    assert message.endswith("does not exist")
+    assert "\x00" not in message

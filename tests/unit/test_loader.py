@@ -463,7 +463,8 @@ def test_enum_errors_list_the_allowed_values() -> None:
     problem = only("id: x\ninputs: [{id: n, type: integer}]\ntasks: [{id: a, image: i}]\n")
     assert problem.field == "inputs[0] (n).type"
     assert problem.message == (
-        "expected one of 'string', 'int', 'float', 'bool', 'enum', 'json', got 'integer' (did you mean 'int'?)"
+        "expected one of 'string', 'int', 'float', 'bool', 'enum', 'json', 'array', 'datetime', 'date', 'file', "
+        "got 'integer' (did you mean 'int'?)"
     )
 
 
@@ -578,7 +579,7 @@ def test_input_problems() -> None:
         (3, "inputs[0] (rows)", "default: expected an int, got 'abc'"),
         (4, "inputs[1] (color)", "an enum input needs `values`, the list of accepted values"),
         (5, "inputs[2] (rows).id", "duplicate input id 'rows' (first used by inputs[0])"),
-        (6, "inputs[3] (size)", "`values` only applies to inputs of type enum"),
+        (6, "inputs[3] (size)", "`values` only applies to inputs of type enum (or arrays of enum)"),
     ]
 
 

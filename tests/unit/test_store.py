@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import DateTime, Engine, create_engine, event, insert, inspect, make_url
 from sqlalchemy.engine.interfaces import DBAPICursor
 
+from runner.archives import Artifact
 from runner.errors import NotFoundError, StoreError
 from runner.execution import ExecutionState, TaskState
 from runner.store import (
+    ArtifactRecord,
     ExecutionRecord,
     LogWriter,
     NewLogLine,
@@ -33,10 +38,13 @@ from runner.store import (
     TaskRunRecord,
     default_database_url,
 )
+from runner.store.models import Base, UTCDateTime, executions, log_lines, task_runs
+from runner.store.store import alembic_config
 from runner.store.testing import POSTGRES_URL_ENV, postgres_problem, temporary_postgres_database
 from tests.conftest import missing_service
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+HEAD_REVISION = "0002"
 
 
 @pytest.fixture(scope="session")
@@ -108,8 +116,8 @@ def test_open_creates_the_tables_and_records_the_revision(store_url: str) -> Non
             revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     finally:
         engine.dispose()
-    assert {"executions", "task_runs", "log_lines", "alembic_version"} <= tables
-    assert revision == "0001"
+    assert {"executions", "task_runs", "log_lines", "artifacts", "alembic_version"} <= tables
+    assert revision == HEAD_REVISION
 
 
 def test_open_again_keeps_the_data(store_url: str) -> None:
@@ -429,6 +437,26 @@ def test_logs_are_read_back_in_order_and_by_task(store: Store) -> None:
     assert store.get_logs("0" * 32) == []
 
 
+def test_append_logs_through_core_gives_the_same_rows(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite normally takes a shortcut past SQLAlchemy's per-row work; the plain Core
+    insert (what Postgres uses) must store exactly the same."""
+    monkeypatch.setattr(store, "_sqlite_log_insert", None)
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    plus_one = datetime(2024, 5, 1, 13, 0, 0, 5, tzinfo=timezone(timedelta(hours=1)))
+    store.append_logs([NewLogLine(execution_id, run_id, "t", "stderr", "héllo", plus_one)])
+    (line,) = store.get_logs(execution_id)
+    assert (line.task_run_id, line.task_id, line.stream, line.line) == (
+        run_id,
+        "t",
+        "stderr",
+        "héllo",
+    )
+    assert line.time == plus_one and line.time.tzinfo is UTC
+
+
 def test_append_logs_stores_a_big_batch_quickly(store: Store) -> None:
     """A regression guard, not the benchmark: one transaction per line would be ~100x slower."""
     execution_id = new_execution(store)
@@ -565,6 +593,211 @@ def test_log_writer_refuses_lines_after_close() -> None:
     assert [ln.line for ln in fake.stored] == ["kept"]
     with pytest.raises(StoreError, match="closed"):
         writer.add(log_line("e", 1, "t", "late"))
+
+
+# -- artifacts ---------------------------------------------------------------------------
+
+
+def artifact(path: str, size: int = 3, *, root: Path = Path("/arts")) -> Artifact:
+    return Artifact(path=path, size=size, sha256=f"{size:064x}", local_path=root / path)
+
+
+def test_artifacts_are_recorded_and_listed(store: Store) -> None:
+    execution_id = new_execution(store)
+    other_execution = new_execution(store)
+    extract = store.create_task_run(
+        execution_id=execution_id, task_id="extract", attempt=1, image=None
+    )
+    load = store.create_task_run(execution_id=execution_id, task_id="load", attempt=1, image=None)
+    elsewhere = store.create_task_run(
+        execution_id=other_execution, task_id="extract", attempt=1, image=None
+    )
+    big = 5 * 1024**3  # past 32 bits
+    store.record_artifacts(
+        execution_id=execution_id,
+        task_run_id=extract,
+        task_id="extract",
+        artifacts=[artifact("out/b.csv"), artifact("out/a.csv", big)],
+    )
+    store.record_artifacts(
+        execution_id=execution_id, task_run_id=load, task_id="load", artifacts=[artifact("r.txt")]
+    )
+    store.record_artifacts(
+        execution_id=other_execution,
+        task_run_id=elsewhere,
+        task_id="extract",
+        artifacts=[artifact("x.bin")],
+    )
+
+    listed = store.list_artifacts(execution_id)
+    assert [(a.task_id, a.path) for a in listed] == [
+        ("extract", "out/a.csv"),
+        ("extract", "out/b.csv"),
+        ("load", "r.txt"),
+    ]
+    first = listed[0]
+    assert first == ArtifactRecord(
+        id=first.id,
+        execution_id=execution_id,
+        task_run_id=extract,
+        task_id="extract",
+        path="out/a.csv",
+        size=big,
+        sha256=f"{big:064x}",
+        local_path="/arts/out/a.csv",
+        created_at=first.created_at,
+    )
+    assert first.created_at.tzinfo is UTC
+    assert [a.path for a in store.list_artifacts(execution_id, task_id="load")] == ["r.txt"]
+    assert store.list_artifacts(execution_id, task_id="nope") == []
+    assert store.list_artifacts("0" * 32) == []
+
+    data = json.loads(json.dumps(first.to_dict()))
+    assert data["size"] == big and data["local_path"] == "/arts/out/a.csv"
+    assert datetime.fromisoformat(data["created_at"]) == first.created_at
+    with pytest.raises(AttributeError):
+        first.size = 1  # type: ignore[misc]
+
+
+def test_recording_artifacts_again_replaces_those_of_the_task_run(store: Store) -> None:
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    retry_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=2, image=None)
+    record = {"execution_id": execution_id, "task_id": "t"}
+    store.record_artifacts(**record, task_run_id=run_id, artifacts=[artifact("a"), artifact("b")])
+    store.record_artifacts(**record, task_run_id=retry_id, artifacts=[artifact("c")])
+    store.record_artifacts(**record, task_run_id=run_id, artifacts=[artifact("a", 9)])
+    listed = store.list_artifacts(execution_id)
+    assert [(a.task_run_id, a.path, a.size) for a in listed] == [
+        (retry_id, "c", 3),
+        (run_id, "a", 9),
+    ]
+    store.record_artifacts(**record, task_run_id=run_id, artifacts=[])
+    assert [a.path for a in store.list_artifacts(execution_id)] == ["c"]
+
+
+def test_artifacts_of_an_unknown_task_run_are_a_store_error(store: Store) -> None:
+    execution_id = new_execution(store)
+    with pytest.raises(StoreError, match=r"cannot record 1 artifacts of task 't' in "):
+        store.record_artifacts(
+            execution_id=execution_id, task_run_id=999_999, task_id="t", artifacts=[artifact("a")]
+        )
+    assert store.list_artifacts(execution_id) == []
+
+
+# -- migrations --------------------------------------------------------------------------
+
+
+def _engine_for(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return create_engine(url)
+
+
+def _migrate_to(engine: Engine, revision: str, *, down: bool = False) -> None:
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        if down:
+            command.downgrade(config, revision)
+        else:
+            command.upgrade(config, revision)
+
+
+def test_a_database_at_0001_upgrades_and_keeps_its_data(store_url: str) -> None:
+    engine = _engine_for(store_url)
+    try:
+        _migrate_to(engine, "0001")
+        assert "artifacts" not in inspect(engine).get_table_names()
+        with engine.begin() as conn:
+            conn.execute(
+                insert(executions).values(
+                    id="e" * 32,
+                    flow_id="etl",
+                    namespace="team",
+                    revision="r",
+                    source="id: etl\n",
+                    inputs={"day": "2024-05-01"},
+                    labels={},
+                    state="SUCCESS",
+                    created_at=T0,
+                    started_at=T0,
+                    ended_at=T0 + timedelta(seconds=1),
+                )
+            )
+            run_id = conn.execute(
+                insert(task_runs).values(
+                    execution_id="e" * 32,
+                    task_id="extract",
+                    attempt=1,
+                    state="SUCCESS",
+                    exit_code=0,
+                    outputs={"rows": 3, "files": ["a", "b"]},
+                    created_at=T0,
+                )
+            ).inserted_primary_key
+            assert run_id is not None
+            conn.execute(
+                insert(log_lines).values(
+                    execution_id="e" * 32,
+                    task_run_id=run_id[0],
+                    task_id="extract",
+                    time=T0,
+                    stream="stdout",
+                    line="kept",
+                )
+            )
+    finally:
+        engine.dispose()
+
+    with Store.open(store_url) as store:
+        record = store.get_execution("e" * 32)
+        assert record.inputs == {"day": "2024-05-01"}
+        assert record.ended_at == T0 + timedelta(seconds=1)
+        (run,) = record.task_runs
+        assert run.outputs == {"rows": 3, "files": ["a", "b"]}
+        assert [ln.line for ln in store.get_logs("e" * 32)] == ["kept"]
+        store.record_artifacts(
+            execution_id="e" * 32, task_run_id=run.id, task_id="extract", artifacts=[artifact("a")]
+        )
+        assert [a.path for a in store.list_artifacts("e" * 32)] == ["a"]
+
+    engine = _engine_for(store_url)
+    try:
+        with engine.connect() as conn:
+            assert MigrationContext.configure(conn).get_current_revision() == HEAD_REVISION
+        # and back down: the artifacts go, everything else stays
+        _migrate_to(engine, "0001", down=True)
+        assert "artifacts" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    with Store.open(store_url) as store:
+        assert store.get_execution("e" * 32).task_runs[0].outputs == {
+            "rows": 3,
+            "files": ["a", "b"],
+        }
+        assert store.list_artifacts("e" * 32) == []
+
+
+def _same_type(
+    ctx: Any, inspected_column: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
+) -> bool | None:
+    # UTCDateTime keeps SQLite's DATETIME columns as text on purpose (see models.py).
+    if isinstance(metadata_type, UTCDateTime) and isinstance(inspected_type, DateTime):
+        return False
+    return None
+
+
+def test_the_migrations_create_what_the_models_declare(store_url: str) -> None:
+    Store.open(store_url).close()
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": _same_type})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
 
 
 # -- many writers ------------------------------------------------------------------------

@@ -1,0 +1,958 @@
+"""Render the templates in a flow (`{{ inputs.color }}`) with Jinja2, sandboxed and strict.
+
+Which strings are templates: a task's `command`, `script`, `env` values, `volumes`,
+`working_dir` and `when`, and the flow's `variables`. They are rendered just before a task
+starts, so they can use the outputs of tasks that finished before it.
+
+What a template can use:
+
+    inputs.NAME        the execution's input values
+    variables.NAME     the flow's `variables:`, rendered on first use (they may use inputs,
+                       variables, execution, flow and env; never outputs, task or matrix)
+    outputs.TASK.NAME  what a finished task printed as `::{"outputs": {...}}::`; for a
+                       matrix task, `outputs.TASK['year=2019,month=1'].NAME`
+    execution.id, execution.started_at
+    flow.id, flow.namespace, flow.revision
+    task.id, task.attempt, task.name (the run name, like `process[year=2019]`)
+    env.NAME           the runner's environment: only names in `allowed_env` or given
+                       with `--env`
+    matrix.KEY         this run's values, for a task with `matrix:`
+
+Rules that differ from plain Jinja, each for a reason:
+
+- The environment is sandboxed (`ImmutableSandboxedEnvironment`): a flow file is code
+  from someone else, and `{{ ''.__class__ }}` must not reach Python's internals. Repeating
+  a string or list (`*`) and powers (`**`) are capped, so a template cannot eat the memory.
+- Undefined names fail (`StrictUndefined`): an empty string in `rm -rf /data/{{ x }}` is
+  worse than an error. The error names the field, the expression and what is defined.
+- `{{ value }}` prints `true`/`false` for booleans, nothing for null and JSON for lists and
+  mappings: what a shell script or a program reading JSON expects, not Python's repr.
+- Filters beyond Jinja's own: `shquote` quotes a value for a POSIX shell
+  (`rm {{ inputs.file | shquote }}`; a list becomes its items quoted, space separated),
+  and `tojson` writes plain JSON (Jinja's escapes `<`, `>`, `&` and `'` for HTML).
+
+Pure: no I/O. `TemplateError` is defined here (not in `runner.errors`); it is a
+`RunnerError` with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import cached_property, lru_cache
+from types import TracebackType
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.environment import TemplateExpression
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
+
+from runner.dag import Loc, did_you_mean, find_cycle
+from runner.errors import RunnerError
+from runner.flow import Flow, Task
+
+__all__ = [
+    "EXECUTION_FIELDS",
+    "FLOW_FIELDS",
+    "TASK_FIELDS",
+    "TemplateContext",
+    "TemplateError",
+    "find_template_problems",
+    "is_true",
+    "referenced_outputs",
+    "render",
+    "render_value",
+]
+
+
+class TemplateError(RunnerError):
+    """A template that cannot be rendered: a syntax error, an undefined name, a refused
+    operation. The message names the field, the expression and what is defined."""
+
+    exit_code = 2
+
+
+# What each name a template can use holds; the static checks know them from here.
+EXECUTION_FIELDS = ("id", "started_at")
+FLOW_FIELDS = ("id", "namespace", "revision")
+TASK_FIELDS = ("id", "attempt", "name")
+
+_TASK_SCOPE = ("inputs", "variables", "outputs", "execution", "flow", "task", "env", "matrix")
+_VARIABLE_SCOPE = ("inputs", "variables", "execution", "flow", "env")
+_NOT_IN_VARIABLES = tuple(name for name in _TASK_SCOPE if name not in _VARIABLE_SCOPE)
+_VARIABLE_SCOPE_TEXT = "inputs, variables, execution, flow and env"
+
+_MARKER = re.compile(r"\{[{%#]")
+_FALSE_WORDS = frozenset({"", "false", "0", "no", "off", "none"})
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Limits on what one operator may build: `'x' * 10**9` or `9 ** 9 ** 9` would otherwise
+# hold the scheduler's thread (and memory) for as long as they take.
+_MAX_REPEAT = 1_000_000
+_MAX_POWER_BITS = 1_000_000
+
+
+# --- the Jinja environment ----------------------------------------------------------------
+
+
+class _UndefinedReference(UndefinedError):
+    """An undefined name at a known place (`inputs.colour`): the message starts with it."""
+
+
+class _Undefined(StrictUndefined):
+    """StrictUndefined whose message says what is defined where the name was looked up."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: type[Exception] = UndefinedError,
+    ) -> None:
+        if hint is None and (obj is missing or isinstance(obj, _Namespace)):
+            exc = _UndefinedReference
+        super().__init__(hint, obj, name, exc)  # type: ignore[arg-type]  # jinja: type[TemplateRuntimeError]
+
+    @property
+    def _undefined_message(self) -> str:
+        hint, obj, name = self._undefined_hint, self._undefined_obj, self._undefined_name
+        if hint:
+            return hint
+        if obj is missing:
+            return (
+                f"{{{{ {name} }}}}: undefined {name!r}{did_you_mean(str(name), _TASK_SCOPE)}; "
+                f"templates can use {', '.join(_TASK_SCOPE)}"
+            )
+        if isinstance(obj, _Namespace):
+            return obj.explain_missing(name)
+        if isinstance(obj, Mapping):
+            keys = ", ".join(str(key) for key in obj) or "none"
+            return f"no key {name!r} in this mapping (it has: {keys})"
+        what = "attribute" if isinstance(name, str) else "item"
+        return f"a value of type {type(obj).__name__} has no {what} {name!r}"
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with names looked up before methods in runner's namespaces (an input
+    called `items` is `inputs.items`) and limits on `*` and `**`."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, _Namespace):
+            if attribute in obj:
+                return obj[attribute]
+            if attribute in ("keys", "values", "items", "get"):
+                return super().getattr(obj, attribute)
+            return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, _Namespace):
+            if isinstance(argument, str) and argument in obj:
+                return obj[argument]
+            return self.undefined(obj=obj, name=argument)
+        return super().getitem(obj, argument)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and _is_int(times)
+                    and len(seq) * times > _MAX_REPEAT
+                ):
+                    raise SecurityError(
+                        f"'*' would build {len(seq) * times:,} items; at most {_MAX_REPEAT:,} are allowed"
+                    )
+        elif (
+            operator == "**"
+            and _is_int(left)
+            and _is_int(right)
+            and abs(left) > 1
+            and right > 0
+            and abs(left).bit_length() * right > _MAX_POWER_BITS
+        ):
+            raise SecurityError(f"'**' would build a number of more than {_MAX_POWER_BITS:,} bits")
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> Any:
+    """How `{{ value }}` prints: true/false, nothing for null, JSON for lists and mappings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, Mapping | list | tuple):
+        return _dumps(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """json.dumps' fallback: runner's namespaces are mappings, not dicts."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"a value of type {type(value).__name__} cannot be written as JSON")
+
+
+def _dumps(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent, default=_plain)
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    return _dumps(value, indent)
+
+
+def _shquote(value: Any) -> str:
+    """`value` as one shell word; a list as its items, each one word, space separated."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, list | tuple):
+        return " ".join(_shquote(item) for item in value)
+    return shlex.quote(str(_text(value)))
+
+
+_ENV = _Sandbox(
+    undefined=_Undefined,
+    autoescape=False,
+    keep_trailing_newline=True,  # scripts end with a newline; keep it
+    finalize=_text,
+)
+_ENV.filters["shquote"] = _shquote
+_ENV.filters["tojson"] = _tojson
+
+
+@lru_cache(maxsize=2048)
+def _compile(source: str) -> Template:
+    """The compiled template (raises TemplateSyntaxError); most tasks reuse a few strings."""
+    return _ENV.from_string(source)
+
+
+@lru_cache(maxsize=512)
+def _single_expression(source: str) -> TemplateExpression | None:
+    """The compiled expression if `source` is exactly one `{{ expr }}`, else None."""
+    stripped = source.strip()
+    if not (stripped.startswith("{{") and stripped.endswith("}}")):
+        return None
+    try:
+        # `{{ a }} and {{ b }}` leaves `}}` inside: a syntax error here, so not native.
+        return _ENV.compile_expression(stripped[2:-2], undefined_to_none=False)
+    except TemplateSyntaxError:
+        return None
+
+
+# --- what templates see -------------------------------------------------------------------
+
+
+class _Namespace(Mapping[str, Any]):
+    """A mapping templates read by name (`inputs`, `outputs.extract`) that can say, for a
+    name it lacks, what it does hold."""
+
+    __slots__ = ("_data", "_explain", "_path", "_wrap")
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        explain: Callable[[str, Sequence[str]], str],
+        wrap: Callable[[str, Any], Any] | None = None,
+    ) -> None:
+        self._data = data
+        self._path = path
+        self._explain = explain
+        self._wrap = wrap
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._data[key]
+        return self._wrap(key, value) if self._wrap is not None else value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+    def explain_missing(self, name: Any) -> str:
+        return f"{_reference(self._path, name)}: {self._explain(str(name), list(self._data))}"
+
+
+class _Variables(_Namespace):
+    """`variables`: each one rendered on first use, at most once per execution."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, scope: _ExecutionScope) -> None:
+        super().__init__(scope.raw_variables, "variables", _explain_names("variables"))
+        self._scope = scope
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._data:
+            raise KeyError(key)
+        return self._scope.variable(key)
+
+
+def _reference(path: str, name: Any) -> str:
+    if isinstance(name, str) and _IDENTIFIER.match(name):
+        return f"{{{{ {path}.{name} }}}}"
+    return f"{{{{ {path}[{name!r}] }}}}"
+
+
+def _names_of(names: Iterable[str]) -> str:
+    return ", ".join(names)
+
+
+def _explain_names(noun: str, empty: str | None = None) -> Callable[[str, Sequence[str]], str]:
+    """`undefined 'colour' (did you mean 'color'?); inputs are: color, rows`."""
+
+    def explain(name: str, defined: Sequence[str]) -> str:
+        if not defined:
+            return f"undefined {name!r}; {empty or f'there are no {noun}'}"
+        return f"undefined {name!r}{did_you_mean(name, defined)}; {noun} are: {_names_of(defined)}"
+
+    return explain
+
+
+def _explain_fields(noun: str) -> Callable[[str, Sequence[str]], str]:
+    def explain(name: str, defined: Sequence[str]) -> str:
+        listing = _names_of(defined) or "nothing"
+        return f"undefined {name!r}{did_you_mean(name, defined)}; {noun} has: {listing}"
+
+    return explain
+
+
+def _explain_env(allowed: frozenset[str]) -> Callable[[str, Sequence[str]], str]:
+    def explain(name: str, defined: Sequence[str]) -> str:
+        if name in allowed:
+            return f"{name!r} is allowed but not set in the runner's environment"
+        listing = _names_of(defined) if defined else "nothing"
+        return (
+            f"undefined {name!r}{did_you_mean(name, defined)}; env has: {listing} "
+            "(a name must be listed in allowed_env or given with --env)"
+        )
+
+    return explain
+
+
+def _explain_outputs(task_ids: Sequence[str]) -> Callable[[str, Sequence[str]], str]:
+    def explain(name: str, defined: Sequence[str]) -> str:
+        listing = (
+            f"outputs are from: {_names_of(defined)}" if defined else "no task has outputs yet"
+        )
+        if name in task_ids:
+            return f"task {name!r} has no outputs: it has not run before this task; {listing}"
+        if task_ids:
+            return f"no task {name!r}{did_you_mean(name, task_ids)}; {listing}"
+        return f"no outputs of {name!r}{did_you_mean(name, defined)}; {listing}"
+
+    return explain
+
+
+def _explain_task_outputs(run: str) -> Callable[[str, Sequence[str]], str]:
+    def explain(name: str, defined: Sequence[str]) -> str:
+        return f"{run!r} has no output {name!r} (it has: {_names_of(defined) or 'none'})"
+
+    return explain
+
+
+def _explain_runs(task_id: str) -> Callable[[str, Sequence[str]], str]:
+    def explain(name: str, defined: Sequence[str]) -> str:
+        return f"{task_id!r} has no run {name!r} (it has: {_names_of(defined) or 'none'})"
+
+    return explain
+
+
+def _run_name(task_id: str, combination: Mapping[str, Any]) -> str:
+    """`process[year=2019,month=1]`, as `dag` names a matrix run."""
+    if not combination:
+        return task_id
+    label = ",".join(f"{key}={_label_value(value)}" for key, value in combination.items())
+    return f"{task_id}[{label}]"
+
+
+def _label_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class TemplateContext:
+    """Everything a template can use while one task attempt starts.
+
+    Make one per execution with `for_execution`, then one per task attempt with
+    `for_task`; task contexts made from the same execution context share its rendered
+    `variables` (they cannot depend on the task, so each is rendered once per execution).
+    Plain construction works too (tests): missing parts are empty.
+    """
+
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    """The flow's `variables:` as written: templates, rendered lazily."""
+    outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Task id -> its outputs; for a matrix task, combination label -> outputs."""
+    execution: Mapping[str, Any] = field(default_factory=dict)
+    flow: Mapping[str, Any] = field(default_factory=dict)
+    task: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Only the names a template may see (allowed_env or --env)."""
+    matrix: Mapping[str, Any] = field(default_factory=dict)
+    """This run's matrix combination; empty for a task without `matrix:`."""
+    allowed_env: frozenset[str] = frozenset()
+    """Names a template may read from env even if unset (for the error message)."""
+    task_ids: tuple[str, ...] = ()
+    """Every task of the flow (for error messages)."""
+    matrix_tasks: frozenset[str] = frozenset()
+    """Tasks whose outputs are keyed by combination label."""
+    _scope: _ExecutionScope | None = field(default=None, repr=False, compare=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self._scope is None or not self._scope.belongs_to(self):
+            object.__setattr__(self, "_scope", _ExecutionScope(self))
+
+    @classmethod
+    def for_execution(
+        cls,
+        flow: Flow,
+        *,
+        execution_id: str,
+        inputs: Mapping[str, Any],
+        env: Mapping[str, str] | None = None,
+        revision: str = "",
+        started_at: datetime | None = None,
+    ) -> TemplateContext:
+        """The context shared by every task of one execution. `env` holds only the names
+        templates may see (the caller filters by `allowed_env` and `--env`)."""
+        visible = dict(env or {})
+        return cls(
+            inputs=inputs,
+            variables=flow.variables,
+            execution={
+                "id": execution_id,
+                "started_at": started_at.isoformat() if started_at is not None else None,
+            },
+            flow={"id": flow.id, "namespace": flow.namespace, "revision": revision},
+            env=visible,
+            allowed_env=frozenset(flow.allowed_env) | frozenset(visible),
+            task_ids=tuple(task.id for task in flow.tasks),
+            matrix_tasks=frozenset(task.id for task in flow.tasks if task.matrix),
+        )
+
+    def for_task(
+        self,
+        task_id: str,
+        *,
+        attempt: int = 1,
+        name: str | None = None,
+        matrix: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> TemplateContext:
+        """The context of one attempt of `task_id` (of one matrix combination). `name` is
+        the run name (`process[year=2019]`); by default made from `task_id` and `matrix`."""
+        name = name if name is not None else _run_name(task_id, matrix or {})
+        return replace(
+            self,
+            task={"id": task_id, "attempt": attempt, "name": name},
+            matrix=dict(matrix or {}),
+            outputs=outputs if outputs is not None else self.outputs,
+        )
+
+    def variable(self, name: str) -> Any:
+        """The rendered value of variable `name`; raises TemplateError (and KeyError for a
+        name the flow does not declare)."""
+        return self._execution_scope.variable(name)
+
+    @property
+    def _execution_scope(self) -> _ExecutionScope:
+        assert self._scope is not None  # set in __post_init__
+        return self._scope
+
+    @cached_property
+    def _names(self) -> dict[str, Any]:
+        """The top-level names of a task's templates; built on first render only."""
+        matrix_tasks, task_ids = self.matrix_tasks, self.task_ids
+
+        def wrap_task(task_id: str, value: Any) -> Any:
+            if not isinstance(value, Mapping):
+                return value
+            if task_id in matrix_tasks:
+
+                def wrap_run(label: str, outputs: Any) -> Any:
+                    if not isinstance(outputs, Mapping):
+                        return outputs
+                    path = f"outputs.{task_id}[{label!r}]"
+                    return _Namespace(outputs, path, _explain_task_outputs(f"{task_id}[{label}]"))
+
+                return _Namespace(value, f"outputs.{task_id}", _explain_runs(task_id), wrap_run)
+            return _Namespace(value, f"outputs.{task_id}", _explain_task_outputs(task_id))
+
+        return {
+            **self._execution_scope.names,
+            "outputs": _Namespace(self.outputs, "outputs", _explain_outputs(task_ids), wrap_task),
+            "task": _Namespace(self.task, "task", _explain_fields("task")),
+            "matrix": _Namespace(
+                self.matrix,
+                "matrix",
+                _explain_names("matrix keys", "this task has no matrix"),
+            ),
+        }
+
+
+class _ExecutionScope:
+    """What every task of an execution sees alike, and the cache of rendered variables.
+
+    A lock guards the cache: tasks of one execution render in several threads. It is
+    re-entrant because rendering a variable may render the variables it uses.
+    """
+
+    def __init__(self, ctx: TemplateContext) -> None:
+        self._parts = self._parts_of(ctx)
+        self.raw_variables = ctx.variables
+        self._values: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}
+        self._stack: list[str] = []
+        self._lock = threading.RLock()
+        self.names: dict[str, Any] = {
+            "inputs": _Namespace(
+                ctx.inputs, "inputs", _explain_names("inputs", "this flow declares no inputs")
+            ),
+            "variables": _Variables(self),
+            "execution": _Namespace(ctx.execution, "execution", _explain_fields("execution")),
+            "flow": _Namespace(ctx.flow, "flow", _explain_fields("flow")),
+            "env": _Namespace(ctx.env, "env", _explain_env(ctx.allowed_env)),
+        }
+        refused = f"variables cannot use '{{name}}'; they can use {_VARIABLE_SCOPE_TEXT}"
+        self._variable_names = {
+            **self.names,
+            **{
+                name: _Undefined(hint=refused.format(name=name), name=name)
+                for name in _NOT_IN_VARIABLES
+            },
+        }
+
+    @staticmethod
+    def _parts_of(ctx: TemplateContext) -> tuple[object, ...]:
+        return (ctx.inputs, ctx.variables, ctx.execution, ctx.flow, ctx.env, ctx.allowed_env)
+
+    def belongs_to(self, ctx: TemplateContext) -> bool:
+        """Whether `ctx` holds the very values this scope was made from (as `replace`
+        keeps them): then its tasks can share the rendered variables."""
+        return all(a is b for a, b in zip(self._parts, self._parts_of(ctx), strict=True))
+
+    def variable(self, name: str) -> Any:
+        with self._lock:
+            if name in self._values:
+                return self._values[name]
+            if name in self._errors:
+                raise TemplateError(self._errors[name])
+            raw = self.raw_variables[name]  # KeyError for an undeclared one
+            if name in self._stack:
+                cycle = [*self._stack[self._stack.index(name) :], name]
+                raise TemplateError("variables cycle: " + " -> ".join(cycle))
+            self._stack.append(name)
+            try:
+                value = _render_value(raw, self._variable_names, f"variables.{name}", nested=True)
+            except TemplateError as exc:
+                self._errors[name] = str(exc)
+                raise
+            finally:
+                self._stack.pop()
+            self._values[name] = value
+            return value
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def render(template: str, ctx: TemplateContext, *, where: str) -> str:
+    """`template` rendered with `ctx`; `where` names the field for messages (`env.FILE`).
+
+    A string without `{{`, `{%` or `{#` is returned as is, without touching Jinja.
+    Raises TemplateError.
+    """
+    if "{" not in template or _MARKER.search(template) is None:
+        return template
+    return _render(template, ctx._names, where, nested=False)
+
+
+def render_value(value: Any, ctx: TemplateContext, *, where: str) -> Any:
+    """`value` with every string inside it rendered: lists, tuples and dict values (not
+    keys) are walked; other values are returned as they are. `where` grows per item:
+    `env.FILE`, `command[1]`."""
+    return _render_value(value, ctx._names, where, nested=False)
+
+
+def is_true(template: str, ctx: TemplateContext, *, where: str = "when") -> bool:
+    """Whether a `when:` condition holds.
+
+    Exactly one `{{ expr }}`: the expression is evaluated to a Python value, and a
+    non-string value counts by Python's truthiness (0, empty lists and null are false).
+    Anything else is rendered to text. Text (from either path) is false when, stripped and
+    lowercased, it is one of "", "false", "0", "no", "off", "none": so `{{ inputs.flag }}`
+    is false for the bool false and for the string "false" alike.
+    """
+    if "{" in template:
+        expression = _single_expression(template)
+        if expression is not None:
+            try:
+                value = expression(ctx._names)
+                if isinstance(value, Undefined):
+                    value._fail_with_undefined_error()
+                if not isinstance(value, str):
+                    return bool(value)
+            except Exception as exc:
+                raise _as_template_error(exc, template, where, nested=False) from exc
+            return value.strip().lower() not in _FALSE_WORDS
+    return render(template, ctx, where=where).strip().lower() not in _FALSE_WORDS
+
+
+def _render_value(value: Any, names: Mapping[str, Any], where: str, *, nested: bool) -> Any:
+    if isinstance(value, str):
+        if "{" not in value or _MARKER.search(value) is None:
+            return value
+        return _render(value, names, where, nested=nested)
+    if isinstance(value, list | tuple):
+        items = [
+            _render_value(item, names, f"{where}[{index}]", nested=nested)
+            for index, item in enumerate(value)
+        ]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, Mapping):
+        return {
+            key: _render_value(item, names, _field(where, key), nested=nested)
+            for key, item in value.items()
+        }
+    return value
+
+
+def _field(where: str, key: Any) -> str:
+    if isinstance(key, str) and _IDENTIFIER.match(key):
+        return f"{where}.{key}"
+    return f"{where}[{key!r}]"
+
+
+def _render(template: str, names: Mapping[str, Any], where: str, *, nested: bool) -> str:
+    try:
+        compiled = _compile(template)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(
+            f"{where}: {_excerpt(template, exc.lineno)}: template syntax error: {exc.message}"
+        ) from exc
+    try:
+        return str(compiled.render(names))
+    except Exception as exc:
+        raise _as_template_error(exc, template, where, nested=nested) from exc
+
+
+def _as_template_error(exc: Exception, template: str, where: str, *, nested: bool) -> TemplateError:
+    """One message for anything rendering raised: `where: expression: what went wrong`."""
+    if isinstance(exc, TemplateError):
+        # From a variable this template uses: that message names the variable already.
+        return exc if nested else TemplateError(f"{where}: {exc}")
+    line = _line_of(exc.__traceback__)
+    multi_line = "\n" in template.rstrip("\n")
+    if isinstance(exc, _UndefinedReference):
+        prefix = f"line {line}: " if multi_line and line is not None else ""
+        return TemplateError(f"{where}: {prefix}{exc}")
+    if isinstance(exc, SecurityError | UndefinedError):
+        reason = str(exc).rstrip(".")
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return TemplateError(f"{where}: {_excerpt(template, line)}: {reason}")
+
+
+def _line_of(tb: TracebackType | None) -> int | None:
+    """The template line being run when an error was raised (Jinja rewrites tracebacks so
+    template frames carry template line numbers)."""
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _excerpt(template: str, line: int | None) -> str:
+    """The failing part of a template for a message: all of a one-line template, else
+    `line N: text of that line`; shortened to 80 characters."""
+    lines = template.rstrip("\n").split("\n")
+    if len(lines) == 1:
+        text = lines[0].strip()
+    elif line is not None and 1 <= line <= len(lines):
+        text = f"line {line}: {lines[line - 1].strip()}"
+    else:
+        text = f"{lines[0].strip()} ..."
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- static checks for `runner validate` ------------------------------------------------------
+
+
+def find_template_problems(
+    flow: Flow, upstream_of: Callable[[str], AbstractSet[str]]
+) -> list[tuple[Loc, str]]:
+    """Every template problem a run would meet, each with its loc in the flow file.
+
+    `upstream_of(task_id)` gives every task that finishes before `task_id` starts (all of
+    its transitive upstream tasks). `env.X` is never reported: `--env` can add names.
+    """
+    problems: list[tuple[Loc, str]] = []
+    inputs = [spec.id for spec in flow.inputs]
+    variables = list(flow.variables)
+    task_ids = [task.id for task in flow.tasks]
+    uses: dict[str, list[str]] = {}
+    for name, value in flow.variables.items():
+        checker = _Checker(inputs, variables, task_ids, scope=_VARIABLE_SCOPE)
+        for loc, source in _strings(value, ("variables", name)):
+            problems.extend(checker.check(loc, source))
+        uses[name] = checker.variables_used
+    cycle = find_cycle(uses)
+    if cycle:
+        # find_cycle follows edges upstream; a cycle reads best in the order of use.
+        cycle = list(reversed(cycle))
+        problems.append((("variables", cycle[0]), "variables cycle: " + " -> ".join(cycle)))
+    for index, task in enumerate(flow.tasks):
+        checker = _Checker(
+            inputs,
+            variables,
+            task_ids,
+            scope=_TASK_SCOPE,
+            task=task,
+            upstream=upstream_of(task.id),
+        )
+        for loc, source in _task_templates(task):
+            problems.extend(checker.check(("tasks", index, *loc), source))
+    return problems
+
+
+def referenced_outputs(task: Task) -> set[str]:
+    """The ids of tasks whose outputs `task`'s templates name (`outputs.extract...`).
+
+    Only names written in the template count: `outputs[some_variable]` names none. A
+    template with a syntax error names none (validation reports it).
+    """
+    found: set[str] = set()
+    for _, source in _task_templates(task):
+        if "{" not in source or _MARKER.search(source) is None:
+            continue
+        try:
+            analysis = _analyse(source)
+        except TemplateSyntaxError:
+            continue
+        found.update(ref.key for ref in analysis.references if ref.name == "outputs")
+    return found
+
+
+def _task_templates(task: Task) -> Iterator[tuple[Loc, str]]:
+    """(loc within the task, text) of every template field of a task."""
+    if isinstance(task.command, str):
+        yield ("command",), task.command
+    elif task.command is not None:
+        for index, word in enumerate(task.command):
+            yield ("command", index), word
+    if task.script is not None:
+        yield ("script",), task.script
+    for key, value in task.env.items():
+        yield ("env", key), value
+    for index, volume in enumerate(task.volumes):
+        yield ("volumes", index), volume
+    yield ("working_dir",), task.working_dir
+    if task.network is not None:
+        yield ("network",), task.network
+    if task.when is not None:
+        yield ("when",), task.when
+
+
+def _strings(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    if isinstance(value, str):
+        yield loc, value
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*loc, index))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings(item, (*loc, str(key)))
+
+
+@dataclass(frozen=True)
+class _Name:
+    """A name a template takes from its context (not a local like a loop variable)."""
+
+    name: str
+    line: int
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """`inputs.color` or `inputs['color']` in a template: a context name and a key."""
+
+    name: str
+    key: str
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    names: tuple[_Name, ...]
+    """Each context name once, in the order of first use."""
+    references: tuple[_Reference, ...]
+
+
+@lru_cache(maxsize=2048)
+def _analyse(source: str) -> _Analysis:
+    """What a template takes from its context; raises TemplateSyntaxError, unknown
+    filters and tests included (compiling finds those, parsing does not)."""
+    _compile(source)
+    tree = _ENV.parse(source)
+    context_names = meta.find_undeclared_variables(tree)
+    names: dict[str, _Name] = {}
+    for node in tree.find_all(nodes.Name):
+        if node.name in context_names and node.name not in names:
+            names[node.name] = _Name(node.name, node.lineno)
+    references: list[_Reference] = []
+    for access in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(access, nodes.Getattr | nodes.Getitem)  # what find_all was asked for
+        target = access.node
+        if not isinstance(target, nodes.Name) or target.name not in context_names:
+            continue
+        if isinstance(access, nodes.Getattr):
+            text = f"{{{{ {target.name}.{access.attr} }}}}"
+            references.append(_Reference(target.name, access.attr, text, access.lineno))
+        elif isinstance(access.arg, nodes.Const) and isinstance(access.arg.value, str):
+            key = access.arg.value
+            text = f"{{{{ {target.name}[{key!r}] }}}}"
+            references.append(_Reference(target.name, key, text, access.lineno))
+    return _Analysis(tuple(names.values()), tuple(references))
+
+
+class _Checker:
+    """Checks the templates of one task (or of the variables) against the flow."""
+
+    def __init__(
+        self,
+        inputs: Sequence[str],
+        variables: Sequence[str],
+        task_ids: Sequence[str],
+        *,
+        scope: Sequence[str],
+        task: Task | None = None,
+        upstream: AbstractSet[str] = frozenset(),
+    ) -> None:
+        self.inputs = inputs
+        self.variables = variables
+        self.task_ids = task_ids
+        self.scope = scope
+        self.task = task
+        self.upstream = upstream
+        self.variables_used: list[str] = []
+
+    def check(self, loc: Loc, source: str) -> list[tuple[Loc, str]]:
+        if "{" not in source or _MARKER.search(source) is None:
+            return []
+        multi_line = "\n" in source.rstrip("\n")
+        try:
+            analysis = _analyse(source)
+        except TemplateSyntaxError as exc:
+            return [(loc, f"{_excerpt(source, exc.lineno)}: template syntax error: {exc.message}")]
+        found: list[tuple[int, str, str]] = []  # (line, expression, what is wrong)
+        for used in analysis.names:
+            name = used.name
+            if name in self.scope or name in _ENV.globals:
+                continue
+            if name in _TASK_SCOPE:
+                message = f"variables cannot use {name!r}; they can use {_VARIABLE_SCOPE_TEXT}"
+            else:
+                message = (
+                    f"unknown name {name!r}{did_you_mean(name, self.scope)}; "
+                    f"templates can use {', '.join(self.scope)}"
+                )
+            found.append((used.line, f"{{{{ {name} }}}}", message))
+        for ref in analysis.references:
+            if ref.name in self.scope:
+                problem = self._check_reference(ref)
+                if problem is not None:
+                    found.append((ref.line, ref.text, problem))
+        found.sort(key=lambda item: item[0])
+        messages = (
+            f"line {line}: {text}: {message}" if multi_line else f"{text}: {message}"
+            for line, text, message in found
+        )
+        return [(loc, message) for message in dict.fromkeys(messages)]
+
+    def _check_reference(self, ref: _Reference) -> str | None:
+        name, key = ref.name, ref.key
+        if name == "inputs" and key not in self.inputs:
+            return _unknown("input", key, self.inputs, "inputs are", "this flow declares no inputs")
+        if name == "variables":
+            if key not in self.variables:
+                return _unknown(
+                    "variable",
+                    key,
+                    self.variables,
+                    "variables are",
+                    "this flow declares no variables",
+                )
+            self.variables_used.append(key)
+        fields = {"execution": EXECUTION_FIELDS, "flow": FLOW_FIELDS, "task": TASK_FIELDS}
+        if name in fields and key not in fields[name]:
+            known = fields[name]
+            return (
+                f"{name} has no field {key!r}{did_you_mean(key, known)}; it has: {', '.join(known)}"
+            )
+        if name == "matrix" and self.task is not None:
+            keys = list(self.task.matrix or {})
+            if key not in keys:
+                return _unknown(
+                    "matrix key",
+                    key,
+                    keys,
+                    "matrix keys are",
+                    f"task {self.task.id!r} has no matrix",
+                )
+        if name == "outputs" and self.task is not None:
+            if key not in self.task_ids:
+                return f"unknown task {key!r}{did_you_mean(key, self.task_ids)}"
+            if key == self.task.id:
+                return f"task {key!r} uses its own outputs; a task can only use outputs of tasks that run before it"
+            if key not in self.upstream:
+                return (
+                    f"task {self.task.id!r} uses outputs of {key!r}, which does not run "
+                    "before it; add it to depends_on"
+                )
+        return None
+
+
+def _unknown(noun: str, key: str, known: Sequence[str], listing: str, none: str) -> str:
+    """`unknown input 'colour' (did you mean 'color'?); inputs are: color, rows`."""
+    if not known:
+        return f"unknown {noun} {key!r}; {none}"
+    return f"unknown {noun} {key!r}{did_you_mean(key, known)}; {listing}: {', '.join(known)}"

@@ -30,8 +30,7 @@ from runner.settings import (
     DEFAULT_ARTIFACTS_DIR,
     LOG_FORMAT_ENV,
 )
-from runner.store import ExecutionRecord, Store, default_database_url
-from runner.store.store import SchemaRevision
+from runner.store import ExecutionRecord, SchemaRevision, Store, default_database_url
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -17,8 +17,11 @@ from runner.store.store import (
     ExecutionRecord,
     LogRecord,
     NewLogLine,
+    SchemaRevision,
     Store,
+    StoreUnavailableError,
     TaskRunRecord,
+    db_retry_seconds,
     default_database_url,
 )
 
@@ -29,7 +32,10 @@ __all__ = [
     "LogRecord",
     "LogWriter",
     "NewLogLine",
+    "SchemaRevision",
     "Store",
+    "StoreUnavailableError",
     "TaskRunRecord",
+    "db_retry_seconds",
     "default_database_url",
 ]

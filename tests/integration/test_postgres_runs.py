@@ -29,8 +29,7 @@ from sqlalchemy import exc as sa_exc
 
 from runner.errors import StoreError
 from runner.execution import ExecutionState, TaskState
-from runner.store import LogWriter, NewLogLine, Store
-from runner.store.store import StoreUnavailableError
+from runner.store import LogWriter, NewLogLine, Store, StoreUnavailableError
 from runner.store.testing import POSTGRES_URL_ENV, postgres_problem, temporary_postgres_database
 from tests.conftest import BASE_IMAGE, missing_service
 from tests.integration.helpers import Cli, execution_id_of, labelled, write_flow

@@ -222,3 +222,31 @@ def test_relative_bind_mount_sees_the_remote_engines_folder(
     execution_id = run_ok(cli, ["run", str(flow)])
     assert log_lines(cli, execution_id, "look") == ["on the engine's disk"]
     assert_ran_only_remotely(docker_client, dind.client, execution_id, since, tasks=1)
+
+
+def test_polyglot_etl_files_and_artifacts_on_the_remote_engine(
+    cli: Cli, dind_host: str, dind: DindEngine, docker_client: Any
+) -> None:
+    """The example with `files:` (scripts copied in through the archive API) and
+    `artifacts:` (copied out the same way): nothing of it touches the runner's disk on the
+    engine's side. The task images are built on the outer engine and loaded into the inner
+    one under their content-hash tags, so the runner finds them there and builds nothing."""
+    from runner.backends.docker import DockerBackend
+    from runner.execution import BuildImage
+    from tests.integration.dind import load_image
+
+    outer = DockerBackend(docker_client)
+    for name in ("python", "node", "shell"):
+        tag = outer.ensure_image(BuildImage(context=REPO / "images" / name))
+        load_image(docker_client, dind.client, tag)
+    since = time.time()
+    execution_id = run_ok(cli, ["run", str(REPO / "flows/polyglot_etl.yml"), "-i", "rows=120"])
+    runs = {r["task_id"]: r for r in cli.show(execution_id)["task_runs"]}
+    assert runs["extract"]["outputs"] == {"rows": 120, "file": "trips_120.csv"}
+    assert log_lines(cli, execution_id, "report")[0] == "extract wrote 120 trips, zones.json sums to 120"
+    listed = json.loads(cli("artifacts", execution_id, "--json").stdout)
+    assert sorted(a["path"] for a in listed) == ["report/zones.json", "report/zones.tsv"]
+    zones = json.loads(Path(next(a["local_path"] for a in listed if a["path"].endswith(".json"))).read_text())
+    assert sum(z["trips"] for z in zones) == 120
+    # three tasks, plus the never-started container that carried `files:` into the volume
+    assert_ran_only_remotely(docker_client, dind.client, execution_id, since, tasks=4)

@@ -200,8 +200,10 @@ def executions(
         click.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("EXECUTION", "FLOW", "STATE", "STARTED", "DURATION", "TASKS"):
-        table.add_column(column)
+    # The id is what people copy into `runner show`: never cut or wrap it.
+    table.add_column("EXECUTION", no_wrap=True, min_width=32)
+    for column in ("FLOW", "STATE", "STARTED", "DURATION", "TASKS"):
+        table.add_column(column, no_wrap=True)
     for r in records:
         table.add_row(
             r.id,

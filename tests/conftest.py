@@ -41,3 +41,26 @@ def docker_client() -> Iterator[object]:
         missing_service(f"base image {BASE_IMAGE} is not loaded (see .ci/run)")
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The server named by RUNNER_TEST_POSTGRES_URL, checked to answer."""
+    from runner.store.testing import POSTGRES_URL_ENV, postgres_problem
+
+    url = os.environ.get(POSTGRES_URL_ENV, "").strip()
+    if not url:
+        missing_service(f"{POSTGRES_URL_ENV} is not set")
+    problem = postgres_problem(url)
+    if problem is not None:
+        missing_service(problem)
+    return url
+
+
+@pytest.fixture
+def postgres_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database of that server for one test, dropped after it."""
+    from runner.store.testing import temporary_postgres_database
+
+    with temporary_postgres_database(postgres_server_url) as url:
+        yield url

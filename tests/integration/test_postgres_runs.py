@@ -30,8 +30,7 @@ from sqlalchemy import exc as sa_exc
 from runner.errors import StoreError
 from runner.execution import ExecutionState, TaskState
 from runner.store import LogWriter, NewLogLine, Store, StoreUnavailableError
-from runner.store.testing import POSTGRES_URL_ENV, postgres_problem, temporary_postgres_database
-from tests.conftest import BASE_IMAGE, missing_service
+from tests.conftest import BASE_IMAGE
 from tests.integration.helpers import Cli, execution_id_of, labelled, write_flow
 from tests.integration.test_compose import POSTGRES_IMAGE_DIR, TEST_POSTGRES_IMAGE, free_port
 
@@ -44,21 +43,14 @@ FANOUT_TASKS, FANOUT_LINES, CONCURRENT_RUNS = 4, 1000, 8
 # -- servers and databases ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server_url() -> str:
-    url = os.environ.get(POSTGRES_URL_ENV, "").strip()
-    if not url:
-        missing_service(f"{POSTGRES_URL_ENV} is not set")
-    problem = postgres_problem(url)
-    if problem is not None:
-        missing_service(problem)
-    return url
+@pytest.fixture
+def server_url(postgres_server_url: str) -> str:
+    return postgres_server_url
 
 
 @pytest.fixture
-def database_url(server_url: str) -> Iterator[str]:
-    with temporary_postgres_database(server_url) as url:
-        yield url
+def database_url(postgres_database_url: str) -> str:
+    return postgres_database_url
 
 
 @dataclass

@@ -35,15 +35,6 @@ def test_hello_flow_runs_and_is_recorded(cli: Cli, docker_client: Any) -> None:
     assert labelled(docker_client, execution_id) == ([], [])
 
 
-def test_polyglot_etl_example(cli: Cli) -> None:
-    execution_id = run_ok(cli, ["run", str(REPO / "flows/polyglot_etl.yml")])
-    shown = cli.show(execution_id)
-    assert [r["task_id"] for r in shown["task_runs"]] == ["extract", "transform", "check"]
-    assert {r["state"] for r in shown["task_runs"]} == {"SUCCESS"}
-    logs = json.loads(cli("logs", execution_id, "--task", "check", "--json").stdout)
-    assert logs[0]["line"] == "csv has 100 trips, zones.json sums to 100"
-
-
 def test_fanout_join_example(cli: Cli) -> None:
     execution_id = run_ok(cli, ["run", str(REPO / "flows/fanout_join.yml")])
     logs = json.loads(cli("logs", execution_id, "--task", "join", "--json").stdout)

@@ -8,35 +8,23 @@ failure in CI.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import create_engine, make_url
 
 from runner.errors import StoreError
 from runner.store import Store
-from runner.store.testing import POSTGRES_URL_ENV, postgres_problem, temporary_postgres_database
-from tests.conftest import missing_service
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(scope="module")
-def server_url() -> str:
-    url = os.environ.get(POSTGRES_URL_ENV, "").strip()
-    if not url:
-        missing_service(f"{POSTGRES_URL_ENV} is not set")
-    problem = postgres_problem(url)
-    if problem is not None:
-        missing_service(problem)
-    return url
+@pytest.fixture
+def server_url(postgres_server_url: str) -> str:
+    return postgres_server_url
 
 
 @pytest.fixture
-def database_url(server_url: str) -> Iterator[str]:
-    with temporary_postgres_database(server_url) as url:
-        yield url
+def database_url(postgres_database_url: str) -> str:
+    return postgres_database_url
 
 
 def open_error(url: str) -> str:

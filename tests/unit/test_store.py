@@ -40,22 +40,10 @@ from runner.store import (
 )
 from runner.store.models import Base, UTCDateTime, executions, log_lines, task_runs
 from runner.store.store import alembic_config
-from runner.store.testing import POSTGRES_URL_ENV, postgres_problem, temporary_postgres_database
-from tests.conftest import missing_service
+from runner.store.testing import temporary_postgres_database
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 HEAD_REVISION = "0002"
-
-
-@pytest.fixture(scope="session")
-def postgres_server_url() -> str:
-    url = os.environ.get(POSTGRES_URL_ENV, "").strip()
-    if not url:
-        missing_service(f"{POSTGRES_URL_ENV} is not set")
-    problem = postgres_problem(url)
-    if problem is not None:
-        missing_service(problem)
-    return url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -47,7 +47,9 @@ _STATE_STYLE = {
 
 
 def _stdout() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # Piped output is for scripts and logs: never cut columns to an assumed 80-wide screen.
+    width = None if sys.stdout.isatty() else 1000
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -243,10 +243,15 @@ def test_polyglot_etl_files_and_artifacts_on_the_remote_engine(
     execution_id = run_ok(cli, ["run", str(REPO / "flows/polyglot_etl.yml"), "-i", "rows=120"])
     runs = {r["task_id"]: r for r in cli.show(execution_id)["task_runs"]}
     assert runs["extract"]["outputs"] == {"rows": 120, "file": "trips_120.csv"}
-    assert log_lines(cli, execution_id, "report")[0] == "extract wrote 120 trips, zones.json sums to 120"
+    assert (
+        log_lines(cli, execution_id, "report")[0]
+        == "extract wrote 120 trips, zones.json sums to 120"
+    )
     listed = json.loads(cli("artifacts", execution_id, "--json").stdout)
     assert sorted(a["path"] for a in listed) == ["report/zones.json", "report/zones.tsv"]
-    zones = json.loads(Path(next(a["local_path"] for a in listed if a["path"].endswith(".json"))).read_text())
+    zones = json.loads(
+        Path(next(a["local_path"] for a in listed if a["path"].endswith(".json"))).read_text()
+    )
     assert sum(z["trips"] for z in zones) == 120
     # three tasks, plus the never-started container that carried `files:` into the volume
     assert_ran_only_remotely(docker_client, dind.client, execution_id, since, tasks=4)

@@ -754,6 +754,15 @@ def find_template_problems(
         )
         for loc, source in _task_templates(task):
             problems.extend(checker.check(("tasks", index, *loc), source))
+    # `errors:` and `finally:` run after every task of `tasks:` has ended.
+    ended = frozenset(task_ids)
+    for key, handlers in (("errors", flow.errors), ("finally", flow.finally_)):
+        for index, task in enumerate(handlers):
+            checker = _Checker(
+                inputs, variables, task_ids, scope=_TASK_SCOPE, task=task, upstream=ended
+            )
+            for loc, source in _task_templates(task):
+                problems.extend(checker.check((key, index, *loc), source))
     return problems
 
 

@@ -381,3 +381,14 @@ def test_handlers_cannot_depend_on_main_tasks(tmp_path: Path) -> None:
     message = _problems(text, tmp_path)
     assert ":6:" in message
     assert "`finally:` tasks cannot use depends_on" in message
+
+
+def test_handler_templates_are_checked(tmp_path: Path) -> None:
+    text = (
+        "id: f\ndefaults: {image: i}\ntasks:\n- {id: a}\n"
+        "errors:\n- {id: b, command: 'echo {{ execution.failed_taks }}'}\n"
+    )
+    message = _problems(text, tmp_path)
+    assert (
+        ":6:" in message and "failed_taks" in message and "did you mean 'failed_tasks'" in message
+    )

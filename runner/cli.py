@@ -40,6 +40,8 @@ _STATE_STYLE = {
     "SUCCESS": "green",
     "FAILED": "red",
     "KILLED": "magenta",
+    "WARNING": "yellow",
+    "RETRYING": "yellow",
     "SKIPPED": "dim",
     "RUNNING": "cyan",
     "CREATED": "dim",

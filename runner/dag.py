@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from runner.errors import CycleError
-from runner.flow import Flow
+from runner.flow import Flow, Task
 
 Loc = tuple[str | int, ...]
 
@@ -103,18 +103,19 @@ def is_sequential(flow: Flow) -> bool:
 def find_problems(flow: Flow) -> list[tuple[Loc, str]]:
     """Every structural problem of the task graph, each with where it is in the file."""
     problems: list[tuple[Loc, str]] = []
-    ids = [task.id for task in flow.tasks]
-    seen: dict[str, int] = {}
-    for index, task_id in enumerate(ids):
-        if task_id in seen:
-            problems.append(
-                (
-                    ("tasks", index, "id"),
-                    f"duplicate task id {task_id!r} (first used by tasks[{seen[task_id]}])",
+    seen: dict[str, str] = {}
+    for key, tasks in _task_lists(flow):
+        for index, task in enumerate(tasks):
+            if task.id in seen:
+                problems.append(
+                    (
+                        (key, index, "id"),
+                        f"duplicate task id {task.id!r} (first used by {seen[task.id]})",
+                    )
                 )
-            )
-        else:
-            seen[task_id] = index
+            else:
+                seen[task.id] = f"{key}[{index}]"
+    ids = [task.id for task in flow.tasks]
     known = set(ids)
     for index, task in enumerate(flow.tasks):
         for dep_index, dep in enumerate(task.depends_on):
@@ -132,6 +133,18 @@ def find_problems(flow: Flow) -> list[tuple[Loc, str]]:
                         f"task {task.id!r} depends on unknown task {dep!r}{did_you_mean(dep, known)}",
                     )
                 )
+    for key, tasks in _task_lists(flow)[1:]:
+        for index, task in enumerate(tasks):
+            if task.depends_on:
+                named = [d for d in task.depends_on if d in known]
+                why = (
+                    f"they run after all of `tasks`, so {named[0]!r} has already ended"
+                    if named
+                    else "they run one after another in file order"
+                )
+                problems.append(
+                    ((key, index, "depends_on"), f"`{key}:` tasks cannot use depends_on: {why}")
+                )
     if problems:
         return problems
     cycle = find_cycle(_edges(flow))
@@ -139,6 +152,30 @@ def find_problems(flow: Flow) -> list[tuple[Loc, str]]:
         index = ids.index(cycle[0])
         problems.append((("tasks", index, "depends_on"), "cycle: " + " -> ".join(cycle)))
     return problems
+
+
+def _task_lists(flow: Flow) -> list[tuple[str, tuple[Task, ...]]]:
+    # getattr: a graph-only Flow made with model_construct may lack the handler lists
+    return [
+        ("tasks", flow.tasks),
+        ("errors", getattr(flow, "errors", ())),
+        ("finally", getattr(flow, "finally_", ())),
+    ]
+
+
+def build_handler_plan(tasks: Iterable[Task]) -> Plan:
+    """The plan of `errors:` or `finally:` tasks: no edges, so run one at a time they go
+    in file order and each runs whatever the ones before it did."""
+    nodes = {node.id: node for task in tasks for node in _expand(task.id, task.matrix)}
+    order = tuple(nodes)
+    none: frozenset[str] = frozenset()
+    return Plan(
+        order=order,
+        nodes=nodes,
+        upstream=dict.fromkeys(order, none),
+        downstream=dict.fromkeys(order, none),
+        task_upstream={node.task_id: none for node in nodes.values()},
+    )
 
 
 def build_plan(flow: Flow) -> Plan:

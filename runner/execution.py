@@ -20,10 +20,16 @@ class ExecutionState(StrEnum):
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
     KILLED = "KILLED"
+    WARNING = "WARNING"  # a task failed, but it had `allow_failure: true`
 
     @property
     def is_final(self) -> bool:
-        return self in (ExecutionState.SUCCESS, ExecutionState.FAILED, ExecutionState.KILLED)
+        return self in (
+            ExecutionState.SUCCESS,
+            ExecutionState.FAILED,
+            ExecutionState.KILLED,
+            ExecutionState.WARNING,
+        )
 
 
 class TaskState(StrEnum):
@@ -33,6 +39,7 @@ class TaskState(StrEnum):
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
     KILLED = "KILLED"
+    RETRYING = "RETRYING"  # this attempt failed and another one follows
 
     @property
     def is_final(self) -> bool:
@@ -103,6 +110,8 @@ class ContainerSpec:
     working_dir: str = "/workspace"
     user: str | None = None
     network: str | None = None  # bridge, host, none, or a user network; None = engine default
+    cpus: float | None = None  # CPU time, in CPUs (1.5 = one and a half)
+    memory_bytes: int | None = None  # hard limit, swap included
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,8 @@ class ExecutionResult:
 
     @property
     def ok(self) -> bool:
-        return self.state is ExecutionState.SUCCESS
+        """SUCCESS, or WARNING: only tasks allowed to fail failed."""
+        return self.state in (ExecutionState.SUCCESS, ExecutionState.WARNING)
 
 
 WORKSPACE_PATH = "/workspace"

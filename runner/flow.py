@@ -6,8 +6,10 @@ and ordering tasks is `dag`'s.
 
 from __future__ import annotations
 
+import random
 import re
 import shlex
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -20,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from runner.durations import Duration, MemorySize
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -122,6 +126,48 @@ def check_volume(spec: str) -> str:
 # After, not before, str validation: `volumes: [5]` must be a type error, not a crash in re.
 VolumeSpec = Annotated[str, AfterValidator(check_volume)]
 
+
+class Retry(_Model):
+    """How often and how soon a failed task is tried again (`attempts` counts the first).
+
+    An attempt that was killed (Ctrl-C, or stopped because the execution timed out) is
+    never retried. With `on_exit_codes`, only those exit codes are retried: a timed-out
+    attempt or a container that could not start has no exit code of its own, so the list
+    excludes them; without it every failure is retried.
+    """
+
+    attempts: int = Field(ge=1, le=100, strict=True)
+    delay: Duration = Duration.parse("1s")
+    backoff: float = Field(default=1.0, ge=1.0, le=100.0)
+    max_delay: Duration | None = None
+    jitter: bool = False
+    on_exit_codes: tuple[Annotated[int, Field(strict=True)], ...] | None = Field(
+        default=None, min_length=1
+    )
+
+    def retries(self, attempt: int, exit_code: int | None) -> bool:
+        """Whether a failed `attempt` (1-based) is followed by another one."""
+        if attempt >= self.attempts:
+            return False
+        return self.on_exit_codes is None or exit_code in self.on_exit_codes
+
+    def delay_after(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed `attempt` (1-based): delay * backoff**(attempt-1),
+        at most max_delay; with jitter a random time between 0 and that ("full jitter")."""
+        seconds = self.delay.seconds * self.backoff ** (attempt - 1)
+        if self.max_delay is not None:
+            seconds = min(seconds, self.max_delay.seconds)
+        return seconds * rand() if self.jitter else seconds
+
+
+def _positive(value: Duration | None) -> Duration | None:
+    if value is not None and value.seconds <= 0:
+        raise ValueError(f"a timeout must be longer than zero, not {value.text!r}")
+    return value
+
+
+Timeout = Annotated[Duration | None, AfterValidator(_positive)]
+
 # Fields of a task that `defaults:` may set. `image`/`build` and `script`/`command` are
 # pairs: a task that sets one member of a pair does not inherit the other from defaults.
 _EXCLUSIVE_PAIRS = (("image", "build"), ("script", "command"))
@@ -140,6 +186,18 @@ class _TaskFields(_Model):
     working_dir: str = "/workspace"
     user: str | None = None
     network: str | None = Field(default=None, min_length=1)
+    retry: Retry | None = None
+    timeout: Timeout = None  # per attempt
+    allow_failure: bool = False
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    memory: MemorySize | None = None
+
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _cpus_number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float | None):
+            raise ValueError(f"cpus must be a number like 1 or 1.5, not {value!r}")
+        return value
 
     @field_validator("working_dir")
     @classmethod
@@ -242,7 +300,11 @@ class Flow(_Model):
     )
     allowed_env: tuple[str, ...] = ()
     files: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    timeout: Timeout = None  # the whole execution, `errors:` and `finally:` aside
     tasks: tuple[Task, ...] = Field(min_length=1)
+    errors: tuple[Task, ...] = ()
+    # `finally` is a Python keyword, hence the alias.
+    finally_: tuple[Task, ...] = Field(default=(), alias="finally")
 
     @model_validator(mode="before")
     @classmethod
@@ -251,9 +313,17 @@ class Flow(_Model):
         if not isinstance(data, dict):
             return data
         defaults = data.get("defaults")
-        tasks = data.get("tasks")
-        if not isinstance(defaults, dict) or not isinstance(tasks, list):
+        if not isinstance(defaults, dict):
             return data
+        merged_lists = {}
+        for key in ("tasks", "errors", "finally"):
+            tasks = data.get(key)
+            if isinstance(tasks, list):
+                merged_lists[key] = cls._with_defaults(defaults, tasks)
+        return {**data, **merged_lists}
+
+    @staticmethod
+    def _with_defaults(defaults: dict[str, Any], tasks: list[Any]) -> list[Any]:
         merged = []
         for task in tasks:
             if not isinstance(task, dict):
@@ -268,10 +338,15 @@ class Flow(_Model):
             if isinstance(defaults.get("env"), dict) and isinstance(task.get("env"), dict):
                 combined["env"] = {**defaults["env"], **task["env"]}
             merged.append(combined)
-        return {**data, "tasks": merged}
+        return merged
+
+    @property
+    def all_tasks(self) -> tuple[Task, ...]:
+        """`tasks`, then `errors`, then `finally`."""
+        return (*self.tasks, *self.errors, *self.finally_)
 
     def task(self, task_id: str) -> Task:
-        for task in self.tasks:
+        for task in self.all_tasks:
             if task.id == task_id:
                 return task
         raise KeyError(task_id)

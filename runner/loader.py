@@ -417,7 +417,7 @@ class _Report:
 
     def _label(self, loc: Loc) -> str | None:
         """The id of the task or input at `loc`, when the file gives a usable one."""
-        if len(loc) != 2 or loc[0] not in ("tasks", "inputs"):
+        if len(loc) != 2 or loc[0] not in ("tasks", "errors", "finally", "inputs"):
             return None
         item = _follow(self.data, loc)
         ident = item.get("id") if isinstance(item, dict) else None
@@ -428,7 +428,7 @@ class _Report:
     def inherited(self, loc: Loc) -> Loc | None:
         """For a loc inside tasks[i] whose value the task took from `defaults:`, the loc of
         that value under `defaults` (so an error there is reported once, not per task)."""
-        if len(loc) < 3 or loc[0] != "tasks" or not isinstance(loc[1], int):
+        if len(loc) < 3 or loc[0] not in _TASK_LISTS or not isinstance(loc[1], int):
             return None
         task, defaults = _follow(self.data, loc[:2]), self.data.get("defaults")
         for end in range(3, len(loc) + 1):
@@ -439,6 +439,7 @@ class _Report:
 
 
 _MISSING = object()
+_TASK_LISTS = ("tasks", "errors", "finally")
 
 
 def _follow(data: Any, loc: Sequence[str | int]) -> Any:
@@ -528,7 +529,7 @@ def _child(annotation: Any, part: str | int) -> Any:
         return Any
     for member in _members(annotation):
         if isinstance(member, type) and issubclass(member, BaseModel):
-            info = member.model_fields.get(part) if isinstance(part, str) else None
+            info = _field_named(member, part) if isinstance(part, str) else None
             if info is not None:
                 return info.annotation
             continue
@@ -538,6 +539,14 @@ def _child(annotation: Any, part: str | int) -> Any:
         if origin is dict and len(args) == 2 and isinstance(part, str):
             return args[0] if part == "[key]" else args[1]
     return Any
+
+
+def _field_named(model: type[BaseModel], name: str) -> Any:
+    """The field `name` is in the file: its alias (`finally`) or its own name."""
+    info = model.model_fields.get(name)
+    if info is not None:
+        return info
+    return next((f for f in model.model_fields.values() if f.alias == name), None)
 
 
 def _wants_text(annotation: Any) -> bool:
@@ -697,18 +706,23 @@ def _describe(value: Any) -> str:
 def _graph_of(data: Mapping[str, Any]) -> Flow | None:
     """Just the task ids and edges of a flow that failed validation, when they are well
     formed, so graph problems are reported alongside the others."""
-    tasks = data.get("tasks")
-    if not isinstance(tasks, list):
-        return None
-    graph: list[Task] = []
-    for task in tasks:
-        if not isinstance(task, dict) or not isinstance(task.get("id"), str):
+    lists: dict[str, tuple[Task, ...]] = {}
+    for key in ("tasks", "errors", "finally"):
+        tasks = data.get(key, [])
+        if not isinstance(tasks, list):
             return None
-        depends_on = task.get("depends_on", [])
-        if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
-            return None
-        graph.append(Task.model_construct(id=task["id"], depends_on=tuple(depends_on)))
-    return Flow.model_construct(id="graph", tasks=tuple(graph))
+        graph: list[Task] = []
+        for task in tasks:
+            if not isinstance(task, dict) or not isinstance(task.get("id"), str):
+                return None
+            depends_on = task.get("depends_on", [])
+            if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+                return None
+            graph.append(Task.model_construct(id=task["id"], depends_on=tuple(depends_on)))
+        lists[key] = tuple(graph)
+    return Flow.model_construct(
+        id="graph", tasks=lists["tasks"], errors=lists["errors"], finally_=lists["finally"]
+    )
 
 
 def _check_input_ids(data: Mapping[str, Any], report: _Report) -> None:

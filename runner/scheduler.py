@@ -10,8 +10,10 @@ second.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -48,6 +50,8 @@ from runner.templating import TemplateContext, is_true, referenced_outputs
 
 # How often the main loop wakes to notice a cancel request while tasks run.
 _TICK_S = 0.2
+# How long a task stopped for a timeout has, after SIGTERM, before it is killed.
+STOP_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,12 @@ class _Run:
         default_factory=dict
     )  # task id -> outputs (per label for matrix)
     skipped_tasks: set[str] = field(default_factory=set)  # skipped by `when` or upstream
+    allowed_failures: set[str] = field(default_factory=set)  # failed, with allow_failure
+    order: list[str] = field(default_factory=list)  # node ids of every plan run, in order
+    timed_out: str | None = None  # "execution timed out after X", once it has
+
+
+_NOT_RUN = TaskResult(task_id="", attempt=0, state=TaskState.CREATED)
 
 
 def _now() -> datetime:
@@ -85,10 +95,14 @@ class Scheduler:
         self._lock = threading.Lock()
         self._running: dict[str, str] = {}  # node id -> container id
         self._killed: set[str] = set()
+        # Set on cancel and when the execution times out: ends retry delays early.
+        self._wake = threading.Event()
+        self._halt_reason: str | None = None  # why running tasks were stopped (flow timeout)
 
     def cancel(self) -> None:
-        """Ask the execution to stop. Safe from signal handlers: only sets a flag."""
+        """Ask the execution to stop. Safe from signal handlers: only sets flags."""
         self._cancelled.set()
+        self._wake.set()
 
     @property
     def cancelled(self) -> bool:
@@ -132,8 +146,12 @@ class Scheduler:
             log.info("execution_started", tasks=len(plan.order), concurrency=options.concurrency)
             if options.workspace_files:
                 self._seed_workspace(ctx, plan, options.workspace_files, log)
-            self._run_plan(ctx, plan, options, run, log)
-            state = self._final_state(run.results)
+            deadline = None if flow.timeout is None else time.monotonic() + flow.timeout.seconds
+            run.order += plan.order
+            self._run_plan(ctx, plan, options, run, log, deadline=deadline)
+            self._skip_not_started(ctx, plan, run, log)
+            state = self._final_state(run)
+            state = self._run_handlers(ctx, state, options, run, log)
         except BackendError as exc:
             execution_error = str(exc)
             log.error("execution_error", error=execution_error)
@@ -157,21 +175,74 @@ class Scheduler:
             execution_id=execution_id,
             flow_id=flow.full_id,
             state=state,
-            tasks=tuple(run.results[n] for n in plan.order if n in run.results),
+            tasks=tuple(run.results[n] for n in run.order if n in run.results),
         )
 
     def _error_of(self, state: ExecutionState, run: _Run) -> str | None:
         if state is ExecutionState.KILLED:
             return "killed by the user"
         failed = [n for n, r in run.results.items() if r.state is TaskState.FAILED]
+        if run.timed_out:
+            return run.timed_out + (f"; task(s) failed: {', '.join(failed)}" if failed else "")
+        if state is ExecutionState.WARNING:
+            return f"task(s) failed, allowed to: {', '.join(failed)}"
         return f"task(s) failed: {', '.join(failed)}" if failed else None
 
-    def _final_state(self, results: Mapping[str, TaskResult]) -> ExecutionState:
+    def _final_state(self, run: _Run) -> ExecutionState:
         if self.cancelled:
             return ExecutionState.KILLED
-        if any(r.state is TaskState.FAILED for r in results.values()):
+        failed = {n for n, r in run.results.items() if r.state is TaskState.FAILED}
+        if run.timed_out or failed - run.allowed_failures:
             return ExecutionState.FAILED
-        return ExecutionState.SUCCESS
+        return ExecutionState.WARNING if failed else ExecutionState.SUCCESS
+
+    def _skip_not_started(self, ctx: TaskContext, plan: dag.Plan, run: _Run, log: Any) -> None:
+        """After a flow timeout, record the task runs that never started as skipped."""
+        if run.timed_out is None or self.cancelled:
+            return
+        for node_id in plan.order:
+            if node_id not in run.results:
+                self.store.record_skipped(
+                    execution_id=ctx.execution_id, task_id=node_id, reason=run.timed_out
+                )
+                run.results[node_id] = TaskResult(
+                    task_id=node_id, attempt=1, state=TaskState.SKIPPED, error=run.timed_out
+                )
+                log.info("task_skipped", task_id=node_id, reason=run.timed_out)
+
+    def _run_handlers(
+        self, ctx: TaskContext, state: ExecutionState, options: RunOptions, run: _Run, log: Any
+    ) -> ExecutionState:
+        """Run `errors:` (if the execution failed), then `finally:` (always, but not after
+        a kill), one task at a time in file order. They cannot make a failed execution
+        succeed; a failing `finally:` or `errors:` task fails an execution that had not."""
+        flow = ctx.flow
+        if state is ExecutionState.KILLED:
+            return state
+        groups = [("errors", flow.errors)] if state is ExecutionState.FAILED else []
+        groups.append(("finally", flow.finally_))
+        failed = [n for n in run.order if run.results.get(n, _NOT_RUN).state is TaskState.FAILED]
+        templates = dataclasses.replace(
+            ctx.templates,
+            execution={**ctx.templates.execution, "state": state.value, "failed_tasks": failed},
+        )
+        handler_ctx = dataclasses.replace(ctx, templates=templates)
+        one_at_a_time = dataclasses.replace(options, concurrency=1)
+        # The flow timeout bounds `tasks:` only: handlers report on it, so they still run.
+        self._halt_reason = None
+        self._wake.clear()
+        if self.cancelled:
+            self._wake.set()
+        for group, tasks in groups:
+            if not tasks or self.cancelled:
+                continue
+            plan = dag.build_handler_plan(tasks)
+            log.info("handlers_started", group=group, tasks=len(plan.order))
+            run.order += plan.order
+            self._run_plan(handler_ctx, plan, one_at_a_time, run, log)
+        if self.cancelled:
+            return ExecutionState.KILLED
+        return self._final_state(run) if state is not ExecutionState.FAILED else state
 
     def _seed_workspace(self, ctx: TaskContext, plan: dag.Plan, archive: bytes, log: Any) -> None:
         """Copy `files:` and file inputs into the workspace, through the engine's archive API."""
@@ -181,10 +252,20 @@ class Scheduler:
         log.info("workspace_seeded", bytes=len(archive))
 
     def _run_plan(
-        self, ctx: TaskContext, plan: dag.Plan, options: RunOptions, run: _Run, log: Any
+        self,
+        ctx: TaskContext,
+        plan: dag.Plan,
+        options: RunOptions,
+        run: _Run,
+        log: Any,
+        *,
+        deadline: float | None = None,
     ) -> None:
+        """Run a plan to its end. Past `deadline` (monotonic), running tasks are stopped
+        and no new one starts."""
         progress = dag.Progress(plan)
         running: dict[Future[TaskResult], str] = {}
+        halted = False
         with (
             ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="task") as pool,
             self._killing_on_error(log),
@@ -192,11 +273,19 @@ class Scheduler:
             while True:
                 if self.cancelled:
                     self._kill_running(log)
-                else:
+                elif not halted and deadline is not None and time.monotonic() > deadline:
+                    halted = True
+                    assert ctx.flow.timeout is not None  # a deadline comes from it
+                    run.timed_out = f"execution timed out after {ctx.flow.timeout.text}"
+                    log.warning("execution_timed_out", timeout=ctx.flow.timeout.text)
+                    self._halt_reason = f"stopped: {run.timed_out}"
+                    self._wake.set()
+                    self._stop_running(log)
+                elif not halted:
                     for node_id in progress.take_ready(options.concurrency - len(running)):
                         node = plan.nodes[node_id]
                         snapshot = dict(run.outputs), frozenset(run.skipped_tasks)
-                        future = pool.submit(self._run_node, ctx, node, 1, *snapshot)
+                        future = pool.submit(self._run_node, ctx, node, *snapshot)
                         running[future] = node_id
                 if not running:
                     return
@@ -228,7 +317,12 @@ class Scheduler:
     ) -> None:
         node = plan.nodes[node_id]
         run.results[node_id] = result
-        if result.state is TaskState.SUCCESS:
+        allowed = result.state is TaskState.FAILED and ctx.flow.task(node.task_id).allow_failure
+        if allowed:
+            # Done as far as its dependents know; its outputs are what it published.
+            run.allowed_failures.add(node_id)
+            log.warning("task_failure_allowed", task_id=node_id, error=result.error)
+        if result.state is TaskState.SUCCESS or allowed:
             if node.matrix:
                 run.outputs.setdefault(node.task_id, {})[node.matrix_label] = dict(result.outputs)
             else:
@@ -252,6 +346,24 @@ class Scheduler:
                 )
                 log.info("task_skipped", task_id=skipped, reason=reason)
 
+    def _stop_running(self, log: Any) -> None:
+        """Stop (SIGTERM, then SIGKILL after a grace period) every running container, each
+        from its own thread so the main loop does not wait out the grace periods."""
+        with self._lock:
+            targets = [(t, c) for t, c in self._running.items() if t not in self._killed]
+            self._killed.update(t for t, _ in targets)
+        for node_id, container_id in targets:
+            log.info("task_stopping", task_id=node_id, container_id=container_id[:12])
+            threading.Thread(
+                target=self._stop_quietly, args=(node_id, container_id, log), daemon=True
+            ).start()
+
+    def _stop_quietly(self, node_id: str, container_id: str, log: Any) -> None:
+        try:
+            self.backend.stop(container_id, STOP_GRACE_S)
+        except BackendError as exc:
+            log.warning("stop_failed", task_id=node_id, error=str(exc))
+
     def _kill_running(self, log: Any) -> None:
         with self._lock:
             targets = [(t, c) for t, c in self._running.items() if t not in self._killed]
@@ -272,11 +384,41 @@ class Scheduler:
         self,
         ctx: TaskContext,
         node: dag.Node,
+        outputs: Mapping[str, Any],
+        skipped_tasks: frozenset[str],
+    ) -> TaskResult:
+        """Every attempt of one task run, in a worker thread; the last one's result.
+
+        The worker keeps its slot while it waits between attempts: simpler than giving
+        it back, and a waiting retry is rarely what holds a flow up. Cancel (or the flow
+        timing out) ends the wait at once. Never raises.
+        """
+        attempt = 1
+        while True:
+            result = self._run_attempt(ctx, node, attempt, outputs, skipped_tasks)
+            retry = ctx.flow.task(node.task_id).retry
+            if result.state is not TaskState.RETRYING or retry is None:
+                return result
+            delay = retry.delay_after(attempt)
+            get_logger(execution_id=ctx.execution_id, task_id=node.id, attempt=attempt).info(
+                "task_retrying", next_attempt=attempt + 1, delay_s=round(delay, 3)
+            )
+            # Woken early, the next attempt records that it was killed before it started.
+            self._wake.wait(delay)
+            attempt += 1
+
+    def _run_attempt(
+        self,
+        ctx: TaskContext,
+        node: dag.Node,
         attempt: int,
         outputs: Mapping[str, Any],
         skipped_tasks: frozenset[str],
     ) -> TaskResult:
-        """One attempt of one task run, start to end, in a worker thread. Never raises."""
+        """One attempt of one task run, start to end, in a worker thread. Never raises.
+
+        A failure in the task's templates or `when` is not retried: it would fail again.
+        """
         task = ctx.flow.task(node.task_id)
         log = get_logger(execution_id=ctx.execution_id, task_id=node.id, attempt=attempt)
         try:
@@ -316,9 +458,12 @@ class Scheduler:
         started_at: datetime | None = None
         state, exit_code, error = TaskState.FAILED, None, None
         outputs: dict[str, Any] = {}
+        timed_out = threading.Event()
+        timer: threading.Timer | None = None
         try:
-            if self.cancelled:
-                state, error = TaskState.KILLED, "killed before it started"
+            if self.cancelled or self._halt_reason:
+                state = TaskState.KILLED
+                error = self._halt_reason or "killed before it started"
                 return self._finish(
                     run_id, node.id, attempt, state, None, error, None, None, {}, log
                 )
@@ -337,13 +482,23 @@ class Scheduler:
                 self._kill_running(log)
             self.store.task_run_started(run_id, container_id=container_id, started_at=started_at)
             log.info("task_started", image=image_name, container_id=container_id[:12])
+            if task.timeout is not None:
+                timer = self._start_timer(task.timeout.seconds, container_id, timed_out, log)
             outputs = self._stream_logs(ctx, node.id, run_id, container_id, log)
             outcome = self.backend.wait(container_id)
             exit_code = outcome.exit_code
+            with self._lock:
+                halted = node.id in self._killed
             if self.cancelled:
                 state, error = TaskState.KILLED, "killed by the user"
+            elif halted and self._halt_reason:
+                state, error = TaskState.KILLED, self._halt_reason
+            elif timed_out.is_set():
+                assert task.timeout is not None  # the timer comes from it
+                state, error = TaskState.FAILED, f"timed out after {task.timeout.text}"
             elif outcome.oom_killed:
-                state, error = TaskState.FAILED, "killed: out of memory (OOM)"
+                limit = f", limit {task.memory.text}" if task.memory is not None else ""
+                state, error = TaskState.FAILED, f"killed: out of memory (OOM{limit})"
             elif outcome.error:
                 state, error = TaskState.FAILED, outcome.error
             elif exit_code == 0:
@@ -359,6 +514,8 @@ class Scheduler:
             state, error = TaskState.FAILED, f"internal error: {exc!r}"
             log.exception("task_crashed")
         finally:
+            if timer is not None:
+                timer.cancel()
             if container_id is not None:
                 with self._lock:
                     self._running.pop(node.id, None)
@@ -366,6 +523,11 @@ class Scheduler:
                     self.backend.remove(container_id)
                 except BackendError as exc:
                     log.warning("remove_failed", error=str(exc))
+        if state is TaskState.FAILED and task.retry is not None and not self._halt_reason:
+            # A timeout or a failed start has no exit code of the task's own.
+            own_code = None if timed_out.is_set() else exit_code
+            if task.retry.retries(attempt, own_code) and not self.cancelled:
+                state = TaskState.RETRYING
         return self._finish(
             run_id,
             node.id,
@@ -378,6 +540,24 @@ class Scheduler:
             outputs,
             log,
         )
+
+    def _start_timer(
+        self, seconds: float, container_id: str, timed_out: threading.Event, log: Any
+    ) -> threading.Timer:
+        """Stop the container when the attempt's `timeout:` passes."""
+
+        def stop() -> None:
+            timed_out.set()
+            log.warning("task_timed_out", timeout_s=seconds)
+            try:
+                self.backend.stop(container_id, STOP_GRACE_S)
+            except BackendError as exc:
+                log.warning("stop_failed", error=str(exc))
+
+        timer = threading.Timer(seconds, stop)
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def _collect_artifacts(
         self,

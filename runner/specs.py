@@ -148,4 +148,6 @@ def build_spec(
         working_dir=task.working_dir,
         user=task.user,
         network=task.network,
+        cpus=task.cpus,
+        memory_bytes=task.memory.bytes if task.memory is not None else None,
     )

@@ -82,7 +82,9 @@ class TemplateError(RunnerError):
 
 
 # What each name a template can use holds; the static checks know them from here.
-EXECUTION_FIELDS = ("id", "started_at")
+# `state` and `failed_tasks` matter in `errors:` and `finally:` tasks; before those run
+# they are RUNNING and [].
+EXECUTION_FIELDS = ("id", "started_at", "state", "failed_tasks")
 FLOW_FIELDS = ("id", "namespace", "revision")
 TASK_FIELDS = ("id", "attempt", "name")
 
@@ -458,6 +460,8 @@ class TemplateContext:
             execution={
                 "id": execution_id,
                 "started_at": started_at.isoformat() if started_at is not None else None,
+                "state": "RUNNING",
+                "failed_tasks": [],
             },
             flow={"id": flow.id, "namespace": flow.namespace, "revision": revision},
             env=visible,
@@ -750,6 +754,15 @@ def find_template_problems(
         )
         for loc, source in _task_templates(task):
             problems.extend(checker.check(("tasks", index, *loc), source))
+    # `errors:` and `finally:` run after every task of `tasks:` has ended.
+    ended = frozenset(task_ids)
+    for key, handlers in (("errors", flow.errors), ("finally", flow.finally_)):
+        for index, task in enumerate(handlers):
+            checker = _Checker(
+                inputs, variables, task_ids, scope=_TASK_SCOPE, task=task, upstream=ended
+            )
+            for loc, source in _task_templates(task):
+                problems.extend(checker.check((key, index, *loc), source))
     return problems
 
 

@@ -51,6 +51,10 @@ class Backend(Protocol):
     def wait(self, container_id: str) -> ContainerExit:
         """Block until the container exits; return how it ended."""
 
+    def stop(self, container_id: str, grace_s: float) -> None:
+        """Ask a container to stop (SIGTERM), kill it after `grace_s` seconds; one that
+        already ended is not an error. Returns once it has ended."""
+
     def kill(self, container_id: str) -> None:
         """Kill a running container; one that already ended is not an error."""
 

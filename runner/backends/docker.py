@@ -334,8 +334,16 @@ class DockerBackend:
         # init=True runs the engine's tini as PID 1: signals reach the task and orphaned
         # processes are reaped. The price: a missing executable is no longer a start error
         # but exit code 127 (126 if not executable) with tini's message on stderr, as in a shell.
+        memory = spec.memory_bytes
+        # swap limit = memory limit: no swap, so running out of memory is an OOM kill and
+        # not a crawl
         host_config = self._api.create_host_config(
-            mounts=mounts, init=True, network_mode=spec.network
+            mounts=mounts,
+            init=True,
+            network_mode=spec.network,
+            nano_cpus=None if spec.cpus is None else round(spec.cpus * 1e9),
+            mem_limit=memory,
+            memswap_limit=memory,
         )
         try:
             created = self._api.create_container(
@@ -490,6 +498,16 @@ class DockerBackend:
             started_at=_engine_time(state.get("StartedAt")),
             finished_at=_engine_time(state.get("FinishedAt")),
         )
+
+    def stop(self, container_id: str, grace_s: float) -> None:
+        try:
+            self._api.stop(container_id, timeout=max(0, round(grace_s)))
+        except docker.errors.APIError as exc:
+            if exc.status_code in (404, 304):  # gone, or already stopped
+                return
+            raise _translate(exc, f"stop container {container_id[:12]}", self._host) from exc
+        except _ENGINE_ERRORS as exc:
+            raise _translate(exc, f"stop container {container_id[:12]}", self._host) from exc
 
     def kill(self, container_id: str) -> None:
         try:

@@ -23,6 +23,7 @@ class Script:
     lines: tuple[str, ...] = ()
     exit_code: int = 0
     seconds: float = 0.0
+    exit_codes: tuple[int, ...] = ()  # per attempt (RUNNER_ATTEMPT); then `exit_code`
 
 
 @dataclass
@@ -39,6 +40,7 @@ class FakeBackend:
         self.started: list[ContainerSpec] = []
         self.volumes: set[str] = set()
         self.removed: list[str] = []
+        self.stopped: list[str] = []
         self.seeded: list[tuple[str, bytes]] = []
         self._containers: dict[str, _Container] = {}
         self._lock = threading.Lock()
@@ -85,9 +87,14 @@ class FakeBackend:
         container = self._containers[container_id]
         with self._lock:
             self._running -= 1
-        return ContainerExit(
-            exit_code=137 if container.killed.is_set() else container.script.exit_code
-        )
+        attempt = int(container.spec.env.get("RUNNER_ATTEMPT", "1"))
+        codes = container.script.exit_codes
+        exit_code = codes[attempt - 1] if attempt <= len(codes) else container.script.exit_code
+        return ContainerExit(exit_code=137 if container.killed.is_set() else exit_code)
+
+    def stop(self, container_id: str, grace_s: float) -> None:
+        self.stopped.append(container_id)
+        self._containers[container_id].killed.set()
 
     def kill(self, container_id: str) -> None:
         self._containers[container_id].killed.set()

@@ -224,7 +224,7 @@ def test_compiled_templates_are_reused() -> None:
         ),
         (
             "{{ execution.idd }}",
-            "command: {{ execution.idd }}: undefined 'idd' (did you mean 'id'?); execution has: id, started_at",
+            "command: {{ execution.idd }}: undefined 'idd' (did you mean 'id'?); execution has: id, started_at, state, failed_tasks",
         ),
         (
             "{{ task.retry }}",
@@ -663,7 +663,7 @@ def test_find_template_problems_reports_each_with_its_loc() -> None:
         ),
         (
             ("tasks", 0, "env", "BAD"),
-            "{{ execution.idd }}: execution has no field 'idd' (did you mean 'id'?); it has: id, started_at",
+            "{{ execution.idd }}: execution has no field 'idd' (did you mean 'id'?); it has: id, started_at, state, failed_tasks",
         ),
         (
             ("tasks", 1, "script"),

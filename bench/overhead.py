@@ -1,27 +1,31 @@
 """The runner's overhead against raw Docker SDK calls, measured in one run on one machine.
 
-    python bench/overhead.py             # the full benchmark (about 10 minutes on 2 cores)
+    python bench/overhead.py             # the full benchmark (about 20 minutes on 2 cores)
     python bench/overhead.py --quick     # small sizes, one pair: a check that it all works
+    python bench/overhead.py --only logs --log-pairs 5    # one row, more pairs
 
-Each row runs the runner (A) and a raw Docker SDK baseline (B) in alternating pairs
-(A B, then B A, ...) so that load from other processes hits both sides alike, and reports
-the median of the per-pair ratios with their spread. Rows:
+Each timed row runs the runner (A) and a raw Docker SDK baseline (B) in alternating pairs
+(A B, then B A, ...) so that load from other processes falls on both sides alike, and
+reports the median of the per-pair ratios with their range. Rows (the groups of the JSON):
 
     chain       N tasks one after another        vs N sequential create/start/wait/logs/remove
     fanout      N tasks at concurrency C         vs the same raw calls in a pool of C threads
-    logs        one task printing L 100-byte lines into SQLite / Postgres
-                                                 vs the same container's logs read and discarded
-    planning    validating and planning a generated N-task DAG (no containers)
+    logs        one task printing L 100-byte lines, every line stored in SQLite / Postgres
+                                                 vs the same container's logs read and dropped
+    planning    loading (validating) and planning a generated N-task DAG; no containers
     memory      peak RSS of `python -m runner run` on an N-task flow at concurrency 8
 
-The raw baseline uses docker-py's low-level `docker.APIClient` (as the runner does) and
-does per task what a fair minimal runner must: create the container with the same
-`/bin/sh -c` command, start it, wait for it, read all its logs, remove it. The runner is
-measured through its library API (`runner.api.run_flow`) with a Store on a temporary
-SQLite file and its console log rendered as JSON to /dev/null; the memory row runs the real
-CLI in a subprocess and reads its peak RSS from `os.wait4` (the kernel's ru_maxrss).
+The raw baseline uses docker-py's low-level `docker.APIClient`, as the runner does, and does
+per task what a fair minimal runner must: create the container with the same `/bin/sh -c`
+command, start it, wait for it, read all of its logs, remove it (the logs row follows the
+log while the task runs, as the runner does). The runner is measured through its library
+API, `runner.api.run_flow`, with a Store on a temporary SQLite file (or a throwaway Postgres
+database) and its events rendered as JSON into /dev/null. The memory row runs the real CLI
+in a subprocess and takes its peak RSS from `os.wait4` (the kernel's ru_maxrss of that
+process). Planning is timed in CPU seconds of this process (`time.process_time`): other
+work on a shared machine stretches wall time but not that.
 
-The last line printed is one JSON object with every row (see `--json-only`).
+Progress goes to stderr; stdout gets the table, then one JSON line with every row.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/overhead.py` from a checkout
     sys.path.insert(0, str(REPO))
 
-import docker  # noqa: E402  (after the sys.path fix above)
+import docker  # noqa: E402  (after the sys.path line above)
+from docker.utils import kwargs_from_env  # noqa: E402
 
 from runner import api, dag, logs  # noqa: E402
 from runner.loader import load_flow  # noqa: E402
@@ -62,46 +67,50 @@ from runner.store.testing import (  # noqa: E402
 IMAGE = "debian:bookworm-slim"
 TRIVIAL_COMMAND = "echo ok"
 LINE_BYTES = 100  # 99 characters and a newline
-BENCH_LABEL = "io.runner.bench"
+BENCH_LABEL = "io.runner.bench"  # on the raw side's containers, to sweep them up on errors
+GROUPS = ("chain", "fanout", "logs", "planning", "memory")
 
 TARGETS = {
     "chain": 1.15,  # runner time / raw time, at most
     "fanout": 1.10,  # runner time / raw time, at most
     "logs": 0.5,  # runner lines/s / raw lines/s, at least
-    "planning": 1.0,  # seconds, under
+    "planning": 1.0,  # CPU seconds, under
     "memory": 150.0,  # MB of peak RSS, under
 }
 
 
 @dataclass(frozen=True)
 class Sizes:
-    pairs: int = 3
+    pairs: int = 5  # chain and fan-out: short rows, and the noisiest on a shared machine
+    log_pairs: int = 3
     chain: int = 30
     fanout: int = 60
     concurrencies: tuple[int, ...] = (4, 8)
     log_lines: int = 500_000
     plan_tasks: int = 10_000
+    plan_runs: int = 3
     memory_tasks: int = 1_000
     memory_concurrency: int = 8
 
 
 QUICK = Sizes(
     pairs=1,
+    log_pairs=1,
     chain=4,
     fanout=8,
     concurrencies=(4,),
     log_lines=20_000,
     plan_tasks=500,
+    plan_runs=1,
     memory_tasks=16,
 )
 
 
 def say(text: str) -> None:
-    """Progress goes to stderr, so stdout holds only the table and the JSON line."""
     print(text, file=sys.stderr, flush=True)
 
 
-# -- flows ----------------------------------------------------------------------------------
+# -- flows ------------------------------------------------------------------------------
 
 
 def chain_flow(n: int) -> str:
@@ -144,8 +153,8 @@ def wide_flow(n: int, lanes: int) -> str:
 
 
 def plan_flow(n: int, seed: int = 0) -> str:
-    """n tasks, each depending on up to 3 of the 50 tasks before it (a deterministic DAG),
-    written in block style with an env and a script each, as a hand-written flow would be."""
+    """n tasks, each depending on 1 to 3 of the 50 tasks before it (a deterministic DAG),
+    in block style with a command each; the image comes from `defaults`."""
     rng = random.Random(seed)
     out = [f"id: bench_plan\ndefaults:\n  image: {IMAGE}\ntasks:"]
     for i in range(n):
@@ -153,12 +162,11 @@ def plan_flow(n: int, seed: int = 0) -> str:
         if i:
             ups = sorted({rng.randrange(max(0, i - 50), i) for _ in range(rng.randint(1, 3))})
             out.append("    depends_on: [" + ", ".join(f"t{u:05d}" for u in ups) + "]")
-        out.append(f"    env: {{STEP: '{i}'}}")
         out.append(f'    command: "echo step {i}"')
     return "\n".join(out) + "\n"
 
 
-# -- the raw baseline -------------------------------------------------------------------------
+# -- the raw baseline ---------------------------------------------------------------------
 
 
 def raw_task(client: docker.APIClient, command: str) -> int:
@@ -186,41 +194,35 @@ def raw_fanout(client: docker.APIClient, n: int, concurrency: int) -> None:
 
 
 def raw_logs(client: docker.APIClient, lines: int) -> None:
-    """Follow the log as it is written (as the runner does), count the lines, drop them."""
+    """Follow the log while the task writes it, count the lines, drop them."""
     container = client.create_container(
         IMAGE, command=["/bin/sh", "-c", logs_command(lines)], labels={BENCH_LABEL: "raw"}
     )
     cid = container["Id"]
+    seen = 0
     try:
         client.start(cid)
-        seen = 0
         for chunk in client.logs(cid, stdout=True, stderr=True, stream=True, follow=True):
             seen += chunk.count(b"\n")
         client.wait(cid, timeout=None)
     finally:
         client.remove_container(cid, v=True, force=True)
     if seen != lines:
-        raise AssertionError(f"raw SDK read {seen} log lines, expected {lines}")
+        raise AssertionError(f"the raw SDK read {seen} log lines, expected {lines}")
 
 
-# -- the runner -------------------------------------------------------------------------------
+# -- the runner ---------------------------------------------------------------------------
 
 
 def run_runner(flow: Path, store: Store, concurrency: int | None = None) -> str:
     result = api.run_flow(flow, store=store, concurrency=concurrency)
     if not result.ok:
-        failed = [t for t in result.tasks if t.error]
+        failed = [t.error for t in result.tasks if t.error]
         raise AssertionError(f"{flow.name}: {result.state.value}: {failed[:1]}")
     return result.execution_id
 
 
-# -- measuring --------------------------------------------------------------------------------
-
-
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+# -- measuring ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -230,68 +232,92 @@ class Pairs:
     runner_s: list[float] = field(default_factory=list)
     raw_s: list[float] = field(default_factory=list)
 
-    def measure(self, pairs: int, runner: Callable[[], object], raw: Callable[[], object]) -> None:
+    def measure(
+        self,
+        pairs: int,
+        runner: Callable[[], object],
+        raw: Callable[[], object],
+        check: Callable[[object], None] = lambda _: None,
+    ) -> None:
+        """`check` gets what `runner` returned, outside the timing."""
         for i in range(pairs):
             if i % 2 == 0:
-                a, b = timed(runner), timed(raw)
+                a, result = _timed(runner)
+                b, _ = _timed(raw)
             else:
-                b, a = timed(raw), timed(runner)
+                b, _ = _timed(raw)
+                a, result = _timed(runner)
+            check(result)
             self.runner_s.append(a)
             self.raw_s.append(b)
-            say(f"    pair {i + 1}: runner {a:.3f} s, raw {b:.3f} s, ratio {a / b:.3f}")
+            say(f"    pair {i + 1}: runner {a:.3f} s, raw {b:.3f} s, runner/raw {a / b:.3f}")
 
     def ratios(self) -> list[float]:
         return [a / b for a, b in zip(self.runner_s, self.raw_s, strict=True)]
 
 
-def time_row(name: str, pairs: Pairs, tasks: int, target: float) -> dict[str, Any]:
+def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "ratio": round(statistics.median(values), 3),
+        "ratio_min": round(min(values), 3),
+        "ratio_max": round(max(values), 3),
+    }
+
+
+def time_row(
+    group: str, name: str, pairs: Pairs, tasks: int, target: float, what: str
+) -> dict[str, Any]:
     ratios = pairs.ratios()
     runner_med, raw_med = statistics.median(pairs.runner_s), statistics.median(pairs.raw_s)
-    ratio = statistics.median(ratios)
     return {
+        "group": group,
         "row": name,
+        "what": what,
         "kind": "time_ratio",
-        "ratio": round(ratio, 3),
-        "ratio_min": round(min(ratios), 3),
-        "ratio_max": round(max(ratios), 3),
+        **_spread(ratios),
         "runner_s": round(runner_med, 3),
         "raw_s": round(raw_med, 3),
         "overhead_ms_per_task": round((runner_med - raw_med) / tasks * 1000, 1),
         "target": f"<= {target}x",
-        "ok": ratio <= target,
+        "ok": statistics.median(ratios) <= target,
         "pairs": len(ratios),
         "runner_samples_s": [round(s, 3) for s in pairs.runner_s],
         "raw_samples_s": [round(s, 3) for s in pairs.raw_s],
     }
 
 
-def rate_row(name: str, pairs: Pairs, lines: int, target: float) -> dict[str, Any]:
-    # rate ratio = (lines / runner time) / (lines / raw time) = raw time / runner time
+def rate_row(group: str, name: str, pairs: Pairs, lines: int, target: float) -> dict[str, Any]:
+    # (lines / runner time) / (lines / raw time) = raw time / runner time
     ratios = [1 / r for r in pairs.ratios()]
-    ratio = statistics.median(ratios)
     runner_med, raw_med = statistics.median(pairs.runner_s), statistics.median(pairs.raw_s)
     return {
+        "group": group,
         "row": name,
+        "what": "runner lines/s end to end (every line stored) / raw SDK lines/s read and dropped",
         "kind": "rate_ratio",
-        "ratio": round(ratio, 3),
-        "ratio_min": round(min(ratios), 3),
-        "ratio_max": round(max(ratios), 3),
+        **_spread(ratios),
         "runner_lines_per_s": round(lines / runner_med),
         "raw_lines_per_s": round(lines / raw_med),
         "runner_s": round(runner_med, 3),
         "raw_s": round(raw_med, 3),
         "target": f">= {target}x",
-        "ok": ratio >= target,
+        "ok": statistics.median(ratios) >= target,
         "pairs": len(ratios),
         "lines": lines,
-        "lines_stored": lines,  # checked after every runner run (see bench_logs)
+        "lines_stored": lines,  # counted in the store after every runner run (see bench_logs)
         "runner_samples_s": [round(s, 3) for s in pairs.runner_s],
         "raw_samples_s": [round(s, 3) for s in pairs.raw_s],
     }
 
 
-def skipped_row(name: str, reason: str) -> dict[str, Any]:
-    return {"row": name, "kind": "skipped", "ok": None, "reason": reason}
+def skipped_row(group: str, name: str, reason: str) -> dict[str, Any]:
+    return {"group": group, "row": name, "kind": "skipped", "ok": None, "reason": reason}
 
 
 @contextlib.contextmanager
@@ -306,13 +332,14 @@ def sqlite_store(work: Path, name: str) -> Iterator[Store]:
 def bench_chain(client: docker.APIClient, work: Path, sizes: Sizes) -> dict[str, Any]:
     flow = work / "chain.yml"
     flow.write_text(chain_flow(sizes.chain))
-    say(f"chain: {sizes.chain} tasks")
+    say(f"chain: {sizes.chain} tasks, {sizes.pairs} pairs")
     pairs = Pairs()
     with sqlite_store(work, "chain") as store:
         pairs.measure(
             sizes.pairs, lambda: run_runner(flow, store), lambda: raw_chain(client, sizes.chain)
         )
-    return time_row(f"chain {sizes.chain}", pairs, sizes.chain, TARGETS["chain"])
+    what = "runner time / raw time of sequential create/start/wait/logs/remove"
+    return time_row("chain", f"chain {sizes.chain}", pairs, sizes.chain, TARGETS["chain"], what)
 
 
 def bench_fanout(
@@ -320,7 +347,7 @@ def bench_fanout(
 ) -> dict[str, Any]:
     flow = work / "fanout.yml"
     flow.write_text(fanout_flow(sizes.fanout))
-    say(f"fan-out: {sizes.fanout} tasks at concurrency {concurrency}")
+    say(f"fan-out: {sizes.fanout} tasks at concurrency {concurrency}, {sizes.pairs} pairs")
     pairs = Pairs()
     with sqlite_store(work, f"fanout{concurrency}") as store:
         pairs.measure(
@@ -328,9 +355,9 @@ def bench_fanout(
             lambda: run_runner(flow, store, concurrency),
             lambda: raw_fanout(client, sizes.fanout, concurrency),
         )
-    row = time_row(
-        f"fan-out {sizes.fanout} c={concurrency}", pairs, sizes.fanout, TARGETS["fanout"]
-    )
+    what = f"runner time / raw time of the same calls in a pool of {concurrency} threads"
+    name = f"fan-out {sizes.fanout} c={concurrency}"
+    row = time_row("fanout", name, pairs, sizes.fanout, TARGETS["fanout"], what)
     row["concurrency"] = concurrency
     return row
 
@@ -340,17 +367,21 @@ def bench_logs(
 ) -> dict[str, Any]:
     flow = work / "logs.yml"
     flow.write_text(logs_flow(sizes.log_lines))
-    say(f"logs: {sizes.log_lines} lines of {LINE_BYTES} bytes into {name}")
+    say(f"logs: {sizes.log_lines} lines of {LINE_BYTES} bytes into {name}, {sizes.log_pairs} pairs")
 
-    def runner() -> None:
-        execution_id = run_runner(flow, store)
-        stored = store.count_logs(execution_id)
+    def check(execution_id: object) -> None:
+        stored = store.count_logs(str(execution_id))
         if stored != sizes.log_lines:
             raise AssertionError(f"{name}: {stored} log lines stored, expected {sizes.log_lines}")
 
     pairs = Pairs()
-    pairs.measure(sizes.pairs, runner, lambda: raw_logs(client, sizes.log_lines))
-    row = rate_row(f"logs {name}", pairs, sizes.log_lines, TARGETS["logs"])
+    pairs.measure(
+        sizes.log_pairs,
+        lambda: run_runner(flow, store),
+        lambda: raw_logs(client, sizes.log_lines),
+        check,
+    )
+    row = rate_row("logs", f"logs {name}", pairs, sizes.log_lines, TARGETS["logs"])
     row["store"] = name
     return row
 
@@ -359,10 +390,10 @@ def bench_logs_postgres(
     client: docker.APIClient, work: Path, sizes: Sizes, url: str | None
 ) -> dict[str, Any]:
     if not url:
-        return skipped_row("logs postgres", f"skipped: {POSTGRES_URL_ENV} is not set")
+        return skipped_row("logs", "logs postgres", f"skipped: {POSTGRES_URL_ENV} is not set")
     problem = postgres_problem(url)
     if problem is not None:
-        return skipped_row("logs postgres", f"skipped: {problem}")
+        return skipped_row("logs", "logs postgres", f"skipped: {problem}")
     with temporary_postgres_database(url) as db_url:
         store = Store.open(db_url)
         try:
@@ -374,47 +405,53 @@ def bench_logs_postgres(
 def bench_planning(work: Path, sizes: Sizes) -> dict[str, Any]:
     flow = work / "plan.yml"
     flow.write_text(plan_flow(sizes.plan_tasks))
-    say(f"planning: {sizes.plan_tasks} tasks")
-    samples = []
-    for i in range(max(3, sizes.pairs)):
-        started = time.perf_counter()
-        loaded = load_flow(flow)
-        plan = dag.build_plan(loaded.flow)
-        samples.append(time.perf_counter() - started)
-        assert len(plan.order) == sizes.plan_tasks
-        say(f"    run {i + 1}: {samples[-1]:.3f} s")
-    value = statistics.median(samples)
+    say(f"planning: {sizes.plan_tasks} tasks, {sizes.plan_runs} runs")
+    cpu, wall = [], []
+    for i in range(sizes.plan_runs):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        plan = dag.build_plan(load_flow(flow).flow)
+        cpu.append(time.process_time() - started_cpu)
+        wall.append(time.perf_counter() - started)
+        if len(plan.order) != sizes.plan_tasks:
+            raise AssertionError(f"planned {len(plan.order)} tasks, expected {sizes.plan_tasks}")
+        say(f"    run {i + 1}: {cpu[-1]:.3f} s CPU, {wall[-1]:.3f} s wall")
+    value = statistics.median(cpu)
     return {
+        "group": "planning",
         "row": f"planning {sizes.plan_tasks}",
+        "what": "CPU seconds of load_flow (validation) + dag.build_plan",
         "kind": "seconds",
         "value": round(value, 3),
         "ratio": round(value / TARGETS["planning"], 3),  # of the budget
-        "min": round(min(samples), 3),
-        "max": round(max(samples), 3),
+        "min": round(min(cpu), 3),
+        "max": round(max(cpu), 3),
+        "wall_s": round(statistics.median(wall), 3),
         "target": f"< {TARGETS['planning']:g} s",
         "ok": value < TARGETS["planning"],
-        "samples_s": [round(s, 3) for s in samples],
+        "samples_cpu_s": [round(s, 3) for s in cpu],
     }
 
 
 def bench_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
     flow = work / "wide.yml"
     flow.write_text(wide_flow(sizes.memory_tasks, sizes.memory_concurrency))
-    db = work / "memory.db"
     say(
         f"memory: `runner run` of {sizes.memory_tasks} tasks at concurrency {sizes.memory_concurrency}"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     args = [
         sys.executable, "-m", "runner", "run", str(flow),
-        "--db", f"sqlite:///{db}",
+        "--db", f"sqlite:///{work / 'memory.db'}",
         "--concurrency", str(sizes.memory_concurrency),
         "--log-format", "json",
     ]  # fmt: skip
     started = time.perf_counter()
     with open(os.devnull, "w") as devnull:
         proc = subprocess.Popen(args, cwd=work, env=env, stdout=devnull, stderr=devnull)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
         proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
@@ -422,51 +459,57 @@ def bench_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
     peak_mb = usage.ru_maxrss / 1024  # KiB on Linux
     say(f"    peak RSS {peak_mb:.1f} MB in {elapsed:.1f} s")
     return {
+        "group": "memory",
         "row": f"memory {sizes.memory_tasks} c={sizes.memory_concurrency}",
+        "what": "peak RSS (os.wait4 ru_maxrss) of `python -m runner run`",
         "kind": "megabytes",
         "value": round(peak_mb, 1),
         "ratio": round(peak_mb / TARGETS["memory"], 3),  # of the budget
         "target": f"< {TARGETS['memory']:g} MB",
         "ok": peak_mb < TARGETS["memory"],
-        "method": "os.wait4 ru_maxrss of `python -m runner run`",
         "wall_s": round(elapsed, 1),
     }
 
 
-# -- output -----------------------------------------------------------------------------------
+# -- output -------------------------------------------------------------------------------
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'row':<24} {'verdict':<34} {'runner':>14} {'raw':>14} {'target':>10}  ok"
+    """One line a row: the verdict (median ratio, [range], pairs) first, then medians."""
+    head = f"{'row':<22} {'verdict':<31} {'target':>9} {'ok':>3}   {'runner':>12} {'raw':>12}  note"
     lines = [head, "-" * len(head)]
     for r in rows:
-        ok = {True: "yes", False: "NO", None: "-"}[r["ok"]]
         if r["kind"] == "skipped":
-            lines.append(f"{r['row']:<24} {r['reason']}")
+            lines.append(f"{r['row']:<22} {r['reason']}")
             continue
+        ok = {True: "yes", False: "NO", None: "-"}[r["ok"]]
+        note = ""
+        if r["kind"] in ("time_ratio", "rate_ratio"):
+            verdict = (
+                f"{r['ratio']:.3f}x [{r['ratio_min']:.3f}-{r['ratio_max']:.3f}] n={r['pairs']}"
+            )
         if r["kind"] == "time_ratio":
-            verdict = (
-                f"{r['ratio']:.3f}x [{r['ratio_min']:.3f}-{r['ratio_max']:.3f}] n={r['pairs']}"
-            )
             a, b = f"{r['runner_s']:.2f} s", f"{r['raw_s']:.2f} s"
-            verdict += f" {r['overhead_ms_per_task']:+.0f}ms/t"
+            note = f"{r['overhead_ms_per_task']:+.1f} ms/task"
         elif r["kind"] == "rate_ratio":
-            verdict = (
-                f"{r['ratio']:.3f}x [{r['ratio_min']:.3f}-{r['ratio_max']:.3f}] n={r['pairs']}"
-            )
-            a = f"{r['runner_lines_per_s'] / 1000:.0f}k lines/s"
-            b = f"{r['raw_lines_per_s'] / 1000:.0f}k lines/s"
+            a = f"{r['runner_lines_per_s'] / 1000:.1f}k/s"
+            b = f"{r['raw_lines_per_s'] / 1000:.1f}k/s"
+            note = f"{r['lines_stored']} of {r['lines']} lines stored"
         elif r["kind"] == "seconds":
-            verdict = f"{r['value']:.3f} s [{r['min']:.3f}-{r['max']:.3f}]"
-            a, b = f"{r['value']:.3f} s", "-"
+            verdict = f"{r['value']:.3f} s CPU [{r['min']:.3f}-{r['max']:.3f}]"
+            a, b = f"{r['wall_s']:.3f} s", "-"
+            note = "runner column: wall time"
         else:
             verdict = f"{r['value']:.1f} MB peak RSS"
             a, b = f"{r['value']:.1f} MB", "-"
-        lines.append(f"{r['row']:<24} {verdict:<34} {a:>14} {b:>14} {r['target']:>10}  {ok}")
+            note = f"{r['wall_s']:.0f} s run"
+        lines.append(
+            f"{r['row']:<22} {verdict:<31} {r['target']:>9} {ok:>3}   {a:>12} {b:>12}  {note}"
+        )
     return "\n".join(lines)
 
 
-def machine() -> dict[str, Any]:
+def machine(client: docker.APIClient) -> dict[str, Any]:
     info: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
@@ -474,60 +517,71 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "docker_sdk": docker.__version__,
     }
+    with contextlib.suppress(Exception):
+        version = client.version()
+        info["engine"] = version.get("Version")
+        info["log_driver"] = client.info().get("LoggingDriver")
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 info["cpu"] = line.split(":", 1)[1].strip()
                 break
+        load = Path("/proc/loadavg").read_text().split()[:3]
+        info["loadavg_at_end"] = " ".join(load)
     return info
 
 
 def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes and one pair")
-    parser.add_argument("--pairs", type=int, help="A/B pairs per row (at least 3 for a verdict)")
-    parser.add_argument("--chain", type=int, help="tasks in the chain")
-    parser.add_argument("--fanout", type=int, help="tasks in the fan-out")
-    parser.add_argument(
-        "--concurrency", type=int, action="append", help="fan-out concurrency (repeat)"
+    parser = argparse.ArgumentParser(
+        description="Measure runner's overhead against raw Docker SDK calls."
     )
-    parser.add_argument("--log-lines", type=int, help="lines of the log task")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one pair (no verdict)")
+    parser.add_argument("--pairs", type=int, help="A/B pairs of the chain and fan-out rows")
+    parser.add_argument("--log-pairs", type=int, help="A/B pairs of the log rows")
+    parser.add_argument("--chain", type=int, help="tasks of the chain")
+    parser.add_argument("--fanout", type=int, help="tasks of the fan-out")
+    parser.add_argument(
+        "--concurrency", type=int, action="append", help="a fan-out concurrency (repeat)"
+    )
+    parser.add_argument("--log-lines", type=int, help="lines the log task prints")
     parser.add_argument("--plan-tasks", type=int, help="tasks of the planned DAG")
+    parser.add_argument("--plan-runs", type=int, help="times the DAG is loaded and planned")
     parser.add_argument("--memory-tasks", type=int, help="tasks of the memory flow")
     parser.add_argument(
-        "--only",
-        action="append",
-        choices=["chain", "fanout", "logs", "planning", "memory"],
-        help="run only these rows (repeat); default all",
+        "--only", action="append", choices=GROUPS, help="run only this row group (repeat)"
     )
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get(POSTGRES_URL_ENV),
-        help=f"default ${POSTGRES_URL_ENV}",
+        help=f"server for the Postgres log row (default ${POSTGRES_URL_ENV}; unset: skipped)",
     )
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
-    overrides = {
+    given = {
         "pairs": args.pairs,
+        "log_pairs": args.log_pairs,
         "chain": args.chain,
         "fanout": args.fanout,
         "concurrencies": tuple(args.concurrency) if args.concurrency else None,
         "log_lines": args.log_lines,
         "plan_tasks": args.plan_tasks,
+        "plan_runs": args.plan_runs,
         "memory_tasks": args.memory_tasks,
     }
-    sizes = Sizes(**{**sizes.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+    sizes = replace(sizes, **{k: v for k, v in given.items() if v is not None})
     return sizes, args
 
 
 def main(argv: list[str] | None = None) -> int:
     sizes, args = parse_args(argv)
-    only = set(args.only or ["chain", "fanout", "logs", "planning", "memory"])
-    logs.configure("json", stream=open(os.devnull, "w"))  # noqa: SIM115  (lives as long as the process)
-    # DOCKER_HOST etc. as docker.from_env reads them; a pool as large as the runner's
-    client = docker.APIClient(max_pool_size=64, **docker.utils.kwargs_from_env())
-    client.inspect_image(IMAGE)  # fail early without the image: nothing can be pulled
+    only = set(args.only or GROUPS)
+    devnull = open(os.devnull, "w")  # noqa: SIM115  (the log stream lives as long as the run)
+    logs.configure("json", stream=devnull)
+    # DOCKER_HOST and friends as docker.from_env reads them; a pool as large as the runner's
+    client = docker.APIClient(max_pool_size=64, **kwargs_from_env())
+    # fail at once without the image: nothing can be pulled
+    client.inspect_image(IMAGE)  # type: ignore[no-untyped-call]  # the stubs leave it untyped
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as tmp:
         work = Path(tmp)
@@ -545,20 +599,24 @@ def main(argv: list[str] | None = None) -> int:
             if "memory" in only:
                 rows.append(bench_memory(work, sizes))
         finally:
-            for c in client.containers(all=True, filters={"label": BENCH_LABEL}):
-                client.remove_container(c["Id"], v=True, force=True)
-            client.close()
+            for leftover in client.containers(all=True, filters={"label": BENCH_LABEL}):
+                client.remove_container(leftover["Id"], v=True, force=True)
     report = {
         "bench": "runner-overhead",
-        "machine": machine(),
-        "sizes": sizes.__dict__,
+        "quick": args.quick,
+        "machine": machine(client),
+        "sizes": asdict(sizes),
         "rows": rows,
     }
+    client.close()
     if not args.json_only:
+        m = report["machine"]
         print(
-            f"runner overhead, {report['machine']['date']}, {report['machine'].get('cpu', '?')}, "
-            f"{report['machine']['cpus']} cpus, pairs={sizes.pairs}"
+            f"runner overhead: {m['date']}, {m.get('cpu', '?')} x{m['cpus']}, "
+            f"engine {m.get('engine', '?')} ({m.get('log_driver', '?')}), Python {m['python']}"
         )
+        if args.quick:
+            print("quick check: sizes and pairs too small for a verdict")
         print(table(rows))
     print(json.dumps(report, sort_keys=True))
     return 0

@@ -1,0 +1,51 @@
+"""The overhead benchmark (bench/overhead.py) runs end to end in its smallest configuration.
+
+Only that it runs and reports every row is checked here; the ratios are not asserted,
+because timings on a shared test machine prove nothing (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.integration.helpers import REPO
+
+SMALLEST = [
+    "--quick",
+    "--chain", "1",
+    "--fanout", "2",
+    "--concurrency", "2",
+    "--log-lines", "200",
+    "--plan-tasks", "20",
+    "--memory-tasks", "2",
+    "--json-only",
+]  # fmt: skip
+
+
+def test_the_benchmark_reports_all_five_rows(docker_client: object, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "overhead.py"), *SMALLEST],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = report["rows"]
+    assert {row["group"] for row in rows} == {"chain", "fanout", "logs", "planning", "memory"}
+    by_name = {row["row"]: row for row in rows}
+    assert {"chain 1", "fan-out 2 c=2", "logs sqlite", "logs postgres", "planning 20"} <= set(
+        by_name
+    )
+    for row in rows:
+        if row["kind"] == "skipped":  # only the Postgres row, without a server
+            assert row["row"] == "logs postgres" and row["reason"].startswith("skipped")
+            continue
+        assert isinstance(row["ok"], bool)
+        assert row["ratio"] > 0
+    assert by_name["logs sqlite"]["lines_stored"] == 200
+    assert by_name["memory 2 c=8"]["value"] > 0

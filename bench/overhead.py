@@ -438,10 +438,8 @@ def bench_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
     say(
         f"memory: `runner run` of {sizes.memory_tasks} tasks at concurrency {sizes.memory_concurrency}"
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # this checkout's runner
     args = [
         sys.executable, "-m", "runner", "run", str(flow),
         "--db", f"sqlite:///{work / 'memory.db'}",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from runner.errors import CycleError
@@ -45,9 +46,7 @@ class Plan:
     nodes: Mapping[str, Node]
     upstream: Mapping[str, frozenset[str]]
     downstream: Mapping[str, frozenset[str]]
-    task_upstream: Mapping[
-        str, frozenset[str]
-    ]  # task id -> every task id it transitively waits for
+    task_upstream: Mapping[str, AbstractSet[str]]  # task id -> every task it transitively waits for
 
     def nodes_of(self, task_id: str) -> list[str]:
         return [n for n in self.order if self.nodes[n].task_id == task_id]
@@ -200,7 +199,7 @@ def build_plan(flow: Flow) -> Plan:
         nodes=nodes,
         upstream=upstream,
         downstream={n: frozenset(d) for n, d in downstream.items()},
-        task_upstream=_transitive(edges),
+        task_upstream=_TaskUpstream(edges),
     )
 
 
@@ -224,27 +223,57 @@ def _label(value: str | int | float | bool) -> str:
     return str(value)
 
 
-def _transitive(edges: Mapping[str, tuple[str, ...]]) -> dict[str, frozenset[str]]:
-    """task -> every task it waits for, directly or not (edges are acyclic here)."""
-    result: dict[str, frozenset[str]] = {}
-    for root in edges:
-        if root in result:
-            continue
-        stack: list[tuple[str, bool]] = [(root, False)]
-        while stack:
-            task_id, expanded = stack.pop()
-            if task_id in result:
-                continue
-            if expanded:
-                acc: set[str] = set()
-                for up in edges[task_id]:
-                    acc.add(up)
-                    acc |= result[up]
-                result[task_id] = frozenset(acc)
-            else:
-                stack.append((task_id, True))
-                stack.extend((up, False) for up in edges[task_id] if up not in result)
-    return result
+class _TaskUpstream(Mapping[str, AbstractSet[str]]):
+    """task -> every task it waits for, directly or not; each set is found when first used.
+
+    Building every closure up front costs tasks x ancestors in time and memory (10,000
+    tasks: seconds, and sets that slow every later garbage collection), while only a task
+    whose templates name `outputs.X` ever asks whether X is among them.
+    """
+
+    def __init__(self, edges: Mapping[str, tuple[str, ...]]) -> None:
+        self._edges = edges
+
+    def __getitem__(self, task_id: str) -> AbstractSet[str]:
+        if task_id not in self._edges:
+            raise KeyError(task_id)
+        return _Ancestors(self._edges, task_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._edges)
+
+    def __len__(self) -> int:
+        return len(self._edges)
+
+
+class _Ancestors(AbstractSet[str]):
+    """The tasks `task_id` transitively waits for, walked on first use."""
+
+    def __init__(self, edges: Mapping[str, tuple[str, ...]], task_id: str) -> None:
+        self._edges = edges
+        self._task_id = task_id
+        self._found: frozenset[str] | None = None
+
+    def _all(self) -> frozenset[str]:
+        if self._found is None:
+            seen: set[str] = set()
+            stack = list(self._edges[self._task_id])
+            while stack:
+                current = stack.pop()
+                if current not in seen:
+                    seen.add(current)
+                    stack.extend(self._edges[current])
+            self._found = frozenset(seen)
+        return self._found
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 def _edges(flow: Flow) -> dict[str, tuple[str, ...]]:

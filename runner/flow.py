@@ -6,6 +6,7 @@ and ordering tasks is `dag`'s.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import shlex
@@ -213,6 +214,12 @@ class TaskDefaults(_TaskFields):
     """What `defaults:` may set: every task field but `id` and `depends_on`."""
 
 
+@functools.lru_cache(maxsize=256)
+def _split_words(text: str) -> tuple[str, ...]:
+    """shlex.split, remembered: every task of a big flow checks the same interpreter."""
+    return tuple(shlex.split(text))
+
+
 MatrixValue = Annotated[str | int | float | bool, Field(union_mode="left_to_right")]
 MAX_MATRIX_COMBINATIONS = 1000
 
@@ -271,7 +278,7 @@ class Task(_TaskFields):
         if isinstance(self.interpreter, str):
             # checked here, not when the container starts: `python 'x` must fail at load
             try:
-                words = shlex.split(self.interpreter)
+                words = _split_words(self.interpreter)
             except ValueError as exc:
                 raise ValueError(
                     f"interpreter {self.interpreter!r} cannot be split into words: {exc}"

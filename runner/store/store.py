@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import structlog
 from alembic import command
@@ -136,9 +136,12 @@ def _iso(value: datetime | None) -> str | None:
 # -- records -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class NewLogLine:
-    """A log line on its way into the store (see `Store.append_logs` and `LogWriter`)."""
+class NewLogLine(NamedTuple):
+    """A log line on its way into the store (see `Store.append_logs` and `LogWriter`).
+
+    A NamedTuple rather than a frozen dataclass: one is made per line of task output, and
+    a frozen dataclass's __init__ costs three times as much (1.8 us against 0.6 us).
+    """
 
     execution_id: str
     task_run_id: int
@@ -829,8 +832,10 @@ class Store:
         with self._writing(f"store {len(lines)} log lines") as conn:
             if self._sqlite_log_insert is not None:
                 sql, to_time = self._sqlite_log_insert
-                rows = [
-                    (
+                values = [
+                    value
+                    for ln in lines
+                    for value in (
                         ln.execution_id,
                         ln.task_run_id,
                         ln.task_id,
@@ -838,9 +843,29 @@ class Store:
                         ln.stream,
                         ln.line,
                     )
-                    for ln in lines
                 ]
-                conn.exec_driver_sql(sql, rows)
+                # Groups of _SQLITE_ROWS_PER_INSERT rows per statement, then the rest one
+                # row per statement, so the rows keep their order. sqlite3 lets go of the
+                # GIL for every statement it steps: one row each made the thread reading
+                # the container's output wait for the GIL thousands of times per batch.
+                width = len(_LOG_COLUMNS)
+                group = _SQLITE_ROWS_PER_INSERT * width
+                whole = len(values) - len(values) % group
+                if whole:
+                    grouped = sql.replace(
+                        _SQLITE_ONE_ROW, ", ".join([_SQLITE_ONE_ROW] * _SQLITE_ROWS_PER_INSERT)
+                    )
+                    conn.exec_driver_sql(
+                        grouped, [tuple(values[i : i + group]) for i in range(0, whole, group)]
+                    )
+                if whole < len(values):
+                    conn.exec_driver_sql(
+                        sql,
+                        [tuple(values[i : i + width]) for i in range(whole, len(values), width)],
+                    )
+                return
+            if conn.dialect.driver == "psycopg":
+                _copy_log_lines(conn, lines)
                 return
             conn.execute(
                 insert(log_lines),
@@ -987,6 +1012,44 @@ def _task_run_record(row: Any) -> TaskRunRecord:
 
 
 _LOG_COLUMNS = ("execution_id", "task_run_id", "task_id", "time", "stream", "line")
+_SQLITE_ONE_ROW = "(" + ", ".join(["?"] * len(_LOG_COLUMNS)) + ")"
+_SQLITE_ROWS_PER_INSERT = 150  # 900 parameters: under SQLite's oldest limit of 999
+_PG_LOG_COPY = f"COPY log_lines ({', '.join(_LOG_COLUMNS)}) FROM STDIN"
+
+
+def _copy_log_lines(conn: Connection, lines: Sequence[NewLogLine]) -> None:
+    """Store log lines with PostgreSQL's COPY through psycopg, in the caller's transaction.
+
+    An executemany INSERT costs about 60 us of wall time and 20 us of CPU per line here
+    (parameters bound row by row, statements parsed by the server); COPY streams the rows
+    in one command: about 9 us and 3 us. psycopg's errors are raised as SQLAlchemy's, as
+    an INSERT's would be, so that the caller's retry and outage handling apply.
+    """
+    import psycopg  # the driver of this dialect, so installed
+
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(_PG_LOG_COPY) as copy:
+            write_row = copy.write_row
+            for ln in lines:
+                when = ln.time if ln.time.tzinfo is not None else ln.time.replace(tzinfo=UTC)
+                write_row((ln.execution_id, ln.task_run_id, ln.task_id, when, ln.stream, ln.line))
+    except psycopg.Error as exc:
+        invalidated = conn.dialect.is_disconnect(
+            exc,  # type: ignore[arg-type]  # psycopg's Error is this dialect's DBAPI Error
+            conn.connection.dbapi_connection,
+            cursor,
+        )
+        raise sa_exc.DBAPIError.instance(
+            _PG_LOG_COPY,
+            None,
+            exc,
+            psycopg.Error,
+            connection_invalidated=invalidated,
+            dialect=conn.dialect,
+        ) from exc
+    finally:
+        cursor.close()
 
 
 def _sqlite_log_insert(dialect: Dialect) -> tuple[str, Callable[[Any], Any]] | None:
@@ -1003,7 +1066,7 @@ def _sqlite_log_insert(dialect: Dialect) -> tuple[str, Callable[[Any], Any]] | N
     sql = str(compiled)
     if not compiled.positional or tuple(compiled.positiontup or ()) != _LOG_COLUMNS:
         return None  # not the statement this shortcut was written for: use Core
-    if "RETURNING" in sql.upper():
+    if "RETURNING" in sql.upper() or not sql.endswith(f"VALUES {_SQLITE_ONE_ROW}"):
         return None
     time_type = log_lines.c.time.type.dialect_impl(dialect)
     to_time = time_type.bind_processor(dialect) or (lambda value: value)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -22,7 +25,9 @@ from runner import api, dag, logs
 from runner.errors import FlowError, RunnerError
 from runner.execution import ExecutionState
 from runner.inputs import parse_input_args
+from runner.lease import Lease
 from runner.loader import load_flow
+from runner.restart import RestartPlan
 from runner.settings import (
     ARTIFACTS_DIR_ENV,
     DATABASE_URL_ENV,
@@ -37,6 +42,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 F = TypeVar("F", bound=Callable[..., Any])
 
 _STATE_STYLE = {
+    "QUEUED": "blue",
+    "CANCELLED": "magenta",
     "SUCCESS": "green",
     "FAILED": "red",
     "KILLED": "magenta",
@@ -70,13 +77,55 @@ def _db_option(func: F) -> F:
 
 
 def _open_store(db_url: str | None) -> Store:
-    return api.open_store(db_url)
+    """Open the database and end the executions whose runner died, saying so. One whose
+    task still runs is followed by `runner recover` in the background: a command that
+    only lists executions must not wait for a container to end."""
+    url = db_url or default_database_url()
+    store = api.open_store(url)
+    try:
+        for recovered in api.recover(store, follow=_follow_in_background(url)):
+            click.echo(f"recovered {recovered}", err=True)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _follow_in_background(db_url: str) -> Callable[[Lease], None]:
+    def follow(lease: Lease) -> None:
+        log_path = Path(tempfile.gettempdir()) / f"runner-recover-{lease.execution_id}.log"
+        # The URL may hold a password: through the environment, not the command line.
+        env = {**os.environ, DATABASE_URL_ENV: db_url}
+        detach: dict[str, Any] = {"start_new_session": True}  # Ctrl-C here must not stop it
+        if sys.platform == "win32":
+            detach = {
+                "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
+            }
+        with open(log_path, "ab") as out:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "runner", "recover", lease.execution_id],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                **detach,
+            )
+        click.echo(
+            f"execution {lease.execution_id}: its runner ({lease.holder}) died while a task"
+            f" still runs; following it in the background (pid {child.pid}, log {log_path})",
+            err=True,
+        )
+
+    return follow
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="runner")
 def cli() -> None:
     """Run YAML flows of containers and keep a record of every run."""
+    # Commands that read the database print only warnings (a recovered execution);
+    # `run` and `restart` configure their own output.
+    logs.configure("console", quiet=True)
 
 
 @cli.command()
@@ -157,9 +206,178 @@ def run(
     finally:
         store.close()
     _print_summary(record)
-    if result.state is ExecutionState.KILLED:
+    _exit_for(result.state)
+
+
+def _exit_for(state: ExecutionState) -> NoReturn:
+    if state is ExecutionState.KILLED:
         sys.exit(EXIT_INTERRUPTED)
-    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+    sys.exit(EXIT_OK if state in (ExecutionState.SUCCESS, ExecutionState.WARNING) else EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("execution")
+@click.option(
+    "--from",
+    "from_task",
+    metavar="TASK",
+    help="Also rerun TASK (and everything downstream of it), even if it succeeded.",
+)
+@_db_option
+@click.option("--concurrency", type=click.IntRange(min=1), help="Most tasks running at once.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    envvar=LOG_FORMAT_ENV,
+    default="console",
+    show_default=True,
+    help="How events and task output are printed on stderr.",
+)
+@click.option(
+    "--keep-workspace", is_flag=True, help="Keep the workspace volume even after success."
+)
+@click.option("--env", "allow_env", multiple=True, metavar="NAME", help="As for `run`.")
+@click.option(
+    "--artifacts-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    envvar=ARTIFACTS_DIR_ENV,
+    help=f"Where task artifacts are copied [env {ARTIFACTS_DIR_ENV}].",
+)
+def restart(
+    execution: str,
+    from_task: str | None,
+    db_url: str | None,
+    concurrency: int | None,
+    log_format: str,
+    keep_workspace: bool,
+    allow_env: Sequence[str],
+    artifacts_dir: str | None,
+) -> None:
+    """Run a FAILED or KILLED execution again from where it failed.
+
+    The task runs that did not succeed, and everything downstream of them, get new
+    attempts in the same execution; the others keep their outputs and their files in the
+    kept workspace. EXECUTION may be a unique id prefix.
+    """
+    logs.configure("json" if log_format == "json" else "console")
+    store = _open_store(db_url)
+    try:
+
+        def announce(execution_id: str, plan: RestartPlan) -> None:
+            reused = len(plan.reused)
+            click.echo(
+                f"execution {execution_id}: rerunning {len(plan.rerun)} task run(s)"
+                f"{f', reusing {reused}' if reused else ''}"
+            )
+
+        result = api.restart_execution(
+            execution,
+            from_task=from_task,
+            store=store,
+            concurrency=concurrency,
+            keep_workspace=keep_workspace,
+            allow_env=allow_env,
+            artifacts_dir=artifacts_dir,
+            handle_signals=True,
+            on_restarted=announce,
+        )
+        record = store.get_execution(result.execution_id)
+    finally:
+        store.close()
+    _print_summary(record)
+    _exit_for(result.state)
+
+
+@cli.command()
+@click.argument("execution")
+@_db_option
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the execution to end.",
+)
+def kill(execution: str, db_url: str | None, wait_s: float) -> None:
+    """Kill a running or queued execution, from any machine sharing the database.
+
+    The process running it stops its containers and records KILLED; if that process is
+    gone, this command does it. EXECUTION may be a unique id prefix.
+    """
+    store = _open_store(db_url)
+    try:
+        record = store.get_execution(execution)
+        if record.state.is_final:
+            _fail(f"execution {record.id} already ended: {record.state.value}", EXIT_FAILED)
+        state = api.kill_execution(record.id, store=store, wait_s=wait_s)
+    finally:
+        store.close()
+    if state is ExecutionState.KILLED:
+        click.echo(f"execution {record.id} KILLED")
+        sys.exit(EXIT_OK)
+    if state.is_final:
+        _fail(f"execution {record.id} ended {state.value} before it could be killed", EXIT_FAILED)
+    _fail(
+        f"asked execution {record.id} to stop, but it is still {state.value} after"
+        f" {wait_s:g} s; its runner stops it at its next heartbeat, or `runner kill` again",
+        EXIT_FAILED,
+    )
+
+
+@cli.command()
+@click.argument("execution", required=False)
+@_db_option
+def recover(execution: str | None, db_url: str | None) -> None:
+    """End executions whose runner died, following their running tasks to the end.
+
+    Every command does this when it opens the database, and hands an execution whose
+    task still runs to `runner recover EXECUTION` in the background; this command does
+    it in the foreground (it waits for those tasks to end).
+    """
+    logs.configure("console")
+    store = api.open_store(db_url)
+    try:
+        execution_id = store.get_execution(execution).id if execution else None
+        recovered = api.recover(store, execution_id=execution_id)
+    finally:
+        store.close()
+    for done in recovered:
+        click.echo(f"recovered {done}")
+    if not recovered:
+        click.echo("nothing to recover")
+
+
+@cli.command()
+@_db_option
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def gc(db_url: str | None, dry_run: bool) -> None:
+    """Remove the containers and volumes of executions that have ended.
+
+    Kept workspaces of failed executions go too (a restart then reruns every task).
+    Those of running executions, and of executions this database does not know, stay.
+    """
+    store = _open_store(db_url)
+    try:
+        garbage = api.collect_garbage(store, dry_run=dry_run)
+    finally:
+        store.close()
+    verb = "would remove" if dry_run else "removed"
+    for resource in garbage.removed:
+        click.echo(
+            f"{verb} {resource.kind} {resource.name[:64]} (execution {resource.execution_id})"
+        )
+    containers = sum(1 for r in garbage.removed if r.kind == "container")
+    volumes = len(garbage.removed) - containers
+    kept = []
+    if garbage.kept_active:
+        kept.append(f"{garbage.kept_active} of running executions")
+    if garbage.kept_unknown:
+        kept.append(f"{garbage.kept_unknown} of executions this database does not know")
+    click.echo(
+        f"{verb} {containers} container(s) and {volumes} volume(s)"
+        + (f"; kept {', '.join(kept)}" if kept else "")
+    )
 
 
 @cli.command()

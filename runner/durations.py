@@ -27,11 +27,33 @@ _ISO = re.compile(
 _DURATION_HELP = "use e.g. 30s, 10m, 1h30m, 500ms, PT10M or a number of seconds"
 
 
+MAX_DURATION = timedelta(days=36500)
+"""The longest duration taken (100 years): Python's waits and timers refuse more than
+about 292 years (`threading.TIMEOUT_MAX`), and `timedelta` more than 999999999 days."""
+
+
 def parse_duration(value: Any) -> timedelta:
     """`30s`, `10m`, `1h30m`, `500ms`, `2d`, `PT1H30M`, `P1D`, or a number of seconds."""
+    try:
+        delta: timedelta | None = _to_timedelta(value)
+    except OverflowError:  # inf, or beyond what timedelta holds
+        delta = None
+    if delta is None or delta > MAX_DURATION:
+        raise ValueError(f"duration {_short(value)} is too long (at most 36500d, 100 years)")
+    return delta
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
+def _to_timedelta(value: Any) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"a duration must be text like 30s or a number of seconds, not {value!r}")
     if isinstance(value, int | float):
+        if value != value:  # NaN
+            raise ValueError(f"a duration must be a number of seconds, not {value!r}")
         if value < 0:
             raise ValueError(f"a duration cannot be negative: {value!r}")
         return timedelta(seconds=value)
@@ -112,6 +134,8 @@ _SIZE_UNITS = {
 _SIZE = re.compile(rf"^({_NUMBER})\s*([a-z]*)$")
 # Below this the Docker engine refuses to create the container.
 MIN_MEMORY_BYTES = 6 * 1024**2
+# The engine reads the limit into an int64.
+MAX_MEMORY_BYTES = 2**63 - 1
 
 
 def parse_memory(value: Any) -> int:
@@ -123,7 +147,12 @@ def parse_memory(value: Any) -> int:
         raise ValueError(
             f"{value!r} is not a memory size (use e.g. 512m, 1g, 256MiB; units k, m, g)"
         )
-    size = int(float(match[1]) * _SIZE_UNITS[match[2]])
+    try:
+        size = int(float(match[1]) * _SIZE_UNITS[match[2]])
+    except OverflowError:  # more digits than a float holds: inf
+        size = MAX_MEMORY_BYTES + 1
+    if size > MAX_MEMORY_BYTES:
+        raise ValueError(f"memory {_short(value)} is larger than Docker takes (8 EiB)")
     if size < MIN_MEMORY_BYTES:
         raise ValueError(f"memory {value!r} is below Docker's minimum of 6m")
     return size

@@ -16,19 +16,20 @@ from typing import Any, Literal
 
 class ExecutionState(StrEnum):
     CREATED = "CREATED"
+    QUEUED = "QUEUED"  # waiting for a slot of the flow's `concurrency.limit`
     RUNNING = "RUNNING"
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
     KILLED = "KILLED"
     WARNING = "WARNING"  # a task failed, but it had `allow_failure: true`
+    CANCELLED = "CANCELLED"  # never ran: the flow's concurrency limit said `cancel`
 
     @property
     def is_final(self) -> bool:
-        return self in (
-            ExecutionState.SUCCESS,
-            ExecutionState.FAILED,
-            ExecutionState.KILLED,
-            ExecutionState.WARNING,
+        return self not in (
+            ExecutionState.CREATED,
+            ExecutionState.QUEUED,
+            ExecutionState.RUNNING,
         )
 
 
@@ -123,6 +124,25 @@ class ContainerExit:
     error: str | None = None  # the engine's own error, if any
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    """A container as the engine sees it now (for recovering an orphaned execution)."""
+
+    id: str
+    running: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ManagedResource:
+    """A container or volume runner created, found by its labels (for `runner gc`)."""
+
+    kind: Literal["container", "volume"]
+    name: str  # a container id, or a volume name
+    execution_id: str
+    running: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from runner.durations import Duration, MemorySize
+from runner.durations import MAX_DURATION, Duration, MemorySize
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -128,6 +128,41 @@ def check_volume(spec: str) -> str:
 VolumeSpec = Annotated[str, AfterValidator(check_volume)]
 
 
+class ConcurrencyBehavior(StrEnum):
+    QUEUE = "queue"  # wait in state QUEUED for a slot
+    CANCEL = "cancel"  # end at once in state CANCELLED
+    FAIL = "fail"  # end at once in state FAILED
+
+
+def _lower(value: Any) -> Any:
+    # Kestra writes QUEUE / CANCEL / FAIL
+    return value.lower() if isinstance(value, str) else value
+
+
+class Concurrency(_Model):
+    """`concurrency:` of a flow. `limit`: most executions of this flow running at once,
+    across every process sharing the database, and `behavior` for one over the limit.
+    `tasks`: most tasks of one execution running at once. A bare number is `tasks`."""
+
+    # strict: YAML's `limit: yes` is a bool, which lax mode would take as 1
+    limit: int | None = Field(default=None, ge=1, strict=True)
+    behavior: Annotated[ConcurrencyBehavior, BeforeValidator(_lower)] = ConcurrencyBehavior.QUEUE
+    tasks: int | None = Field(default=None, ge=1, strict=True)
+
+
+def _concurrency_number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(
+            f"expected a number of tasks or a mapping with limit, behavior, tasks;"
+            f" got {str(value).lower()}"
+        )
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return {"tasks": value}
+    return value
+
+
 class Retry(_Model):
     """How often and how soon a failed task is tried again (`attempts` counts the first).
 
@@ -156,8 +191,9 @@ class Retry(_Model):
         """Seconds to wait after failed `attempt` (1-based): delay * backoff**(attempt-1),
         at most max_delay; with jitter a random time between 0 and that ("full jitter")."""
         seconds = self.delay.seconds * self.backoff ** (attempt - 1)
-        if self.max_delay is not None:
-            seconds = min(seconds, self.max_delay.seconds)
+        # Without max_delay, a backoff grows past what a wait accepts (threading.TIMEOUT_MAX).
+        max_delay = self.max_delay.delta if self.max_delay is not None else MAX_DURATION
+        seconds = min(seconds, max_delay.total_seconds())
         return seconds * rand() if self.jitter else seconds
 
 
@@ -299,8 +335,7 @@ class Flow(_Model):
     labels: dict[str, EnvValue] = Field(default_factory=dict)
     inputs: tuple[FlowInput, ...] = ()
     env: dict[str, EnvValue] = Field(default_factory=dict)
-    # strict: YAML's `concurrency: yes` is a bool, which lax mode would take as 1
-    concurrency: int | None = Field(default=None, ge=1, strict=True)
+    concurrency: Annotated[Concurrency, BeforeValidator(_concurrency_number)] = Concurrency()
     defaults: TaskDefaults | None = None
     variables: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Any] = Field(
         default_factory=dict
@@ -331,19 +366,37 @@ class Flow(_Model):
 
     @staticmethod
     def _with_defaults(defaults: dict[str, Any], tasks: list[Any]) -> list[Any]:
+        everything = {k: v for k, v in defaults.items() if k not in ("id", "depends_on")}
+        # A task that sets a member of a pair inherits neither from defaults; a pair
+        # defaults does not touch changes nothing. What a task inherits is worked out once
+        # per choice of pairs, not once per task (a flow may have thousands).
+        pairs = [pair for pair in _EXCLUSIVE_PAIRS if any(key in everything for key in pair)]
+        paired = {key for pair in pairs for key in pair}
+        inherited_for: dict[frozenset[str], dict[str, Any]] = {}
+        default_env = defaults.get("env")
         merged = []
         for task in tasks:
             if not isinstance(task, dict):
                 merged.append(task)
                 continue
-            inherited = {k: v for k, v in defaults.items() if k not in ("id", "depends_on")}
-            for pair in _EXCLUSIVE_PAIRS:
-                if any(task.get(key) is not None for key in pair):
-                    for key in pair:
-                        inherited.pop(key, None)
+            inherited = everything
+            if not paired.isdisjoint(task):
+                left_out = frozenset(
+                    key
+                    for pair in pairs
+                    if any(task.get(member) is not None for member in pair)
+                    for key in pair
+                )
+                if left_out:
+                    found = inherited_for.get(left_out)
+                    if found is None:
+                        found = inherited_for[left_out] = {
+                            k: v for k, v in everything.items() if k not in left_out
+                        }
+                    inherited = found
             combined = {**inherited, **task}
-            if isinstance(defaults.get("env"), dict) and isinstance(task.get("env"), dict):
-                combined["env"] = {**defaults["env"], **task["env"]}
+            if isinstance(default_env, dict) and isinstance(task.get("env"), dict):
+                combined["env"] = {**default_env, **task["env"]}
             merged.append(combined)
         return merged
 

@@ -10,13 +10,12 @@ leaves this module is `FlowError`.
 
 from __future__ import annotations
 
-import gc
 import hashlib
+import operator
 import os
 import re
 import types
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -50,7 +49,6 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _TYPED_TAGS = frozenset(
     f"tag:yaml.org,2002:{name}" for name in ("bool", "int", "float", "timestamp")
 )
-_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None)  # PyYAML built with libyaml
 _SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -58,35 +56,106 @@ class LineMap(Mapping[Loc, Position]):
     """Where each mapping key and sequence item of a flow file starts: loc -> (line, column).
 
     A loc is the path pydantic uses: `("tasks", 1, "image")`. The root is `()`.
+
+    Kept as a tree with one `_Level` per mapping or list of the file, each position packed
+    into one int: a 10,000-task flow has 60,000 marks, and a tuple key and a tuple value
+    for each would be 120,000 objects for the garbage collector to walk, while a dict of
+    names or indexes to ints is not tracked by it at all.
     """
 
     def __init__(self, marks: Mapping[Loc, Position] | None = None) -> None:
-        self._marks: dict[Loc, Position] = dict(marks or {})
+        self._top: int | None = None  # the position of the root, ()
+        self._root = _Level()
+        for loc, (line, column) in (marks or {}).items():
+            packed = _pack(line, column)
+            if not loc:
+                self._top = packed
+                continue
+            level = self._root
+            for part in loc[:-1]:
+                level = level.level(part)
+            level.at[loc[-1]] = packed
 
     def __getitem__(self, loc: Loc) -> Position:
-        return self._marks[loc]
+        if not loc:
+            if self._top is None:
+                raise KeyError(loc)
+            return _unpack(self._top)
+        level = self._root
+        for part in loc[:-1]:
+            inner = level.inner.get(part)
+            if inner is None:
+                raise KeyError(loc)
+            level = inner
+        packed = level.at.get(loc[-1])
+        if packed is None:
+            raise KeyError(loc)
+        return _unpack(packed)
 
     def __iter__(self) -> Iterator[Loc]:
-        return iter(self._marks)
+        if self._top is not None:
+            yield ()
+        yield from self._root.locs(())
 
     def __len__(self) -> int:
-        return len(self._marks)
+        return (self._top is not None) + self._root.count()
 
     def __repr__(self) -> str:
-        return f"LineMap({len(self._marks)} marks)"
+        return f"LineMap({len(self)} marks)"
 
     def nearest(self, loc: Sequence[str | int]) -> Position | None:
         """The position of `loc`, else of its deepest ancestor written in the file."""
-        return _nearest(self, loc)
+        found = self._top
+        level: _Level | None = self._root
+        for part in loc:
+            if level is None:
+                break
+            packed = level.at.get(part)
+            if packed is not None:
+                found = packed
+            level = level.inner.get(part)
+        return None if found is None else _unpack(found)
 
 
-def _nearest(marks: Mapping[Loc, Position], loc: Sequence[str | int]) -> Position | None:
-    path = tuple(loc)
-    for end in range(len(path), -1, -1):
-        found = marks.get(path[:end])
-        if found is not None:
-            return found
-    return None
+class _Level:
+    """The marks inside one mapping or list of a file: `at` holds the packed position of
+    each key (or index), `inner` the level of each one holding a mapping or a list."""
+
+    __slots__ = ("at", "inner")
+
+    def __init__(self) -> None:
+        self.at: dict[str | int, int] = {}
+        self.inner: dict[str | int, _Level] = {}
+
+    def level(self, part: str | int) -> _Level:
+        """The level of `part`, made if new."""
+        found = self.inner.get(part)
+        if found is None:
+            found = self.inner[part] = _Level()
+        return found
+
+    def locs(self, prefix: Loc) -> Iterator[Loc]:
+        for part in self.at:
+            yield (*prefix, part)
+            if part in self.inner:
+                yield from self.inner[part].locs((*prefix, part))
+        for part, inner in self.inner.items():
+            if part not in self.at:
+                yield from inner.locs((*prefix, part))
+
+    def count(self) -> int:
+        return len(self.at) + sum(inner.count() for inner in self.inner.values())
+
+
+_COLUMN_BITS = 32
+
+
+def _pack(line: int, column: int) -> int:
+    return line << _COLUMN_BITS | column
+
+
+def _unpack(packed: int) -> Position:
+    return packed >> _COLUMN_BITS, packed & ((1 << _COLUMN_BITS) - 1)
 
 
 @dataclass(frozen=True)
@@ -115,7 +184,7 @@ class LoadedFlow:
 
     def line_of(self, loc: Sequence[str | int]) -> int | None:
         """The line of `loc` (or of its deepest ancestor in the file), 1-based."""
-        position = _nearest(self.lines, loc)
+        position = self.lines.nearest(loc)
         return position[0] if position else None
 
 
@@ -140,30 +209,14 @@ def load_flow(path: str | Path) -> LoadedFlow:
             f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded; save the file as UTF-8"
         )
         raise FlowError([Problem(file, line, None, "", message)]) from exc
-    with _collections_deferred():
+    with dag.collections_deferred():
         return _load(text, raw, path)
-
-
-@contextmanager
-def _collections_deferred() -> Iterator[None]:
-    """Hold the cyclic garbage collector back while a flow is read. Reading allocates a
-    node, a mark and a value for every key of the file and frees almost none of them, so
-    the collector's passes find nothing; on a 10,000-task flow they take half the time.
-    Collection resumes (and catches up) afterwards."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def parse_flow(text: str, *, path: str | Path) -> LoadedFlow:
     """Check flow text as if it were read from `path` (which need not exist, but `build:`
     folders are looked up relative to it)."""
-    with _collections_deferred():
+    with dag.collections_deferred():
         return _load(text, text.encode("utf-8"), path)
 
 
@@ -175,8 +228,8 @@ def _load(text: str, raw: bytes, path: str | Path) -> LoadedFlow:
     file = os.fspath(path)
     absolute = Path(os.path.abspath(path))
     text = text.removeprefix("\ufeff")
-    data, marks, issues = _read_yaml(file, text)
-    report = _Report(file, LineMap(marks), data)
+    data, lines, issues = _read_yaml(file, text)
+    report = _Report(file, lines, data)
     for issue in issues:
         report.add(issue.loc, issue.message, issue.position)
     flow: Flow | None = None
@@ -195,7 +248,7 @@ def _load(text: str, raw: bytes, path: str | Path) -> LoadedFlow:
             if flow is not None and not graph_problems:
                 # Templates are checked against the plan: `outputs.x` must name a task
                 # that runs before the one using it.
-                upstream = dag.build_plan(flow).task_upstream
+                upstream = dag.task_upstream(flow)
                 for loc, message in find_template_problems(flow, upstream.__getitem__):
                     report.add(loc, message)
         _check_input_ids(data, report)
@@ -233,9 +286,7 @@ class _Stop(Exception):
         self.issue = issue
 
 
-def _read_yaml(
-    file: str, text: str
-) -> tuple[dict[str, Any] | None, dict[Loc, Position], list[_Issue]]:
+def _read_yaml(file: str, text: str) -> tuple[dict[str, Any] | None, LineMap, list[_Issue]]:
     """The top-level mapping of `text`, the position of every key and item, and what was wrong.
 
     Raises FlowError at once for a syntax error: nothing after it can be trusted.
@@ -257,15 +308,61 @@ def _read_yaml(
         raise _fail(file, "the file is empty; a flow needs at least `id` and `tasks`")
     reader = _TreeReader()
     root_position = _position(root)
-    reader.marks[()] = root_position
+    lines = reader.lines
+    lines._top = _pack(*root_position)
     try:
-        data = reader.read(root, ())
+        data = reader.read(root, (), Flow, lines._root)
     except _Stop as stop:
-        return None, reader.marks, [*reader.issues, stop.issue]
+        return None, lines, [*reader.issues, stop.issue]
     if not isinstance(data, dict):
         message = f"a flow file must be a mapping of fields (id, tasks, ...), not {_describe(data)}"
-        return None, reader.marks, [*reader.issues, _Issue((), message, root_position, fatal=True)]
-    return data, reader.marks, reader.issues
+        return None, lines, [*reader.issues, _Issue((), message, root_position, fatal=True)]
+    return data, lines, reader.issues
+
+
+def _libyaml_loader() -> Any:
+    """libyaml's parser and composer (None when PyYAML was built without it), with a
+    quicker `resolve`. The composer asks the Python resolver for the tag of every node,
+    and PyYAML's own concatenates two lists of regexps each time: on a 10,000-task flow,
+    about a quarter of the composing time. This one tries the same regexps in the same
+    order, from a table made once, so the tags are the same."""
+    try:
+        from yaml import CSafeLoader
+    except ImportError:
+        return None
+
+    class FastLoader(CSafeLoader):
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            # first character -> the regexps to try in order, as BaseResolver.resolve tries
+            # them (those for that character, then those for any character)
+            table: dict[Any, list[tuple[str, re.Pattern[str]]]] = self.yaml_implicit_resolvers
+            anywhere = tuple(table.get(None, ()))
+            self._implicit = {first: (*found, *anywhere) for first, found in table.items()}
+            self._anywhere = anywhere
+            self._plain = not self.yaml_path_resolvers
+            if self._plain:
+                # The composer calls these two around every node, to follow the path for
+                # path resolvers; without any, PyYAML's return at once. Builtins taking the
+                # same arguments do the same nothing, without the cost of a Python call.
+                self.descend_resolver = operator.is_  # type: ignore[method-assign,assignment]  # a no-op of the same arity
+                self.ascend_resolver = bool  # type: ignore[method-assign,assignment]  # a no-op of the same arity
+
+        def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
+            if not self._plain:  # path resolvers: not in a safe loader, but honoured
+                return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]  # untyped in the stubs
+            if kind is yaml.ScalarNode:
+                if implicit[0]:
+                    for tag, regexp in self._implicit.get(value[:1], self._anywhere):
+                        if regexp.match(value):
+                            return tag
+                return _STR_TAG
+            return _SEQ_TAG if kind is yaml.SequenceNode else _MAP_TAG
+
+    return FastLoader
+
+
+_FAST_LOADER = _libyaml_loader()
 
 
 def _compose(text: str) -> yaml.Node | None:
@@ -310,14 +407,17 @@ class _TreeReader:
     silently, so the walk is done here."""
 
     def __init__(self) -> None:
-        self.marks: dict[Loc, Position] = {}
+        self.lines = LineMap()
         self.issues: list[_Issue] = []
         self._scalars = yaml.SafeLoader("")
         self._open: set[int] = set()
         self._count = 0
 
-    def read(self, node: yaml.Node, loc: Loc, schema: Any = Flow) -> Any:
-        """Plain data for `node` at `loc`, where the flow format expects a `schema` value."""
+    def read(
+        self, node: yaml.Node, loc: Loc, schema: Any = Flow, level: _Level | None = None
+    ) -> Any:
+        """Plain data for `node` at `loc`, where the flow format expects a `schema` value.
+        The marks inside a mapping or list go to `level` (`loc`'s own; by default, nowhere)."""
         self._count += 1
         if self._count > _MAX_VALUES:
             message = f"the file expands to more than {_MAX_VALUES:,} values (aliases of aliases?)"
@@ -325,23 +425,26 @@ class _TreeReader:
         if len(loc) > _MAX_DEPTH:
             message = f"values are nested more than {_MAX_DEPTH} levels deep"
             raise _Stop(_Issue(loc[:3], message, _position(node), fatal=True))
-        if isinstance(node, yaml.ScalarNode):
+        if isinstance(node, _Scalar):
             return self._scalar(node, loc, schema)
-        if id(node) in self._open:
+        key = id(node)
+        if key in self._open:
             self._issue(
                 loc, "an alias refers to a value that contains it (a recursive alias)", node
             )
             return None
-        self._open.add(id(node))
+        self._open.add(key)
+        if level is None:
+            level = _Level()
         try:
-            if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
-                return self._mapping(node, loc, schema)
-            if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
-                return self._sequence(node, loc, schema)
+            if isinstance(node, _Mapping) and node.tag == _MAP_TAG:
+                return self._mapping(node, loc, schema, level)
+            if isinstance(node, _Sequence) and node.tag == _SEQ_TAG:
+                return self._sequence(node, loc, schema, level)
             self._issue(loc, f"the YAML tag {node.tag!r} is not supported", node)
             return None
         finally:
-            self._open.discard(id(node))
+            self._open.discard(key)
 
     def _issue(self, loc: Loc, message: str, node: yaml.Node) -> None:
         self.issues.append(_Issue(loc, message, _position(node), fatal=True))
@@ -357,59 +460,100 @@ class _TreeReader:
             return self._scalars.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
             self._issue(loc, f"cannot read {node.value!r}: {exc.problem}", node)
-        except (ValueError, TypeError, OverflowError):
-            # e.g. an int of more than 4300 digits, or `!!float abc`
+        except (ValueError, TypeError, OverflowError, LookupError, AttributeError):
+            # e.g. an int of more than 4300 digits, or `!!float abc`; PyYAML's constructors
+            # trust their resolver, so an explicit tag on other text fails in odd ways:
+            # `!!bool x` (KeyError), `!!int ''` (IndexError), `!!timestamp x` (AttributeError)
             text: str = node.value
             shown = repr(text) if len(text) <= 40 else f"{text[:20]!r}... ({len(text)} characters)"
             self._issue(loc, f"cannot read {shown} as {node.tag.rsplit(':', 1)[-1]}", node)
         return None
 
-    def _sequence(self, node: yaml.SequenceNode, loc: Loc, schema: Any) -> list[Any]:
+    # `_sequence` and `_mapping` read a string scalar (most values of a big flow) in place,
+    # without the calls `read` makes: the same value, counted the same way. Past a limit
+    # (`limit` is then 0), `read` takes it and reports the limit.
+
+    def _sequence(self, node: yaml.SequenceNode, loc: Loc, schema: Any, level: _Level) -> list[Any]:
         items: list[Any] = []
+        marks = level.at
+        limit = _MAX_VALUES if len(loc) < _MAX_DEPTH else 0
         for index, item in enumerate(node.value):
-            self.marks[(*loc, index)] = _position(item)
-            items.append(self.read(item, (*loc, index), _child(schema, index)))
+            mark = item.start_mark  # composed nodes always have their marks
+            marks[index] = (mark.line + 1) << _COLUMN_BITS | (mark.column + 1)
+            if item.tag == _STR_TAG and type(item) is _Scalar and self._count < limit:
+                self._count += 1
+                items.append(item.value)
+            else:
+                inner = None if type(item) is _Scalar else level.level(index)
+                items.append(self.read(item, (*loc, index), _child(schema, index), inner))
         return items
 
-    def _mapping(self, node: yaml.MappingNode, loc: Loc, schema: Any) -> dict[str, Any]:
+    def _mapping(
+        self, node: yaml.MappingNode, loc: Loc, schema: Any, level: _Level
+    ) -> dict[str, Any]:
         result: dict[str, Any] = {}
-        merges: list[yaml.Node] = []
-        pairs: list[tuple[yaml.Node, yaml.Node]] = []
-        for key_node, value_node in node.value:
+        pairs: list[tuple[yaml.Node, yaml.Node]] = node.value
+        for key_node, _ in pairs:
             if key_node.tag == _MERGE_TAG:
-                # `<<: *base` (or a list of them): keys of its own win, then earlier merges
-                sources = (
-                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                )
-                merges.extend(sources)
-            else:
-                pairs.append((key_node, value_node))
-        for source in reversed(merges):
-            if isinstance(source, yaml.MappingNode):
-                merged = self.read(source, loc, schema)
-                if isinstance(merged, dict):
-                    result.update(merged)
-            else:
-                self._issue(
-                    loc, "`<<` merges a mapping (or a list of mappings) into this one", source
-                )
-        first: dict[str, Position] = {}
+                pairs = self._merge(pairs, loc, schema, result, level)
+                break
+        first: dict[str, int] = {}  # key -> its packed position
+        marks = level.at
+        limit = _MAX_VALUES if len(loc) < _MAX_DEPTH else 0
         for key_node, value_node in pairs:
-            position = _position(key_node)
-            if not isinstance(key_node, yaml.ScalarNode):
+            mark = key_node.start_mark  # composed nodes always have their marks
+            position = (mark.line + 1) << _COLUMN_BITS | (mark.column + 1)
+            if not isinstance(key_node, _Scalar):
                 self._issue(loc, "a key must be a plain name, not a list or a mapping", key_node)
                 continue
             # Keys are names (fields, variables, labels): keep their text, so that `on:` or
             # `1:` stay strings instead of YAML 1.1's True and 1.
             key: str = key_node.value
             if key in first:
-                message = f"duplicate key {key!r} (first at line {first[key][0]}); YAML would silently keep only the last"
-                self.issues.append(_Issue((*loc, key), message, position))
+                line = _unpack(first[key])[0]
+                message = f"duplicate key {key!r} (first at line {line}); YAML would silently keep only the last"
+                self.issues.append(_Issue((*loc, key), message, _unpack(position)))
             else:
                 first[key] = position
-            self.marks[(*loc, key)] = position
-            result[key] = self.read(value_node, (*loc, key), _child(schema, key))
+            marks[key] = position
+            if value_node.tag == _STR_TAG and type(value_node) is _Scalar and self._count < limit:
+                self._count += 1
+                result[key] = value_node.value
+            else:
+                inner = None if type(value_node) is _Scalar else level.level(key)
+                result[key] = self.read(value_node, (*loc, key), _child(schema, key), inner)
         return result
+
+    def _merge(
+        self,
+        pairs: list[tuple[yaml.Node, yaml.Node]],
+        loc: Loc,
+        schema: Any,
+        result: dict[str, Any],
+        level: _Level,
+    ) -> list[tuple[yaml.Node, yaml.Node]]:
+        """Read the mappings `<<` merges into `result`; return the other pairs."""
+        merges: list[yaml.Node] = []
+        for key_node, value_node in pairs:
+            if key_node.tag == _MERGE_TAG:
+                # `<<: *base` (or a list of them): keys of its own win, then earlier merges
+                sources = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
+                merges.extend(sources)
+        for source in reversed(merges):
+            if isinstance(source, yaml.MappingNode):
+                merged = self.read(source, loc, schema, level)
+                if isinstance(merged, dict):
+                    result.update(merged)
+            else:
+                self._issue(
+                    loc, "`<<` merges a mapping (or a list of mappings) into this one", source
+                )
+        return [pair for pair in pairs if pair[0].tag != _MERGE_TAG]
+
+
+_Scalar, _Mapping, _Sequence = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
 
 
 # --- pydantic errors -> problems ----------------------------------------------------------
@@ -799,17 +943,18 @@ def _check_build_folders(data: Mapping[str, Any], base_dir: Path, report: _Repor
 
     A folder set in `defaults:` is checked once, there, if any task inherits it.
     """
-    tasks = data.get("tasks")
     defaults = data.get("defaults")
     inherited = defaults.get("build") if isinstance(defaults, dict) else None
     folders: list[tuple[Loc, Any]] = []
-    for index, task in enumerate(tasks if isinstance(tasks, list) else []):
-        if not isinstance(task, dict):
-            continue
-        if task.get("build") is not None:
-            folders.append((("tasks", index, "build"), task["build"]))
-        elif task.get("image") is None and inherited is not None:
-            folders.append((("defaults", "build"), inherited))
+    for key in _TASK_LISTS:  # `errors:` and `finally:` tasks are built too
+        tasks = data.get(key)
+        for index, task in enumerate(tasks if isinstance(tasks, list) else []):
+            if not isinstance(task, dict):
+                continue
+            if task.get("build") is not None:
+                folders.append(((key, index, "build"), task["build"]))
+            elif task.get("image") is None and inherited is not None:
+                folders.append((("defaults", "build"), inherited))
     for loc, build in dict(folders).items():
         if isinstance(build, str) and build:
             problem = _build_folder_problem(base_dir, build)

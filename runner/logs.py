@@ -12,6 +12,7 @@ structlog's generic chain around them, which cost half the CPU of a chatty task.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import zlib
 from datetime import UTC, datetime
@@ -155,6 +156,7 @@ def _context_vars_bound() -> bool:
 _shortcut: _TaskLogShortcut | None = None
 
 _FilteringLogger: Any = structlog.make_filtering_bound_logger(0)
+_QuietLogger: Any = structlog.make_filtering_bound_logger(logging.WARNING)
 
 
 class _BoundLogger(_FilteringLogger):  # type: ignore[misc]  # a class made at run time
@@ -176,8 +178,12 @@ def configure(
     stream: TextIO | None = None,
     colors: bool | None = None,
     task_width: int = 12,
+    quiet: bool = False,
 ) -> None:
-    """Set up structlog for this process. Safe to call again (tests, several runs)."""
+    """Set up structlog for this process. Safe to call again (tests, several runs).
+
+    `quiet` shows warnings and errors only (commands that merely read the database, but
+    may recover an orphaned execution on the way)."""
     global _shortcut
     out = stream if stream is not None else sys.stderr
     renderer: Any
@@ -194,7 +200,7 @@ def configure(
             renderer,
         ],
         logger_factory=structlog.WriteLoggerFactory(file=out),
-        wrapper_class=_BoundLogger,
+        wrapper_class=_QuietLogger if quiet else _BoundLogger,
         cache_logger_on_first_use=False,
     )
     _shortcut = _TaskLogShortcut(structlog.get_config()["processors"], renderer)

@@ -29,11 +29,13 @@ from runner.errors import BackendError, RunnerError, StoreError
 from runner.execution import (
     LABEL_EXECUTION,
     WORKSPACE_PATH,
+    ContainerExit,
     ExecutionResult,
     ExecutionState,
     TaskResult,
     TaskState,
 )
+from runner.flow import Task
 from runner.loader import LoadedFlow
 from runner.logs import TASK_LOG, get_logger
 from runner.outputs import merge_outputs, parse_output_line
@@ -61,6 +63,15 @@ class RunOptions:
     artifacts_dir: Path = Path(".runner/artifacts")
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     workspace_files: bytes | None = None  # a tar copied into /workspace before the first task
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a restarted execution keeps of its earlier run (see `runner.restart`)."""
+
+    done: Mapping[str, TaskResult]  # node id -> its successful result: not run again
+    first_attempt: Mapping[str, int]  # node id -> the attempt number its rerun starts at
+    workspace_kept: bool  # the workspace volume is still there, with the files of `done`
 
 
 @dataclass
@@ -98,11 +109,27 @@ class Scheduler:
         # Set on cancel and when the execution times out: ends retry delays early.
         self._wake = threading.Event()
         self._halt_reason: str | None = None  # why running tasks were stopped (flow timeout)
+        self._kill_reason = "killed by the user"
+        self._first_attempt: Mapping[str, int] = {}
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str | None = None) -> None:
         """Ask the execution to stop. Safe from signal handlers: only sets flags."""
+        if reason and not self._cancelled.is_set():
+            self._kill_reason = reason
         self._cancelled.set()
         self._wake.set()
+
+    @property
+    def kill_reason(self) -> str:
+        return self._kill_reason
+
+    def wait_for_cancel(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, ending early on `cancel`; whether it was cancelled."""
+        self._wake.wait(seconds)
+        return self.cancelled
+
+    def _first(self, node_id: str) -> int:
+        return self._first_attempt.get(node_id, 1)
 
     @property
     def cancelled(self) -> bool:
@@ -114,7 +141,10 @@ class Scheduler:
         loaded: LoadedFlow,
         inputs: Mapping[str, Any],
         options: RunOptions,
+        resume: Resume | None = None,
     ) -> ExecutionResult:
+        """Run the execution to its end. With `resume` (a restart), the task runs in
+        `resume.done` are not run again: their outputs are reused."""
         flow = loaded.flow
         log = get_logger(execution_id=execution_id, flow_id=flow.full_id)
         plan = dag.build_plan(flow)
@@ -138,17 +168,30 @@ class Scheduler:
         )
         labels = execution_labels(execution_id, flow)
         run = _Run()
+        done: Mapping[str, TaskResult] = {}
+        if resume is not None:
+            done = {n: r for n, r in resume.done.items() if n in plan.nodes}
+            self._first_attempt = resume.first_attempt
+            for node_id, result in done.items():
+                self._reuse(plan.nodes[node_id], result, run)
         state, execution_error, store_failed = ExecutionState.FAILED, None, False
         try:
             self.backend.check()
-            self.backend.create_workspace(ctx.workspace, labels)
+            reuse_workspace = resume is not None and resume.workspace_kept
+            if not reuse_workspace:
+                self.backend.create_workspace(ctx.workspace, labels)
             self.store.set_execution_state(execution_id, ExecutionState.RUNNING)
-            log.info("execution_started", tasks=len(plan.order), concurrency=options.concurrency)
-            if options.workspace_files:
+            log.info(
+                "execution_started",
+                tasks=len(plan.order) - len(done),
+                concurrency=options.concurrency,
+                **({"reused": len(done)} if done else {}),
+            )
+            if options.workspace_files and not reuse_workspace:
                 self._seed_workspace(ctx, plan, options.workspace_files, log)
             deadline = None if flow.timeout is None else time.monotonic() + flow.timeout.seconds
             run.order += plan.order
-            self._run_plan(ctx, plan, options, run, log, deadline=deadline)
+            self._run_plan(ctx, plan, options, run, log, deadline=deadline, done=frozenset(done))
             self._skip_not_started(ctx, plan, run, log)
             state = self._final_state(run)
             state = self._run_handlers(ctx, state, options, run, log)
@@ -178,9 +221,18 @@ class Scheduler:
             tasks=tuple(run.results[n] for n in run.order if n in run.results),
         )
 
+    @staticmethod
+    def _reuse(node: dag.Node, result: TaskResult, run: _Run) -> None:
+        """Take a task run's result from before a restart as if it had just ended."""
+        run.results[node.id] = result
+        if node.matrix:
+            run.outputs.setdefault(node.task_id, {})[node.matrix_label] = dict(result.outputs)
+        else:
+            run.outputs[node.task_id] = dict(result.outputs)
+
     def _error_of(self, state: ExecutionState, run: _Run) -> str | None:
         if state is ExecutionState.KILLED:
-            return "killed by the user"
+            return self._kill_reason
         failed = [n for n, r in run.results.items() if r.state is TaskState.FAILED]
         if run.timed_out:
             return run.timed_out + (f"; task(s) failed: {', '.join(failed)}" if failed else "")
@@ -202,11 +254,15 @@ class Scheduler:
             return
         for node_id in plan.order:
             if node_id not in run.results:
+                attempt = self._first(node_id)
                 self.store.record_skipped(
-                    execution_id=ctx.execution_id, task_id=node_id, reason=run.timed_out
+                    execution_id=ctx.execution_id,
+                    task_id=node_id,
+                    reason=run.timed_out,
+                    attempt=attempt,
                 )
                 run.results[node_id] = TaskResult(
-                    task_id=node_id, attempt=1, state=TaskState.SKIPPED, error=run.timed_out
+                    task_id=node_id, attempt=attempt, state=TaskState.SKIPPED, error=run.timed_out
                 )
                 log.info("task_skipped", task_id=node_id, reason=run.timed_out)
 
@@ -260,10 +316,11 @@ class Scheduler:
         log: Any,
         *,
         deadline: float | None = None,
+        done: frozenset[str] = frozenset(),
     ) -> None:
-        """Run a plan to its end. Past `deadline` (monotonic), running tasks are stopped
-        and no new one starts."""
-        progress = dag.Progress(plan)
+        """Run a plan to its end, but for the nodes in `done` (a restart). Past `deadline`
+        (monotonic), running tasks are stopped and no new one starts."""
+        progress = dag.Progress(plan, done=done)
         running: dict[Future[TaskResult], str] = {}
         halted = False
         with (
@@ -289,8 +346,8 @@ class Scheduler:
                         running[future] = node_id
                 if not running:
                     return
-                done, _ = wait(running, timeout=_TICK_S, return_when=FIRST_COMPLETED)
-                for future in done:
+                ended, _ = wait(running, timeout=_TICK_S, return_when=FIRST_COMPLETED)
+                for future in ended:
                     node_id = running.pop(future)
                     self._record_result(ctx, plan, progress, run, node_id, future.result(), log)
 
@@ -338,11 +395,12 @@ class Scheduler:
                 if skipped in run.results:
                     continue
                 reason = f"upstream task {node_id!r} {result.state.value.lower()}"
+                attempt = self._first(skipped)
                 self.store.record_skipped(
-                    execution_id=ctx.execution_id, task_id=skipped, reason=reason
+                    execution_id=ctx.execution_id, task_id=skipped, reason=reason, attempt=attempt
                 )
                 run.results[skipped] = TaskResult(
-                    task_id=skipped, attempt=1, state=TaskState.SKIPPED, error=reason
+                    task_id=skipped, attempt=attempt, state=TaskState.SKIPPED, error=reason
                 )
                 log.info("task_skipped", task_id=skipped, reason=reason)
 
@@ -375,10 +433,14 @@ class Scheduler:
             except BackendError as exc:
                 log.warning("kill_failed", task_id=node_id, error=str(exc))
 
-    def _skip(self, ctx: TaskContext, node_id: str, reason: str, log: Any) -> TaskResult:
-        self.store.record_skipped(execution_id=ctx.execution_id, task_id=node_id, reason=reason)
+    def _skip(
+        self, ctx: TaskContext, node_id: str, attempt: int, reason: str, log: Any
+    ) -> TaskResult:
+        self.store.record_skipped(
+            execution_id=ctx.execution_id, task_id=node_id, reason=reason, attempt=attempt
+        )
         log.info("task_skipped", reason=reason)
-        return TaskResult(task_id=node_id, attempt=1, state=TaskState.SKIPPED, error=reason)
+        return TaskResult(task_id=node_id, attempt=attempt, state=TaskState.SKIPPED, error=reason)
 
     def _run_node(
         self,
@@ -393,13 +455,13 @@ class Scheduler:
         it back, and a waiting retry is rarely what holds a flow up. Cancel (or the flow
         timing out) ends the wait at once. Never raises.
         """
-        attempt = 1
+        first = attempt = self._first(node.id)
         while True:
             result = self._run_attempt(ctx, node, attempt, outputs, skipped_tasks)
             retry = ctx.flow.task(node.task_id).retry
             if result.state is not TaskState.RETRYING or retry is None:
                 return result
-            delay = retry.delay_after(attempt)
+            delay = retry.delay_after(attempt - first + 1)
             get_logger(execution_id=ctx.execution_id, task_id=node.id, attempt=attempt).info(
                 "task_retrying", next_attempt=attempt + 1, delay_s=round(delay, 3)
             )
@@ -426,7 +488,7 @@ class Scheduler:
             if needed:
                 names = ", ".join(sorted(needed))
                 return self._skip(
-                    ctx, node.id, f"needs the outputs of skipped task(s) {names}", log
+                    ctx, node.id, attempt, f"needs the outputs of skipped task(s) {names}", log
                 )
             tctx = ctx.templates.for_task(
                 node.task_id,
@@ -436,7 +498,7 @@ class Scheduler:
                 outputs=outputs,
             )
             if task.when is not None and not is_true(task.when, tctx, where="when"):
-                return self._skip(ctx, node.id, f"when: {task.when.strip()} is false", log)
+                return self._skip(ctx, node.id, attempt, f"when: {task.when.strip()} is false", log)
         except RunnerError as exc:
             run_id = self.store.create_task_run(
                 execution_id=ctx.execution_id, task_id=node.id, attempt=attempt, image=task.image
@@ -490,23 +552,16 @@ class Scheduler:
             with self._lock:
                 halted = node.id in self._killed
             if self.cancelled:
-                state, error = TaskState.KILLED, "killed by the user"
+                state, error = TaskState.KILLED, self._kill_reason
             elif halted and self._halt_reason:
                 state, error = TaskState.KILLED, self._halt_reason
             elif timed_out.is_set():
                 assert task.timeout is not None  # the timer comes from it
                 state, error = TaskState.FAILED, f"timed out after {task.timeout.text}"
-            elif outcome.oom_killed:
-                limit = f", limit {task.memory.text}" if task.memory is not None else ""
-                state, error = TaskState.FAILED, f"killed: out of memory (OOM{limit})"
-            elif outcome.error:
-                state, error = TaskState.FAILED, outcome.error
-            elif exit_code == 0:
-                state = TaskState.SUCCESS
-                if task.artifacts:
-                    self._collect_artifacts(ctx, node.id, run_id, container_id, task.artifacts, log)
             else:
-                state, error = TaskState.FAILED, f"exited with code {exit_code}"
+                state, error = _verdict(task, outcome)
+                if state is TaskState.SUCCESS and task.artifacts:
+                    self._collect_artifacts(ctx, node.id, run_id, container_id, task.artifacts, log)
         except RunnerError as exc:
             state = TaskState.KILLED if self.cancelled else TaskState.FAILED
             error = str(exc)
@@ -526,11 +581,66 @@ class Scheduler:
         if state is TaskState.FAILED and task.retry is not None and not self._halt_reason:
             # A timeout or a failed start has no exit code of the task's own.
             own_code = None if timed_out.is_set() else exit_code
-            if task.retry.retries(attempt, own_code) and not self.cancelled:
+            tries = attempt - self._first(node.id) + 1  # a restart counts its attempts afresh
+            if task.retry.retries(tries, own_code) and not self.cancelled:
                 state = TaskState.RETRYING
         return self._finish(
             run_id,
             node.id,
+            attempt,
+            state,
+            exit_code,
+            error,
+            started_at,
+            container_id,
+            outputs,
+            log,
+        )
+
+    def adopt(
+        self,
+        ctx: TaskContext,
+        node_id: str,
+        attempt: int,
+        task_run_id: int,
+        container_id: str,
+        *,
+        stored_lines: int,
+        started_at: datetime | None,
+    ) -> TaskResult:
+        """Follow a container whose runner died to its end and record how it ended: the
+        lines after the `stored_lines` already stored, its exit code, its outputs (read
+        from every line) and artifacts. The container is removed. Never raises."""
+        log = get_logger(execution_id=ctx.execution_id, task_id=node_id, attempt=attempt)
+        task = ctx.flow.task(dag.task_id_of(node_id))
+        outputs: dict[str, Any] = {}
+        exit_code: int | None = None
+        try:
+            log.info("task_adopted", container_id=container_id[:12], stored_lines=stored_lines)
+            outputs = self._stream_logs(
+                ctx, node_id, task_run_id, container_id, log, skip=stored_lines
+            )
+            outcome = self.backend.wait(container_id)
+            exit_code = outcome.exit_code
+            state, error = _verdict(task, outcome)
+            if state is TaskState.SUCCESS and task.artifacts:
+                self._collect_artifacts(
+                    ctx, node_id, task_run_id, container_id, task.artifacts, log
+                )
+        except RunnerError as exc:
+            state, error = TaskState.FAILED, str(exc)
+        except Exception as exc:  # a bug must not leave the task run RUNNING
+            state, error = TaskState.FAILED, f"internal error: {exc!r}"
+            log.exception("task_crashed")
+        finally:
+            try:
+                self.backend.remove(container_id)
+            except BackendError as exc:
+                log.warning("remove_failed", error=str(exc))
+        self.log_writer.flush()
+        return self._finish(
+            task_run_id,
+            node_id,
             attempt,
             state,
             exit_code,
@@ -636,9 +746,17 @@ class Scheduler:
         )
 
     def _stream_logs(
-        self, ctx: TaskContext, node_id: str, run_id: int, container_id: str, log: Any
+        self,
+        ctx: TaskContext,
+        node_id: str,
+        run_id: int,
+        container_id: str,
+        log: Any,
+        *,
+        skip: int = 0,
     ) -> dict[str, Any]:
-        """Record and print every line; return the outputs the task published on stdout."""
+        """Record and print every line but the first `skip` (stored before the runner
+        died); return the outputs the task published on stdout (read from every line)."""
         loggers = {
             stream: get_logger(execution_id=ctx.execution_id, task_id=node_id, stream=stream)
             for stream in ("stdout", "stderr")
@@ -646,6 +764,13 @@ class Scheduler:
         add = self.log_writer.add
         outputs: dict[str, Any] = {}
         for line in self.backend.logs(container_id):
+            if skip:
+                skip -= 1
+                if line.stream == "stdout" and line.line.startswith("::"):
+                    published = parse_output_line(line.line)
+                    if published is not None:
+                        outputs = merge_outputs(outputs, published)
+                continue
             loggers[line.stream].info(TASK_LOG, line=line.line)
             add(
                 NewLogLine(
@@ -686,3 +811,15 @@ class Scheduler:
                 log.info("workspace_kept", volume=ctx.workspace)
         except BackendError as exc:
             log.warning("cleanup_failed", error=str(exc))
+
+
+def _verdict(task: Task, outcome: ContainerExit) -> tuple[TaskState, str | None]:
+    """How a container that ran to its end did: its exit code, or why the engine ended it."""
+    if outcome.oom_killed:
+        limit = f", limit {task.memory.text}" if task.memory is not None else ""
+        return TaskState.FAILED, f"killed: out of memory (OOM{limit})"
+    if outcome.error:
+        return TaskState.FAILED, outcome.error
+    if outcome.exit_code == 0:
+        return TaskState.SUCCESS, None
+    return TaskState.FAILED, f"exited with code {outcome.exit_code}"

@@ -30,3 +30,20 @@ DEFAULT_ARTIFACTS_DIR = ".runner/artifacts"
 """Where `artifacts:` of tasks are copied, as ARTIFACTS_DIR/EXECUTION/TASK/ (`--artifacts-dir`)."""
 
 ARTIFACTS_DIR_ENV = "RUNNER_ARTIFACTS_DIR"
+
+HEARTBEAT_SECONDS_ENV = "RUNNER_HEARTBEAT_SECONDS"
+"""How often the process running an execution renews its lease and looks for a kill
+request from another process (`runner kill`). Default `DEFAULT_HEARTBEAT_SECONDS`."""
+
+DEFAULT_HEARTBEAT_SECONDS = 2.0
+
+LEASE_SECONDS_ENV = "RUNNER_LEASE_SECONDS"
+"""How long an execution's lease lasts without a heartbeat before another `runner`
+command takes it to be orphaned (its runner died on another machine) and recovers it.
+A runner on the same machine whose process is gone is noticed at once. Default
+`DEFAULT_LEASE_SECONDS`."""
+
+DEFAULT_LEASE_SECONDS = 30.0
+
+QUEUE_POLL_SECONDS = 1.0
+"""How often a QUEUED execution checks whether its flow has a free slot."""

@@ -744,6 +744,11 @@ def find_template_problems(
         cycle = list(reversed(cycle))
         problems.append((("variables", cycle[0]), "variables cycle: " + " -> ".join(cycle)))
     for index, task in enumerate(flow.tasks):
+        # Most fields of a big flow hold no template at all: `check` has nothing to say
+        # about those, so a task without any is not looked at further.
+        templates = [(loc, source) for loc, source in _task_templates(task) if _is_template(source)]
+        if not templates:
+            continue
         checker = _Checker(
             inputs,
             variables,
@@ -752,7 +757,7 @@ def find_template_problems(
             task=task,
             upstream=upstream_of(task.id),
         )
-        for loc, source in _task_templates(task):
+        for loc, source in templates:
             problems.extend(checker.check(("tasks", index, *loc), source))
     # `errors:` and `finally:` run after every task of `tasks:` has ended.
     ended = frozenset(task_ids)
@@ -802,6 +807,11 @@ def _task_templates(task: Task) -> Iterator[tuple[Loc, str]]:
         yield ("network",), task.network
     if task.when is not None:
         yield ("when",), task.when
+
+
+def _is_template(source: str) -> bool:
+    """Whether Jinja would find anything to do in `source` (`{{`, `{%` or `{#`)."""
+    return "{" in source and _MARKER.search(source) is not None
 
 
 def _strings(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
@@ -889,7 +899,7 @@ class _Checker:
         self.variables_used: list[str] = []
 
     def check(self, loc: Loc, source: str) -> list[tuple[Loc, str]]:
-        if "{" not in source or _MARKER.search(source) is None:
+        if not _is_template(source):
             return []
         multi_line = "\n" in source.rstrip("\n")
         try:

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from runner.execution import ContainerExit, ContainerSpec, ImageSource, LogLine
+from runner.execution import (
+    ContainerExit,
+    ContainerSpec,
+    ContainerStatus,
+    ImageSource,
+    LogLine,
+    ManagedResource,
+)
 
 ProgressCallback = Callable[[str], None]
 
@@ -61,8 +68,18 @@ class Backend(Protocol):
     def remove(self, container_id: str) -> None:
         """Remove a container; a missing one is not an error."""
 
-    def cleanup(self, labels: Mapping[str, str]) -> int:
-        """Remove every container and volume carrying all `labels`; return how many."""
+    def cleanup(self, labels: Mapping[str, str], *, volumes: bool = True) -> int:
+        """Remove every container (and volume, unless `volumes` is False) carrying all
+        `labels`; return how many."""
+
+    def find_containers(self, labels: Mapping[str, str]) -> list[ContainerStatus]:
+        """Every container, running or not, carrying all `labels`."""
+
+    def workspace_exists(self, name: str) -> bool:
+        """Whether the workspace volume `name` is still there."""
+
+    def list_managed(self) -> list[ManagedResource]:
+        """Every container and volume runner created on this engine (any execution)."""
 
     def close(self) -> None:
         """Release connections."""

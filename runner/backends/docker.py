@@ -47,13 +47,17 @@ from structlog.typing import FilteringBoundLogger
 from runner.backends.base import ProgressCallback
 from runner.errors import BackendError, ImageError
 from runner.execution import (
+    LABEL_EXECUTION,
+    LABEL_MANAGED,
     WORKSPACE_PATH,
     BuildImage,
     ContainerExit,
     ContainerSpec,
+    ContainerStatus,
     FileToCopy,
     ImageSource,
     LogLine,
+    ManagedResource,
     PullImage,
     Stream,
 )
@@ -175,7 +179,7 @@ class DockerBackend:
                     "or set the pull policy to 'missing'."
                 )
         try:
-            self._pull(reference, report)
+            self._pull(reference, report, missing=source.policy != "always")
         except ImageError as exc:
             if source.policy == "always" and self._local_image_id(reference) is not None:
                 raise ImageError(
@@ -200,7 +204,8 @@ class DockerBackend:
             raise _translate(exc, f"look up image '{reference}'", self._host) from exc
         return str(image["Id"])
 
-    def _pull(self, reference: str, report: ProgressCallback) -> None:
+    def _pull(self, reference: str, report: ProgressCallback, *, missing: bool = False) -> None:
+        """Pull `reference`; `missing` says it was looked for on the engine and not found."""
         started = time.monotonic()
         summary = _PullProgress(reference)
         error: str | None = None
@@ -214,11 +219,11 @@ class DockerBackend:
                 elif error is None and (text := summary.feed(event)) is not None:
                     report(text)
         except docker.errors.APIError as exc:
-            raise _pull_error(reference, _explain(exc)) from exc
+            raise _pull_error(reference, _explain(exc), missing=missing) from exc
         except _ENGINE_ERRORS as exc:
             raise _translate(exc, f"pull image '{reference}'", self._host) from exc
         if error is not None:
-            raise _pull_error(reference, error)
+            raise _pull_error(reference, error, missing=missing)
         self._log.info(
             "image_pulled", image=reference, duration_s=round(time.monotonic() - started, 3)
         )
@@ -267,13 +272,15 @@ class DockerBackend:
         except docker.errors.APIError as exc:
             reason = _explain(exc)
             if _DISK_FULL in reason.lower():
-                raise BackendError(_disk_full_message(reason)) from exc
+                raise BackendError(
+                    _disk_full_message(reason, f"build image from '{context}'")
+                ) from exc
             raise ImageError(f"cannot build image from '{context}': {reason}") from exc
         except _ENGINE_ERRORS as exc:
             raise _translate(exc, f"build image from '{context}'", self._host) from exc
         if error is not None:
             if _DISK_FULL in error.lower():
-                raise BackendError(_disk_full_message(error))
+                raise BackendError(_disk_full_message(error, f"build image from '{context}'"))
             output = "\n".join(f"  {line}" for line in tail)
             raise ImageError(
                 f"cannot build image from '{context}': {error}"
@@ -534,7 +541,7 @@ class DockerBackend:
             raise _translate(exc, f"remove container {container_id[:12]}", self._host) from exc
         return True
 
-    def cleanup(self, labels: Mapping[str, str]) -> int:
+    def cleanup(self, labels: Mapping[str, str], *, volumes: bool = True) -> int:
         if not labels:
             # an empty label filter matches everything on the engine, not just runner's
             raise ValueError("cleanup needs at least one label to select what to remove")
@@ -544,11 +551,13 @@ class DockerBackend:
         except _ENGINE_ERRORS as exc:
             raise _translate(exc, "list containers to clean up", self._host) from exc
         removed = sum(self._remove_container(str(c["Id"])) for c in containers)
+        if not volumes:
+            return removed
         try:
-            volumes = self._api.volumes(filters=filters).get("Volumes") or []
+            found = self._api.volumes(filters=filters).get("Volumes") or []
         except _ENGINE_ERRORS as exc:
             raise _translate(exc, "list volumes to clean up", self._host) from exc
-        for volume in volumes:
+        for volume in found:
             name = str(volume["Name"])
             try:
                 self._api.remove_volume(name, force=True)
@@ -558,6 +567,56 @@ class DockerBackend:
                 raise _translate(exc, f"remove volume '{name}'", self._host) from exc
             removed += 1
         return removed
+
+    # -- finding what runner left behind --------------------------------------------------
+
+    def find_containers(self, labels: Mapping[str, str]) -> list[ContainerStatus]:
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        try:
+            found = self._api.containers(all=True, filters=filters)
+        except _ENGINE_ERRORS as exc:
+            raise _translate(exc, "list containers", self._host) from exc
+        return [
+            ContainerStatus(
+                id=str(c["Id"]), running=c.get("State") == "running", labels=c.get("Labels") or {}
+            )
+            for c in found
+        ]
+
+    def workspace_exists(self, name: str) -> bool:
+        try:
+            self._api.inspect_volume(name)
+        except docker.errors.NotFound:
+            return False
+        except _ENGINE_ERRORS as exc:
+            raise _translate(exc, f"inspect workspace volume '{name}'", self._host) from exc
+        return True
+
+    def list_managed(self) -> list[ManagedResource]:
+        filters = {"label": [f"{LABEL_MANAGED}=true"]}
+        try:
+            containers = self._api.containers(all=True, filters=filters)
+            volumes = self._api.volumes(filters=filters).get("Volumes") or []
+        except _ENGINE_ERRORS as exc:
+            raise _translate(exc, "list runner's containers and volumes", self._host) from exc
+        found = [
+            ManagedResource(
+                kind="container",
+                name=str(c["Id"]),
+                execution_id=str((c.get("Labels") or {}).get(LABEL_EXECUTION, "")),
+                running=c.get("State") == "running",
+            )
+            for c in containers
+        ]
+        found += [
+            ManagedResource(
+                kind="volume",
+                name=str(v["Name"]),
+                execution_id=str((v.get("Labels") or {}).get(LABEL_EXECUTION, "")),
+            )
+            for v in volumes
+        ]
+        return found
 
     def close(self) -> None:
         """Close the connections; a client passed in by the caller stays the caller's to close."""
@@ -603,7 +662,7 @@ def _translate(exc: BaseException, action: str, host: str) -> BackendError:
     if isinstance(exc, docker.errors.APIError):  # before OSError: it is a requests error too
         reason = _explain(exc)
         if _DISK_FULL in reason.lower():
-            return BackendError(_disk_full_message(reason))
+            return BackendError(_disk_full_message(reason, action))
         return BackendError(f"cannot {action}: {reason}")
     if isinstance(exc, _CONNECTION_ERRORS) or _cause(exc) is not None:
         return BackendError(_connection_message(exc, action, host))
@@ -680,12 +739,20 @@ def _explain(exc: docker.errors.APIError) -> str:
     return str(explanation or exc).strip()
 
 
-def _disk_full_message(reason: str) -> str:
+def _disk_full_message(reason: str, action: str | None = None) -> str:
+    """One line for the engine's ENOSPC, whatever it was doing: the daemon's disk (or the
+    volume written to) is full, what frees space, and the engine's own words last."""
+    during = f" (while trying to {action})" if action else ""
     return (
-        f"the Docker host's disk is full ({reason}). Free space with 'docker system prune' "
-        "(removes stopped containers, unused networks, dangling images and build cache) "
-        "and try again."
+        f"the Docker daemon's disk is full{during}. Free space with 'runner gc' (removes "
+        "the containers and volumes of ended executions) or 'docker system prune' (stopped "
+        "containers, unused networks, dangling images, build cache), then try again. "
+        f"The engine said: {_one_line(reason)}"
     )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _start_reason(message: str) -> str:
@@ -702,12 +769,18 @@ def _event_error(event: Mapping[str, Any]) -> str:
     return str(event.get("error") or detail.get("message") or event).strip()
 
 
-def _pull_error(reference: str, reason: str) -> BackendError:
+def _pull_error(reference: str, reason: str, *, missing: bool = False) -> BackendError:
+    """The error of a failed pull; `missing`: the engine was asked first and had no copy."""
     if _DISK_FULL in reason.lower():
-        return BackendError(_disk_full_message(reason))
+        return BackendError(_disk_full_message(reason, f"pull image '{reference}'"))
+    what = (
+        f"image '{reference}' is not on the Docker engine and cannot be pulled"
+        if missing
+        else f"cannot pull image '{reference}'"
+    )
     return ImageError(
-        f"cannot pull image '{reference}': {reason.rstrip('.')}. Check the name and your "
-        "registry login, or load it with 'docker load'."
+        f"{what}: {_one_line(reason).rstrip('.')}. Check the name and your registry login, "
+        "or load it with 'docker load'."
     )
 
 

@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 
 from runner.backends.base import ProgressCallback
 from runner.errors import BackendError
-from runner.execution import ContainerExit, ContainerSpec, ImageSource, LogLine, PullImage
+from runner.execution import (
+    LABEL_EXECUTION,
+    ContainerExit,
+    ContainerSpec,
+    ContainerStatus,
+    ImageSource,
+    LogLine,
+    ManagedResource,
+    PullImage,
+)
 
 
 @dataclass(frozen=True)
@@ -102,8 +111,27 @@ class FakeBackend:
     def remove(self, container_id: str) -> None:
         self.removed.append(container_id)
 
-    def cleanup(self, labels: Mapping[str, str]) -> int:
+    def cleanup(self, labels: Mapping[str, str], *, volumes: bool = True) -> int:
         return 0
+
+    def find_containers(self, labels: Mapping[str, str]) -> list[ContainerStatus]:
+        return [
+            ContainerStatus(id=cid, running=not c.killed.is_set(), labels=c.spec.labels)
+            for cid, c in self._containers.items()
+            if cid not in self.removed and all(c.spec.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    def workspace_exists(self, name: str) -> bool:
+        return name in self.volumes
+
+    def list_managed(self) -> list[ManagedResource]:
+        return [
+            ManagedResource(
+                kind="container", name=cid, execution_id=c.spec.labels.get(LABEL_EXECUTION, "")
+            )
+            for cid, c in self._containers.items()
+            if cid not in self.removed
+        ]
 
     def close(self) -> None:
         pass

@@ -101,6 +101,7 @@ class ExecutionRow(Base):
     __table_args__ = (
         Index("ix_executions_flow_id_created_at", "flow_id", "created_at"),
         Index("ix_executions_state", "state"),
+        Index("ix_executions_namespace_flow_id_state", "namespace", "flow_id", "state"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -115,6 +116,27 @@ class ExecutionRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Where the flow file was: a restart reads `files:` and `build:` folders next to it.
+    flow_path: Mapped[str | None] = mapped_column(Text)
+    # The lease: the process running the execution proves it is alive by moving
+    # `heartbeat_at`; `lease_token` changes hands when another process takes over.
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set by `runner kill` in any process; the owner sees it at its next heartbeat.
+    kill_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class FlowLockRow(Base):
+    """One row per flow, updated to serialise the "is there a free slot?" check of
+    flow-level concurrency between processes (a row lock on Postgres, the database write
+    lock on SQLite)."""
+
+    __tablename__ = "flow_locks"
+
+    flow_key: Mapped[str] = mapped_column(String(511), primary_key=True)
+    touched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class TaskRunRow(Base):
@@ -185,3 +207,4 @@ executions: Table = ExecutionRow.__table__  # type: ignore[assignment]
 task_runs: Table = TaskRunRow.__table__  # type: ignore[assignment]
 log_lines: Table = LogLineRow.__table__  # type: ignore[assignment]
 artifacts: Table = ArtifactRow.__table__  # type: ignore[assignment]
+flow_locks: Table = FlowLockRow.__table__  # type: ignore[assignment]

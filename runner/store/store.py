@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
@@ -63,10 +63,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from runner.errors import NotFoundError, StoreError
+from runner.errors import NotFoundError, StoreError, UsageError
 from runner.execution import ExecutionState, TaskState
+from runner.lease import Beat, Lease, Owner
 from runner.settings import (
     DATABASE_URL_ENV,
     DB_RETRY_FIRST_S,
@@ -75,7 +78,7 @@ from runner.settings import (
     DEFAULT_DB_RETRY_SECONDS,
 )
 from runner.store.models import artifacts as artifacts_table
-from runner.store.models import executions, log_lines, task_runs
+from runner.store.models import executions, flow_locks, log_lines, task_runs
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_SQLITE_PATH = Path(".runner") / "runner.db"
@@ -85,6 +88,12 @@ MIN_PREFIX = 4
 _SQLITE_BUSY_TIMEOUT_S = 30
 _PG_CONNECT_TIMEOUT_S = 10
 _PG_MIGRATION_LOCK = 0x72756E6E6572  # "runner": serialises migrations of one database
+# An execution in one of these states has (or should have) a process running it.
+_ACTIVE_STATES = (
+    ExecutionState.CREATED.value,
+    ExecutionState.QUEUED.value,
+    ExecutionState.RUNNING.value,
+)
 _WRITE = "runner_write"  # execution option: this transaction writes (BEGIN IMMEDIATE)
 
 P = ParamSpec("P")
@@ -583,8 +592,20 @@ class Store:
         source: str,
         inputs: Mapping[str, Any],
         labels: Mapping[str, Any],
+        owner: Owner | None = None,
+        flow_path: str | None = None,
     ) -> None:
-        """Record a new execution in state CREATED; `execution_id` is a uuid4 hex."""
+        """Record a new execution in state CREATED; `execution_id` is a uuid4 hex.
+
+        `owner` is the process that runs it: its lease starts now (see `heartbeat`)."""
+        lease: dict[str, Any] = {}
+        if owner is not None:
+            lease = {
+                "owner_host": owner.host,
+                "owner_pid": owner.pid,
+                "lease_token": owner.token,
+                "heartbeat_at": _utcnow(),
+            }
 
         def insert_row() -> str:
             with self._writing(f"record execution '{execution_id}'") as conn:
@@ -599,6 +620,8 @@ class Store:
                         labels=dict(labels),
                         state=ExecutionState.CREATED.value,
                         created_at=_utcnow(),
+                        flow_path=flow_path,
+                        **lease,
                     )
                 )
             return execution_id
@@ -718,6 +741,229 @@ class Store:
             grouped.setdefault(r.execution_id, []).append(_task_run_record(r))
         return {key: tuple(value) for key, value in grouped.items()}
 
+    # -- leases, kill requests and flow concurrency ------------------------------------
+
+    def heartbeat(self, execution_id: str, token: str) -> Beat:
+        """Renew the lease held with `token`; say whether a kill was requested meanwhile
+        or the lease was taken over by another process."""
+        with self._writing(f"renew the lease of execution '{execution_id}'") as conn:
+            row = conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id, executions.c.lease_token == token)
+                .values(heartbeat_at=_utcnow())
+                .returning(executions.c.kill_requested_at)
+            ).one_or_none()
+        if row is None:
+            return Beat.LOST
+        return Beat.KILL if row.kill_requested_at is not None else Beat.KEPT
+
+    def request_kill(self, execution_id: str) -> ExecutionState:
+        """Ask whoever runs the execution to kill it; returns its state at that moment
+        (a final state means there was nothing to kill)."""
+        with self._writing(f"ask execution '{execution_id}' to stop") as conn:
+            conn.execute(
+                update(executions)
+                .where(
+                    executions.c.id == execution_id,
+                    executions.c.state.in_(_ACTIVE_STATES),
+                    executions.c.kill_requested_at.is_(None),
+                )
+                .values(kill_requested_at=_utcnow())
+            )
+            state = conn.execute(
+                select(executions.c.state).where(executions.c.id == execution_id)
+            ).scalar_one_or_none()
+        if state is None:
+            raise NotFoundError(f"no execution matches '{execution_id}'")
+        return ExecutionState(state)
+
+    def kill_requested(self, execution_id: str) -> bool:
+        with self._reading(f"read execution '{execution_id}'") as conn:
+            found = conn.execute(
+                select(executions.c.kill_requested_at).where(executions.c.id == execution_id)
+            ).scalar_one_or_none()
+        return found is not None
+
+    def active_leases(self, execution_id: str | None = None) -> list[Lease]:
+        """Every execution not in a final state (or just `execution_id`'s), with its lease."""
+        query = select(
+            executions.c.id,
+            executions.c.state,
+            executions.c.owner_host,
+            executions.c.owner_pid,
+            executions.c.lease_token,
+            executions.c.heartbeat_at,
+            executions.c.kill_requested_at,
+        ).where(executions.c.state.in_(_ACTIVE_STATES))
+        if execution_id is not None:
+            query = query.where(executions.c.id == execution_id)
+        with self._reading("look for running executions") as conn:
+            rows = conn.execute(query.order_by(executions.c.created_at)).all()
+        return [
+            Lease(
+                execution_id=r.id,
+                state=r.state,
+                owner_host=r.owner_host,
+                owner_pid=r.owner_pid,
+                token=r.lease_token,
+                heartbeat_at=r.heartbeat_at,
+                kill_requested=r.kill_requested_at is not None,
+            )
+            for r in rows
+        ]
+
+    def take_lease(self, lease: Lease, owner: Owner) -> bool:
+        """Take over an expired lease, unless someone renewed or took it since `lease` was
+        read (compare-and-set on its token and heartbeat). True if this owner has it now."""
+        condition = [executions.c.id == lease.execution_id]
+        condition.append(
+            executions.c.lease_token.is_(None)
+            if lease.token is None
+            else executions.c.lease_token == lease.token
+        )
+        condition.append(
+            executions.c.heartbeat_at.is_(None)
+            if lease.heartbeat_at is None
+            else executions.c.heartbeat_at == lease.heartbeat_at
+        )
+        with self._writing(f"take over execution '{lease.execution_id}'") as conn:
+            taken = conn.execute(
+                update(executions)
+                .where(*condition)
+                .values(
+                    owner_host=owner.host,
+                    owner_pid=owner.pid,
+                    lease_token=owner.token,
+                    heartbeat_at=_utcnow(),
+                )
+            ).rowcount
+        return taken == 1
+
+    def reopen_execution(self, execution_id: str, owner: Owner) -> None:
+        """Make an ended execution runnable again (a restart): CREATED, no error, no end,
+        no pending kill, leased by `owner`. Refused unless it ended FAILED or KILLED."""
+        restartable = (ExecutionState.FAILED.value, ExecutionState.KILLED.value)
+        with self._writing(f"reopen execution '{execution_id}'") as conn:
+            reopened = conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id, executions.c.state.in_(restartable))
+                .values(
+                    state=ExecutionState.CREATED.value,
+                    error=None,
+                    ended_at=None,
+                    kill_requested_at=None,
+                    owner_host=owner.host,
+                    owner_pid=owner.pid,
+                    lease_token=owner.token,
+                    heartbeat_at=_utcnow(),
+                )
+            ).rowcount
+        if reopened == 0:
+            state = self.get_execution(execution_id).state
+            raise UsageError(
+                f"execution {execution_id} is {state.value}: only a FAILED or KILLED"
+                " execution can be restarted"
+            )
+
+    def try_start(
+        self, execution_id: str, *, namespace: str, flow_id: str, limit: int, lease_s: float
+    ) -> list[str]:
+        """Move the execution to RUNNING if its flow has fewer than `limit` executions
+        running and no queued one ahead of it; return [] then, else the ids of the running
+        ones (the execution does not change state).
+
+        Runs in one transaction that first writes the flow's lock row, so the check and
+        the move are atomic across processes (a row lock on Postgres; SQLite's writers
+        take the database lock up front). Executions whose lease has expired do not count:
+        their runner is gone."""
+        key = f"{namespace}.{flow_id}"
+        fresh = _utcnow() - timedelta(seconds=lease_s)
+        same_flow = (executions.c.namespace == namespace, executions.c.flow_id == flow_id)
+        with self._writing(f"take a concurrency slot of flow '{key}'") as conn:
+            self._lock_flow(conn, key)
+            running = list(
+                conn.execute(
+                    select(executions.c.id)
+                    .where(
+                        *same_flow,
+                        executions.c.state == ExecutionState.RUNNING.value,
+                        executions.c.heartbeat_at >= fresh,
+                        executions.c.id != execution_id,
+                    )
+                    .order_by(executions.c.created_at)
+                ).scalars()
+            )
+            me = conn.execute(
+                select(executions.c.created_at).where(executions.c.id == execution_id)
+            ).scalar_one()
+            ahead = conn.execute(
+                select(func.count())
+                .select_from(executions)
+                .where(
+                    *same_flow,
+                    executions.c.state == ExecutionState.QUEUED.value,
+                    executions.c.heartbeat_at >= fresh,
+                    executions.c.id != execution_id,
+                    executions.c.created_at < me,
+                )
+            ).scalar_one()
+            if len(running) + ahead >= limit:
+                return running or ["(queued ahead)"]
+            conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id)
+                .values(
+                    state=ExecutionState.RUNNING.value,
+                    started_at=func.coalesce(
+                        executions.c.started_at, literal(_utcnow(), executions.c.started_at.type)
+                    ),
+                )
+            )
+        return []
+
+    def _lock_flow(self, conn: Connection, key: str) -> None:
+        insert_row = (
+            pg_insert(flow_locks)
+            if conn.dialect.name == "postgresql"
+            else sqlite_insert(flow_locks)
+        )
+        conn.execute(insert_row.values(flow_key=key).on_conflict_do_nothing())
+        conn.execute(
+            update(flow_locks).where(flow_locks.c.flow_key == key).values(touched_at=_utcnow())
+        )
+
+    def execution_states(self, execution_ids: Sequence[str]) -> dict[str, ExecutionState]:
+        """The state of each of these executions that this database knows."""
+        found: dict[str, ExecutionState] = {}
+        ids = list(execution_ids)
+        with self._reading("read execution states") as conn:
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    select(executions.c.id, executions.c.state).where(
+                        executions.c.id.in_(ids[start : start + 500])
+                    )
+                ).all()
+                found.update((r.id, ExecutionState(r.state)) for r in rows)
+        return found
+
+    def execution_flow_path(self, execution_id: str) -> str | None:
+        with self._reading(f"read execution '{execution_id}'") as conn:
+            found = conn.execute(
+                select(executions.c.flow_path).where(executions.c.id == execution_id)
+            ).scalar_one_or_none()
+        return None if found is None else str(found)
+
+    def count_task_run_logs(self, task_run_id: int) -> int:
+        """How many lines of this task run are stored (where a recovery resumes)."""
+        with self._reading(f"count the log lines of task run {task_run_id}") as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(log_lines)
+                    .where(log_lines.c.task_run_id == task_run_id)
+                ).scalar_one()
+            )
+
     # -- task runs -------------------------------------------------------------------
 
     def create_task_run(
@@ -767,15 +1013,17 @@ class Store:
             outputs=None if outputs is None else dict(outputs),
         )
 
-    def record_skipped(self, *, execution_id: str, task_id: str, reason: str) -> int:
-        """Record a task that will not run (attempt 1, state SKIPPED, `reason` as its
-        error); returns the task run's id."""
+    def record_skipped(
+        self, *, execution_id: str, task_id: str, reason: str, attempt: int = 1
+    ) -> int:
+        """Record a task that will not run (state SKIPPED, `reason` as its error); returns
+        the task run's id. `attempt` is 1 but in a restarted execution."""
         now = _utcnow()
         return self._insert_task_run(
             f"record task '{task_id}' as skipped",
             execution_id=execution_id,
             task_id=task_id,
-            attempt=1,
+            attempt=attempt,
             state=TaskState.SKIPPED.value,
             error=reason,
             created_at=now,

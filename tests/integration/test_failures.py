@@ -126,3 +126,21 @@ tasks:
         ("lint", "FAILED"),
         ("build", "SUCCESS"),
     ]
+
+
+def test_flow_timeout_stops_the_running_task_and_skips_the_rest(cli: Cli, tmp_path: Path) -> None:
+    begun = time.monotonic()
+    shown = _run(
+        cli,
+        tmp_path,
+        f"id: ft\ntimeout: 2s\ntasks:\n- {{id: sleepy, image: {IMAGE}, command: 'sleep 300'}}\n"
+        f"- {{id: later, image: {IMAGE}, command: 'echo never', depends_on: [sleepy]}}\n"
+        f"finally:\n- {{id: report, image: {IMAGE}, command: 'echo {{{{ execution.state }}}}'}}\n",
+    )
+    # SIGTERM at 2 s; `sleep` under the init process ends at once
+    assert time.monotonic() - begun < 20
+    assert shown["state"] == "FAILED" and shown["error"] == "execution timed out after 2s"
+    states = {r["task_id"]: (r["state"], r["error"]) for r in shown["task_runs"]}
+    assert states["sleepy"] == ("KILLED", "stopped: execution timed out after 2s")
+    assert states["later"] == ("SKIPPED", "upstream task 'sleepy' killed")
+    assert states["report"][0] == "SUCCESS"  # handlers still run after a flow timeout

@@ -296,7 +296,7 @@ def test_huge_numbers() -> None:
     assert (problem.line, problem.field) == (2, "concurrency")
     assert "cannot read" in problem.message and "5000 characters" in problem.message
     big = parse("id: x\nconcurrency: " + "9" * 40 + "\ntasks: [{id: a, image: i}]\n")
-    assert big.flow.concurrency == int("9" * 40)
+    assert big.flow.concurrency.tasks == int("9" * 40)
     # where the format wants text, a long number is just text
     loaded = parse("id: x\ntasks: [{id: a, image: i, env: {N: " + "7" * 5000 + "}}]\n")
     assert loaded.flow.tasks[0].env["N"] == "7" * 5000
@@ -509,7 +509,11 @@ def test_a_union_field_gives_one_problem() -> None:
         ),
         (
             "id: x\nconcurrency: yes\ntasks: [{id: a, image: i}]\n",
-            (2, "concurrency", "expected an integer, got true"),
+            (
+                2,
+                "concurrency",
+                "expected a number of tasks or a mapping with limit, behavior, tasks; got true",
+            ),
         ),
         ("id: x\ntasks: [{id: a, image: ''}]\n", (2, "tasks[0] (a).image", "must not be empty")),
         (

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, cast
@@ -27,8 +28,9 @@ from sqlalchemy import DateTime, Engine, create_engine, event, insert, inspect, 
 from sqlalchemy.engine.interfaces import DBAPICursor
 
 from runner.archives import Artifact
-from runner.errors import NotFoundError, StoreError
+from runner.errors import NotFoundError, StoreError, UsageError
 from runner.execution import ExecutionState, TaskState
+from runner.lease import Beat, Lease, Owner, is_expired
 from runner.store import (
     ArtifactRecord,
     ExecutionRecord,
@@ -43,7 +45,7 @@ from runner.store.store import alembic_config
 from runner.store.testing import temporary_postgres_database
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -949,3 +951,112 @@ def test_records_are_frozen() -> None:
     line = log_line("e", 1, "t", "x")
     with pytest.raises(AttributeError):
         line.line = "y"  # type: ignore[misc]
+
+
+# -- leases, kill requests and flow concurrency ------------------------------------------
+
+
+def leased(store: Store, owner: Owner, *, flow_id: str = "etl") -> str:
+    execution_id = uuid.uuid4().hex
+    store.create_execution(
+        execution_id=execution_id,
+        flow_id=flow_id,
+        namespace="team",
+        revision="r",
+        source="id: etl\n",
+        inputs={},
+        labels={},
+        owner=owner,
+        flow_path="/flows/etl.yml",
+    )
+    return execution_id
+
+
+def test_heartbeat_reports_a_kill_request_and_a_lost_lease(store: Store) -> None:
+    owner, thief = Owner("host-a", 1, "a" * 32), Owner("host-b", 2, "b" * 32)
+    execution_id = leased(store, owner)
+    assert store.execution_flow_path(execution_id) == "/flows/etl.yml"
+    assert store.heartbeat(execution_id, owner.token) is Beat.KEPT
+    assert store.request_kill(execution_id) is ExecutionState.CREATED
+    assert store.kill_requested(execution_id)
+    assert store.heartbeat(execution_id, owner.token) is Beat.KILL
+    (lease,) = store.active_leases(execution_id)
+    assert (lease.owner_host, lease.owner_pid, lease.kill_requested) == ("host-a", 1, True)
+    assert store.take_lease(lease, thief)
+    assert store.heartbeat(execution_id, owner.token) is Beat.LOST
+    # a second taker holding the same (now stale) view of the lease loses the race
+    assert not store.take_lease(lease, Owner("host-c", 3, "c" * 32))
+    store.set_execution_state(execution_id, ExecutionState.KILLED)
+    assert store.active_leases(execution_id) == []
+    assert store.request_kill(execution_id) is ExecutionState.KILLED
+
+
+def test_a_lease_expires_without_heartbeat_or_with_a_dead_pid(store: Store) -> None:
+    now = datetime.now(UTC)
+    base = Lease("x", "RUNNING", "elsewhere", 1, "t", now)
+    assert not is_expired(base, now + timedelta(seconds=29), host="here", lease_s=30)
+    assert is_expired(base, now + timedelta(seconds=31), host="here", lease_s=30)
+    assert is_expired(replace(base, heartbeat_at=None), now, host="here", lease_s=30)
+    child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+    child.start()
+    child.join()
+    dead = replace(base, owner_host="here", owner_pid=child.pid)
+    assert is_expired(dead, now, host="here", lease_s=30)
+    alive = replace(base, owner_host="here", owner_pid=os.getpid())
+    assert not is_expired(alive, now, host="here", lease_s=30)
+
+
+def test_try_start_keeps_to_the_limit_in_arrival_order(store: Store) -> None:
+    owners = [Owner("h", n, uuid.uuid4().hex) for n in range(4)]
+    ids = [leased(store, owner) for owner in owners]
+    other_flow = leased(store, Owner("h", 9, "9" * 32), flow_id="other")
+    start = {"namespace": "team", "flow_id": "etl", "limit": 2, "lease_s": 30.0}
+    assert store.try_start(ids[0], **start) == []
+    for execution_id in ids[2:]:
+        # queue them (the order is their creation order)
+        store.set_execution_state(execution_id, ExecutionState.QUEUED)
+    assert store.try_start(ids[3], **start) == [ids[0]]  # ids[2] is ahead of it
+    assert store.try_start(ids[2], **start) == []
+    assert store.try_start(ids[3], **start) == [ids[0], ids[2]]
+    assert store.try_start(other_flow, **{**start, "flow_id": "other", "limit": 1}) == []
+    store.set_execution_state(ids[0], ExecutionState.SUCCESS)
+    assert store.try_start(ids[3], **start) == []
+    assert store.get_execution(ids[3]).state is ExecutionState.RUNNING
+
+
+def test_an_expired_running_execution_does_not_hold_a_slot(store: Store) -> None:
+    stale = leased(store, Owner("h", 1, "1" * 32))
+    start = {"namespace": "team", "flow_id": "etl", "limit": 1, "lease_s": 30.0}
+    assert store.try_start(stale, **start) == []
+    with store._engine.begin() as conn:  # its runner stopped renewing a minute ago
+        conn.execute(
+            executions.update()
+            .where(executions.c.id == stale)
+            .values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    fresh = leased(store, Owner("h", 2, "2" * 32))
+    assert store.try_start(fresh, **start) == []
+
+
+def test_reopen_only_a_failed_or_killed_execution(store: Store) -> None:
+    owner = Owner("h", 1, "1" * 32)
+    execution_id = leased(store, owner)
+    with pytest.raises(UsageError, match="only a FAILED or KILLED"):
+        store.reopen_execution(execution_id, owner)
+    store.set_execution_state(execution_id, ExecutionState.FAILED, error="boom")
+    store.request_kill(execution_id)  # too late: nothing happens
+    store.reopen_execution(execution_id, Owner("h", 2, "2" * 32))
+    record = store.get_execution(execution_id)
+    assert (record.state, record.error, record.ended_at) == (ExecutionState.CREATED, None, None)
+    assert store.heartbeat(execution_id, "2" * 32) is Beat.KEPT
+
+
+def test_count_task_run_logs_and_execution_states(store: Store) -> None:
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="a", attempt=1, image="i")
+    store.append_logs(
+        [NewLogLine(execution_id, run_id, "a", "stdout", f"l{n}", T0) for n in range(7)]
+    )
+    assert store.count_task_run_logs(run_id) == 7
+    store.set_execution_state(execution_id, ExecutionState.SUCCESS)
+    assert store.execution_states([execution_id, "nope"]) == {execution_id: ExecutionState.SUCCESS}

@@ -76,6 +76,46 @@ def _db_option(func: F) -> F:
     )(func)
 
 
+def _execution_options(func: F) -> F:
+    """The options `run` and `restart` share: how the execution runs and prints."""
+    options = [
+        click.option(
+            "--concurrency",
+            type=click.IntRange(min=1),
+            help="Most tasks running at once (overrides the flow).",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["console", "json"]),
+            envvar=LOG_FORMAT_ENV,
+            default="console",
+            show_default=True,
+            help="How events and task output are printed on stderr.",
+        ),
+        click.option(
+            "--keep-workspace",
+            is_flag=True,
+            help="Keep the execution's workspace volume even after success.",
+        ),
+        click.option(
+            "--env",
+            "allow_env",
+            multiple=True,
+            metavar="NAME",
+            help="Let templates read this variable of your environment as {{ env.NAME }}; repeat for several.",
+        ),
+        click.option(
+            "--artifacts-dir",
+            type=click.Path(file_okay=False, path_type=str),
+            envvar=ARTIFACTS_DIR_ENV,
+            help=f"Where task artifacts are copied [env {ARTIFACTS_DIR_ENV}; default {DEFAULT_ARTIFACTS_DIR}].",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _open_store(db_url: str | None) -> Store:
     """Open the database and end the executions whose runner died, saying so. One whose
     task still runs is followed by `runner recover` in the background: a command that
@@ -139,37 +179,7 @@ def cli() -> None:
     help="A flow input; repeat for several.",
 )
 @_db_option
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    help="Most tasks running at once (overrides the flow).",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["console", "json"]),
-    envvar=LOG_FORMAT_ENV,
-    default="console",
-    show_default=True,
-    help="How events and task output are printed on stderr.",
-)
-@click.option(
-    "--keep-workspace",
-    is_flag=True,
-    help="Keep the execution's workspace volume even after success.",
-)
-@click.option(
-    "--env",
-    "allow_env",
-    multiple=True,
-    metavar="NAME",
-    help="Let templates read this variable of your environment as {{ env.NAME }}; repeat for several.",
-)
-@click.option(
-    "--artifacts-dir",
-    type=click.Path(file_okay=False, path_type=str),
-    envvar=ARTIFACTS_DIR_ENV,
-    help=f"Where task artifacts are copied [env {ARTIFACTS_DIR_ENV}; default {DEFAULT_ARTIFACTS_DIR}].",
-)
+@_execution_options
 def run(
     flow: str,
     inputs: Sequence[str],
@@ -224,25 +234,7 @@ def _exit_for(state: ExecutionState) -> NoReturn:
     help="Also rerun TASK (and everything downstream of it), even if it succeeded.",
 )
 @_db_option
-@click.option("--concurrency", type=click.IntRange(min=1), help="Most tasks running at once.")
-@click.option(
-    "--log-format",
-    type=click.Choice(["console", "json"]),
-    envvar=LOG_FORMAT_ENV,
-    default="console",
-    show_default=True,
-    help="How events and task output are printed on stderr.",
-)
-@click.option(
-    "--keep-workspace", is_flag=True, help="Keep the workspace volume even after success."
-)
-@click.option("--env", "allow_env", multiple=True, metavar="NAME", help="As for `run`.")
-@click.option(
-    "--artifacts-dir",
-    type=click.Path(file_okay=False, path_type=str),
-    envvar=ARTIFACTS_DIR_ENV,
-    help=f"Where task artifacts are copied [env {ARTIFACTS_DIR_ENV}].",
-)
+@_execution_options
 def restart(
     execution: str,
     from_task: str | None,

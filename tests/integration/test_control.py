@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -307,31 +308,47 @@ def _window(run: dict[str, Any]) -> tuple[datetime, datetime]:
     return datetime.fromisoformat(run["started_at"]), datetime.fromisoformat(run["ended_at"])
 
 
-def test_two_processes_queue_on_the_flow_limit(shared_cli: Cli, tmp_path: Path) -> None:
-    cli = shared_cli
-    flow = write_flow(
-        tmp_path,
-        "id: q\nconcurrency: {limit: 1, behavior: queue}\n"
-        f"tasks:\n- {{id: nap, image: {IMAGE}, command: 'sleep 3'}}\n",
-    )
+@contextmanager
+def _first_running(cli: Cli, flow: Path) -> Iterator[tuple[Store, subprocess.Popen[str]]]:
+    """A store on the CLI's database and a `runner run` of `flow` that has taken its slot."""
     assert cli("db", "upgrade").returncode == 0
     store = Store.open(cli.db_url)
+    first = cli.popen("run", str(flow))
     try:
-        first = cli.popen("run", str(flow))
         _wait_for(
             "the first to run",
             lambda: [e.state.value for e in store.list_executions()] == ["RUNNING"],
         )
-        second = cli.popen("run", str(flow))
-        _wait_for(
-            "the second to queue",
-            lambda: sorted(e.state.value for e in store.list_executions()) == ["QUEUED", "RUNNING"],
-        )
-        results = [_finish(first), _finish(second)]
+        yield store, first
     finally:
         first.kill()
-        second.kill()
+        first.wait()
         store.close()
+
+
+def _limited(tmp_path: Path, concurrency: str, seconds: int) -> Path:
+    return write_flow(
+        tmp_path,
+        f"id: limited\nconcurrency: {concurrency}\n"
+        f"tasks:\n- {{id: nap, image: {IMAGE}, command: 'sleep {seconds}'}}\n",
+    )
+
+
+def test_two_processes_queue_on_the_flow_limit(shared_cli: Cli, tmp_path: Path) -> None:
+    cli = shared_cli
+    flow = _limited(tmp_path, "{limit: 1, behavior: queue}", 3)
+    with _first_running(cli, flow) as (store, first):
+        second = cli.popen("run", str(flow))
+        try:
+            _wait_for(
+                "the second to queue",
+                lambda: (
+                    sorted(e.state.value for e in store.list_executions()) == ["QUEUED", "RUNNING"]
+                ),
+            )
+            results = [_finish(first), _finish(second)]
+        finally:
+            second.kill()
     assert [code for code, _, _ in results] == [0, 0], results
     ids = [execution_id_of(out) for _, out, _ in results]
     (a,), (b,) = (cli.show(i)["task_runs"] for i in ids)
@@ -340,24 +357,10 @@ def test_two_processes_queue_on_the_flow_limit(shared_cli: Cli, tmp_path: Path) 
 
 @pytest.mark.parametrize(("behavior", "state"), [("cancel", "CANCELLED"), ("fail", "FAILED")])
 def test_over_the_limit_cancel_or_fail(cli: Cli, tmp_path: Path, behavior: str, state: str) -> None:
-    flow = write_flow(
-        tmp_path,
-        f"id: c\nconcurrency: {{limit: 1, behavior: {behavior}}}\n"
-        f"tasks:\n- {{id: nap, image: {IMAGE}, command: 'sleep 4'}}\n",
-    )
-    assert cli("db", "upgrade").returncode == 0
-    store = Store.open(cli.db_url)
-    try:
-        first = cli.popen("run", str(flow))
-        _wait_for(
-            "the first to run",
-            lambda: [e.state.value for e in store.list_executions()] == ["RUNNING"],
-        )
+    flow = _limited(tmp_path, f"{{limit: 1, behavior: {behavior}}}", 4)
+    with _first_running(cli, flow) as (_, first):
         refused = cli("run", str(flow))
         code, _, err = _finish(first)
-    finally:
-        first.kill()
-        store.close()
     assert code == 0, err
     assert refused.returncode == 1, refused.stderr
     shown = cli.show(execution_id_of(refused.stdout))
@@ -366,35 +369,22 @@ def test_over_the_limit_cancel_or_fail(cli: Cli, tmp_path: Path, behavior: str, 
 
 
 def test_kill_a_queued_execution(cli: Cli, tmp_path: Path) -> None:
-    flow = write_flow(
-        tmp_path,
-        "id: kq\nconcurrency: {limit: 1}\n"
-        f"tasks:\n- {{id: nap, image: {IMAGE}, command: 'sleep 5'}}\n",
-    )
-    assert cli("db", "upgrade").returncode == 0
-    store = Store.open(cli.db_url)
-    try:
-        first = cli.popen("run", str(flow))
-        _wait_for(
-            "the first to run",
-            lambda: [e.state.value for e in store.list_executions()] == ["RUNNING"],
-        )
+    flow = _limited(tmp_path, "{limit: 1}", 5)
+    with _first_running(cli, flow) as (store, first):
         second = cli.popen("run", str(flow))
-        _wait_for(
-            "the second to queue",
-            lambda: any(e.state.value == "QUEUED" for e in store.list_executions()),
-        )
-        queued = next(e.id for e in store.list_executions() if e.state.value == "QUEUED")
-        killed = cli("kill", queued)
-        assert killed.returncode == 0, killed.stderr
-        code, _, _ = _finish(second)
-        assert code == 130
+        try:
+            _wait_for(
+                "the second to queue",
+                lambda: any(e.state.value == "QUEUED" for e in store.list_executions()),
+            )
+            queued = next(e.id for e in store.list_executions() if e.state.value == "QUEUED")
+            killed = cli("kill", queued)
+            assert killed.returncode == 0, killed.stderr
+            assert _finish(second)[0] == 130
+        finally:
+            second.kill()
         assert store.get_execution(queued).task_runs == ()
         assert _finish(first)[0] == 0
-    finally:
-        first.kill()
-        second.kill()
-        store.close()
 
 
 def test_recover_in_the_foreground_records_the_adopted_exit_code(

@@ -24,7 +24,7 @@ from runner.errors import BackendError, UsageError
 from runner.execution import ExecutionResult, ExecutionState
 from runner.flow import ConcurrencyBehavior, InputType
 from runner.inputs import file_inputs, resolve_inputs
-from runner.lease import Heartbeat, Lease, Owner, lease_seconds
+from runner.lease import Heartbeat, Lease, Owner, heartbeat_seconds, lease_seconds
 from runner.loader import LoadedFlow, load_flow, parse_flow
 from runner.logs import get_logger
 from runner.recovery import Garbage, Recovered, recover_orphans
@@ -189,7 +189,7 @@ def kill_execution(
     *,
     store: Store | None = None,
     backend: Backend | None = None,
-    wait_s: float = 30.0,
+    wait_s: float | None = None,
 ) -> ExecutionState:
     """Ask the process running an execution (here or on any machine sharing the
     database) to kill it, and wait up to `wait_s` seconds for it to end; return the state
@@ -200,13 +200,19 @@ def kill_execution(
         if record.state.is_final:
             return record.state
         the_store.request_kill(record.id)
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + (default_kill_wait() if wait_s is None else wait_s)
         while True:
             recover_orphans(the_store, connect, execution_id=record.id, kill=True)
             state = the_store.get_execution(record.id).state
             if state.is_final or time.monotonic() >= deadline:
                 return state
             time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
+
+def default_kill_wait() -> float:
+    """How long `runner kill` waits by default: a live runner answers within a heartbeat;
+    one that died on another machine is taken over once its lease expires."""
+    return lease_seconds() + 2 * heartbeat_seconds()
 
 
 def recover(

@@ -287,22 +287,22 @@ def restart(
     "--wait",
     "wait_s",
     type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for the execution to end.",
+    help="Seconds to wait for the execution to end [default: the lease time, 30 s, plus"
+    " two heartbeats: long enough to take over from a runner that died elsewhere].",
 )
-def kill(execution: str, db_url: str | None, wait_s: float) -> None:
+def kill(execution: str, db_url: str | None, wait_s: float | None) -> None:
     """Kill a running or queued execution, from any machine sharing the database.
 
     The process running it stops its containers and records KILLED; if that process is
     gone, this command does it. EXECUTION may be a unique id prefix.
     """
-    store = _open_store(db_url)
+    store = api.open_store(db_url)  # kill_execution takes over from a dead runner itself
     try:
         record = store.get_execution(execution)
         if record.state.is_final:
             _fail(f"execution {record.id} already ended: {record.state.value}", EXIT_FAILED)
         state = api.kill_execution(record.id, store=store, wait_s=wait_s)
+        waited = wait_s if wait_s is not None else api.default_kill_wait()
     finally:
         store.close()
     if state is ExecutionState.KILLED:
@@ -312,7 +312,7 @@ def kill(execution: str, db_url: str | None, wait_s: float) -> None:
         _fail(f"execution {record.id} ended {state.value} before it could be killed", EXIT_FAILED)
     _fail(
         f"asked execution {record.id} to stop, but it is still {state.value} after"
-        f" {wait_s:g} s; its runner stops it at its next heartbeat, or `runner kill` again",
+        f" {waited:g} s; its runner stops it at its next heartbeat, or `runner kill` again",
         EXIT_FAILED,
     )
 

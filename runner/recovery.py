@@ -101,8 +101,7 @@ def recover_orphans(
             continue
         if not store.take_lease(lease, owner):
             continue  # another process is recovering it
-        with Heartbeat(store, lease.execution_id, owner, lambda reason: None):
-            recovered.append(_recover(store, backend, lease, kill=stop))
+        recovered.append(_recover(store, backend, lease, owner, kill=stop))
     return recovered
 
 
@@ -110,7 +109,30 @@ def _still_running(backend: Backend, execution_id: str) -> bool:
     return any(c.running for c in backend.find_containers({LABEL_EXECUTION: execution_id}))
 
 
-def _recover(store: Store, backend: Backend, lease: Lease, *, kill: bool) -> Recovered:
+def _recover(
+    store: Store, backend: Backend, lease: Lease, owner: Owner, *, kill: bool
+) -> Recovered:
+    """End one orphaned execution whose lease `owner` has taken; while its containers are
+    followed, the lease is renewed and a `runner kill` is obeyed."""
+    writer = LogWriter(store)
+    scheduler = Scheduler(backend, store, writer)
+
+    def stop(reason: str) -> None:
+        scheduler.cancel(reason)
+        for container in backend.find_containers({LABEL_EXECUTION: lease.execution_id}):
+            if container.running:
+                backend.kill(container.id)
+
+    try:
+        with Heartbeat(store, lease.execution_id, owner, stop):
+            return _end(store, backend, scheduler, lease, kill=kill)
+    finally:
+        writer.close()
+
+
+def _end(
+    store: Store, backend: Backend, scheduler: Scheduler, lease: Lease, *, kill: bool
+) -> Recovered:
     execution_id = lease.execution_id
     record = store.get_execution(execution_id)
     labels = {LABEL_EXECUTION: execution_id}
@@ -131,39 +153,35 @@ def _recover(store: Store, backend: Backend, lease: Lease, *, kill: bool) -> Rec
     loaded = _stored_flow(store, record)
     containers = {_key(c): c for c in backend.find_containers(labels)}
     adopted, lost = [], []
-    writer = LogWriter(store)
-    scheduler = Scheduler(backend, store, writer)
-    try:
-        for run in record.task_runs:
-            if run.state.is_final:
-                continue
-            container = _container_of(run, containers)
-            if container is not None and not kill and loaded is not None:
-                # Still running: followed to its end. Already ended while nobody watched:
-                # its exit code and the rest of its lines are still on the engine.
-                scheduler.adopt(
-                    _context(record, loaded),
-                    run.task_id,
-                    run.attempt,
-                    run.id,
-                    container.id,
-                    stored_lines=store.count_task_run_logs(run.id),
-                    started_at=run.started_at,
-                )
-                adopted.append(run.task_id)
-                continue
-            if container is not None:
-                _remove_quietly(backend, container.id)
-            store.finish_task_run(
+    for run in record.task_runs:
+        if run.state.is_final:
+            continue
+        container = _container_of(run, containers)
+        if container is not None and not kill and loaded is not None:
+            # Still running: followed to its end. Already ended while nobody watched:
+            # its exit code and the rest of its lines are still on the engine.
+            scheduler.adopt(
+                _context(record, loaded),
+                run.task_id,
+                run.attempt,
                 run.id,
-                state=TaskState.KILLED if kill else TaskState.FAILED,
-                error="killed by `runner kill`" if kill else f"{died}; its container is gone",
+                container.id,
+                stored_lines=store.count_task_run_logs(run.id),
+                started_at=run.started_at,
             )
-            lost.append(run.task_id)
-    finally:
-        writer.close()
+            adopted.append(run.task_id)
+            continue
+        if container is not None:
+            _remove_quietly(backend, container.id)
+        store.finish_task_run(
+            run.id,
+            state=TaskState.KILLED if kill else TaskState.FAILED,
+            error="killed by `runner kill`" if kill else f"{died}; its container is gone",
+        )
+        lost.append(run.task_id)
     # Containers of attempts the store never heard of (created just before the crash).
     backend.cleanup(labels, volumes=False)
+    kill = kill or scheduler.cancelled  # `runner kill` while its tasks were followed
     state, error = _final_state(store, execution_id, loaded, died, kill=kill)
     if state is not ExecutionState.FAILED:
         backend.remove_workspace(workspace_name(execution_id))

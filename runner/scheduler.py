@@ -623,6 +623,8 @@ class Scheduler:
             outcome = self.backend.wait(container_id)
             exit_code = outcome.exit_code
             state, error = _verdict(task, outcome)
+            if self.cancelled:
+                state, error = TaskState.KILLED, self._kill_reason
             if state is TaskState.SUCCESS and task.artifacts:
                 self._collect_artifacts(
                     ctx, node_id, task_run_id, container_id, task.artifacts, log

@@ -6,11 +6,12 @@ tests of the code built on it (scheduler, API, CLI) prepare Postgres the same wa
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy import exc as sa_exc
 
 POSTGRES_URL_ENV = "RUNNER_TEST_POSTGRES_URL"
@@ -46,7 +47,30 @@ def temporary_postgres_database(url: str) -> Iterator[str]:
         try:
             yield base.set(database=name).render_as_string(hide_password=False)
         finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            _drop_database(admin, name)
     finally:
         admin.dispose()
+
+
+def _drop_database(admin: Engine, name: str) -> None:
+    """Drop `name`, ending the connections still open to it.
+
+    Not `DROP DATABASE ... WITH (FORCE)`: it must also end an autovacuum worker busy in
+    that database (likely after a test that wrote a lot), which only a superuser may, so
+    it fails now and then. A plain DROP makes autovacuum workers leave by itself; our own
+    connections are ended first, and a connection that races in is retried."""
+    for tries in range(20):
+        with admin.connect() as conn:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %(name)s AND pid <> pg_backend_pid()"
+                " AND usename = current_user",
+                {"name": name},
+            )
+            try:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+                return
+            except sa_exc.OperationalError:  # "is being accessed by other users"
+                if tries == 19:
+                    raise
+        time.sleep(0.25)

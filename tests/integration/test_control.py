@@ -409,3 +409,37 @@ def test_recover_in_the_foreground_records_the_adopted_exit_code(
         ("stderr", "d"),
     ]
     assert labelled(docker_client, execution_id)[0] == []
+
+
+def test_kill_an_execution_whose_runner_died(
+    cli: Cli, store: Store, tmp_path: Path, docker_client: Any
+) -> None:
+    flow = write_flow(
+        tmp_path,
+        f"id: kd\ntasks:\n- id: nap\n  image: {IMAGE}\n"
+        "  command: 'echo one; echo two; echo three; sleep 300'\n",
+    )
+    execution_id = _start_and_crash(cli, store, flow, "nap", 3)
+    (dead,) = store.active_leases(execution_id)
+    # a read command hands the running task to a background `runner recover`...
+    listed = cli("executions")
+    assert "following it in the background" in listed.stderr
+    _wait_for(
+        "the background recovery to take the lease",
+        lambda: store.active_leases(execution_id)[0].token != dead.token,
+        timeout=30,
+    )
+    # ...which obeys `runner kill` like the runner it replaced
+    begun = time.monotonic()
+    killed = cli("kill", execution_id)
+    assert killed.returncode == 0, killed.stderr
+    assert time.monotonic() - begun < 15
+    record = store.get_execution(execution_id)
+    assert record.state.value == "KILLED"
+    (nap,) = record.task_runs
+    assert (nap.state.value, nap.error) == ("KILLED", "killed by `runner kill`")
+    _wait_for(
+        "the containers and workspace to go",
+        lambda: labelled(docker_client, execution_id) == ([], []),
+        timeout=30,
+    )

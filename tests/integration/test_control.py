@@ -203,7 +203,7 @@ tasks:
     image: {IMAGE}
     depends_on: [first]
     command: |
-      for i in $(seq 1 60); do echo "line $i"; sleep 0.1; done
+      for i in $(seq 1 60); do echo "line $i"; sleep 0.2; done
       echo '::{{"outputs": {{"counted": 60}}}}::'
   - id: last
     image: {IMAGE}
@@ -244,7 +244,7 @@ def test_a_crashed_runner_is_recovered_by_the_next_command(
     begun = time.monotonic()
     listed = cli("executions")
     # it does not wait for `count` to end: a `runner recover` in the background follows it
-    assert listed.returncode == 0 and time.monotonic() - begun < 5, listed.stderr
+    assert listed.returncode == 0 and time.monotonic() - begun < 8, listed.stderr
     assert f"execution {execution_id}: its runner (pid" in listed.stderr
     assert "following it in the background" in listed.stderr
     _wait_for("the recovery", lambda: store.get_execution(execution_id).state.is_final)

@@ -147,7 +147,6 @@ def restart_execution(
         loaded = parse_flow(source, path=flow_path or f"execution-{record.id}.yml")
         plan = dag.build_plan(loaded.flow)
         restart = plan_restart(plan, record.task_runs, from_task=from_task)
-        the_backend.check()
         kept = the_backend.workspace_exists(workspace_name(record.id))
         workspace_files = None
         if not kept:

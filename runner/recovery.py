@@ -30,6 +30,7 @@ from runner.execution import (
 from runner.lease import Heartbeat, Lease, Owner, is_expired, lease_seconds
 from runner.loader import LoadedFlow, parse_flow
 from runner.logs import get_logger
+from runner.restart import latest_attempts
 from runner.scheduler import Scheduler
 from runner.settings import DEFAULT_ARTIFACTS_DIR
 from runner.specs import TaskContext, workspace_name
@@ -199,11 +200,7 @@ def _final_state(
     if loaded is None:
         return ExecutionState.FAILED, f"{died}; {restart}"
     record = store.get_execution(execution_id)
-    latest: dict[str, TaskRunRecord] = {}
-    for task_run in record.task_runs:
-        seen = latest.get(task_run.task_id)
-        if seen is None or task_run.attempt >= seen.attempt:
-            latest[task_run.task_id] = task_run
+    latest = latest_attempts(record.task_runs)
     plan = dag.build_plan(loaded.flow)
     unfinished, allowed = [], []
     for node_id in plan.order:

@@ -29,12 +29,7 @@ def plan_restart(
     """Split `plan` into what is reused and what runs again.
 
     Raises UsageError if `from_task` is not a task of the flow's `tasks:`."""
-    latest: dict[str, TaskRunRecord] = {}
-    highest: dict[str, int] = {}
-    for run in runs:
-        highest[run.task_id] = max(highest.get(run.task_id, 0), run.attempt)
-        if run.task_id not in latest or run.attempt >= latest[run.task_id].attempt:
-            latest[run.task_id] = run
+    latest = latest_attempts(runs)
     again = {
         node_id
         for node_id in plan.order
@@ -57,8 +52,18 @@ def plan_restart(
         reused=reused,
         rerun=tuple(n for n in plan.order if n in again),
         # Handlers (`errors:`, `finally:`) run again too: number theirs on as well.
-        first_attempt={task_id: attempt + 1 for task_id, attempt in highest.items()},
+        first_attempt={task_id: run.attempt + 1 for task_id, run in latest.items()},
     )
+
+
+def latest_attempts(runs: Iterable[TaskRunRecord]) -> dict[str, TaskRunRecord]:
+    """The last attempt of each task run (node id), whatever order `runs` come in."""
+    latest: dict[str, TaskRunRecord] = {}
+    for run in runs:
+        seen = latest.get(run.task_id)
+        if seen is None or run.attempt >= seen.attempt:
+            latest[run.task_id] = run
+    return latest
 
 
 def _result(run: TaskRunRecord) -> TaskResult:

@@ -766,12 +766,12 @@ class Scheduler:
         add = self.log_writer.add
         outputs: dict[str, Any] = {}
         for line in self.backend.logs(container_id):
+            if line.stream == "stdout" and line.line.startswith("::"):
+                published = parse_output_line(line.line)
+                if published is not None:
+                    outputs = merge_outputs(outputs, published)
             if skip:
                 skip -= 1
-                if line.stream == "stdout" and line.line.startswith("::"):
-                    published = parse_output_line(line.line)
-                    if published is not None:
-                        outputs = merge_outputs(outputs, published)
                 continue
             loggers[line.stream].info(TASK_LOG, line=line.line)
             add(
@@ -784,10 +784,6 @@ class Scheduler:
                     time=line.time,
                 )
             )
-            if line.stream == "stdout" and line.line.startswith("::"):
-                published = parse_output_line(line.line)
-                if published is not None:
-                    outputs = merge_outputs(outputs, published)
         return outputs
 
     def _clean_up(

@@ -777,13 +777,6 @@ class Store:
             raise NotFoundError(f"no execution matches '{execution_id}'")
         return ExecutionState(state)
 
-    def kill_requested(self, execution_id: str) -> bool:
-        with self._reading(f"read execution '{execution_id}'") as conn:
-            found = conn.execute(
-                select(executions.c.kill_requested_at).where(executions.c.id == execution_id)
-            ).scalar_one_or_none()
-        return found is not None
-
     def active_leases(self, execution_id: str | None = None) -> list[Lease]:
         """Every execution not in a final state (or just `execution_id`'s), with its lease."""
         query = select(

@@ -978,7 +978,7 @@ def test_heartbeat_reports_a_kill_request_and_a_lost_lease(store: Store) -> None
     assert store.execution_flow_path(execution_id) == "/flows/etl.yml"
     assert store.heartbeat(execution_id, owner.token) is Beat.KEPT
     assert store.request_kill(execution_id) is ExecutionState.CREATED
-    assert store.kill_requested(execution_id)
+    assert store.active_leases(execution_id)[0].kill_requested
     assert store.heartbeat(execution_id, owner.token) is Beat.KILL
     (lease,) = store.active_leases(execution_id)
     assert (lease.owner_host, lease.owner_pid, lease.kill_requested) == ("host-a", 1, True)

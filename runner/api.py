@@ -22,17 +22,24 @@ from runner.archives import pack_files
 from runner.backends.base import Backend
 from runner.errors import BackendError, UsageError
 from runner.execution import ExecutionResult, ExecutionState
-from runner.flow import ConcurrencyBehavior, InputType
+from runner.flow import ConcurrencyBehavior
 from runner.inputs import file_inputs, resolve_inputs
-from runner.lease import Heartbeat, Lease, Owner, heartbeat_seconds, lease_seconds
+from runner.lease import Heartbeat, Lease, Owner
 from runner.loader import LoadedFlow, load_flow, parse_flow
 from runner.logs import get_logger
 from runner.recovery import Garbage, Recovered, recover_orphans
 from runner.restart import RestartPlan, plan_restart
 from runner.scheduler import Resume, RunOptions, Scheduler
-from runner.settings import DEFAULT_ARTIFACTS_DIR, DEFAULT_CONCURRENCY, QUEUE_POLL_SECONDS
+from runner.settings import (
+    DEFAULT_ARTIFACTS_DIR,
+    DEFAULT_CONCURRENCY,
+    QUEUE_POLL_SECONDS,
+    heartbeat_seconds,
+    lease_seconds,
+)
 from runner.specs import workspace_name
 from runner.store import LogWriter, Store, default_database_url
+from runner.values import InputType
 
 __all__ = [
     "collect_garbage",

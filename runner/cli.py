@@ -24,7 +24,6 @@ from rich.table import Table
 from runner import api, dag, logs
 from runner.errors import FlowError, RunnerError
 from runner.execution import ExecutionState
-from runner.inputs import parse_input_args
 from runner.lease import Lease
 from runner.loader import load_flow
 from runner.restart import RestartPlan
@@ -36,6 +35,7 @@ from runner.settings import (
     LOG_FORMAT_ENV,
 )
 from runner.store import ExecutionRecord, SchemaRevision, Store, default_database_url
+from runner.values import parse_input_args
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

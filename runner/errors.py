@@ -27,6 +27,10 @@ class UsageError(RunnerError):
     exit_code = 2
 
 
+Loc = tuple[str | int, ...]
+"""Where a value is in a flow file: the keys and indexes from the top (`("tasks", 0, "id")`)."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a flow file: where it is and what is wrong."""

@@ -26,10 +26,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from runner import dag
-from runner.dag import Loc
-from runner.errors import FlowError, Problem
+from runner.errors import FlowError, Loc, Problem
 from runner.flow import IDENTIFIER, Flow, Task
-from runner.templating import find_template_problems
+from runner.messages import did_you_mean
+from runner.template_checks import find_template_problems
 
 __all__ = ["LineMap", "LoadedFlow", "load_flow", "parse_flow"]
 
@@ -798,7 +798,7 @@ def _message(error: _Error) -> str:
             if isinstance(model, type) and issubclass(model, BaseModel)
             else []
         )
-        hint = dag.did_you_mean(key, allowed)
+        hint = did_you_mean(key, allowed)
         if not hint and allowed:
             hint = f"; known fields: {', '.join(allowed)}"
         return f"unknown field {key!r}{hint}"
@@ -810,7 +810,7 @@ def _message(error: _Error) -> str:
             choices = [str(member.value) for member in expected]
         else:
             choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        hint = dag.did_you_mean(error.value, choices) if isinstance(error.value, str) else ""
+        hint = did_you_mean(error.value, choices) if isinstance(error.value, str) else ""
         return f"expected one of {', '.join(map(repr, choices))}, got {got}{hint}"
     if kind in ("value_error", "assertion_error"):
         cause = ctx.get("error")

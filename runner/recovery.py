@@ -27,12 +27,12 @@ from runner.execution import (
     ManagedResource,
     TaskState,
 )
-from runner.lease import Heartbeat, Lease, Owner, is_expired, lease_seconds
+from runner.lease import Heartbeat, Lease, Owner, is_expired
 from runner.loader import LoadedFlow, parse_flow
 from runner.logs import get_logger
 from runner.restart import latest_attempts
 from runner.scheduler import Scheduler
-from runner.settings import DEFAULT_ARTIFACTS_DIR
+from runner.settings import DEFAULT_ARTIFACTS_DIR, lease_seconds
 from runner.specs import TaskContext, workspace_name
 from runner.store import ExecutionRecord, LogWriter, Store, TaskRunRecord
 

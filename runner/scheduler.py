@@ -48,7 +48,8 @@ from runner.specs import (
     workspace_name,
 )
 from runner.store import LogWriter, NewLogLine, Store
-from runner.templating import TemplateContext, is_true, referenced_outputs
+from runner.template_checks import referenced_outputs
+from runner.templating import TemplateContext, is_true
 
 # How often the main loop wakes to notice a cancel request while tasks run.
 _TICK_S = 0.2

@@ -10,6 +10,8 @@ The tables are in `models.py`; the Alembic migrations that create them ship in
 `migrations/` and run on `Store.open`.
 """
 
+from runner.settings import database_url as default_database_url
+from runner.settings import db_retry_seconds
 from runner.store.logwriter import LogWriter
 from runner.store.store import (
     ArtifactFile,
@@ -21,8 +23,6 @@ from runner.store.store import (
     Store,
     StoreUnavailableError,
     TaskRunRecord,
-    db_retry_seconds,
-    default_database_url,
 )
 
 __all__ = [

@@ -28,7 +28,6 @@ is stored twice. SQLAlchemy cannot tell that case apart from a failed commit.
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import threading
@@ -71,17 +70,16 @@ from runner.errors import NotFoundError, StoreError, UsageError
 from runner.execution import ExecutionState, TaskState
 from runner.lease import Beat, Lease, Owner
 from runner.settings import (
-    DATABASE_URL_ENV,
     DB_RETRY_FIRST_S,
     DB_RETRY_MAX_S,
     DB_RETRY_SECONDS_ENV,
     DEFAULT_DB_RETRY_SECONDS,
+    db_retry_seconds,
 )
 from runner.store.models import artifacts as artifacts_table
 from runner.store.models import executions, flow_locks, log_lines, task_runs
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-DEFAULT_SQLITE_PATH = Path(".runner") / "runner.db"
 MIN_PREFIX = 4
 """Shortest id prefix `get_execution` looks up (shorter ones must match a whole id)."""
 
@@ -100,28 +98,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
-
-
-def default_database_url() -> str:
-    """`RUNNER_DATABASE_URL`, else SQLite in `.runner/runner.db` under the current folder."""
-    url = os.environ.get(DATABASE_URL_ENV, "").strip()
-    if url:
-        return url
-    return "sqlite:///" + str(DEFAULT_SQLITE_PATH.absolute())
-
-
-def db_retry_seconds() -> float:
-    """`RUNNER_DB_RETRY_SECONDS` (how long writes are retried in an outage), else 60."""
-    raw = os.environ.get(DB_RETRY_SECONDS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_DB_RETRY_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise StoreError(f"{DB_RETRY_SECONDS_ENV} must be a number of seconds >= 0, not {raw!r}")
-    return seconds
 
 
 class StoreUnavailableError(StoreError):

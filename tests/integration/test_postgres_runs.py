@@ -327,7 +327,7 @@ def test_a_bad_retry_limit_is_one_line(tmp_path: Path, value: str) -> None:
         timeout=60,
     )
     assert (out.returncode, out.stderr) == (
-        1,
+        2,
         f"error: RUNNER_DB_RETRY_SECONDS must be a number of seconds >= 0, not '{value}'\n",
     )
 

@@ -39,3 +39,35 @@ __all__ = [
     "db_retry_seconds",
     "default_database_url",
 ]
+
+
+# TEMPORARY shims until the store split lands.
+from dataclasses import dataclass as _dataclass, field as _field  # noqa: E402
+from datetime import datetime as _datetime  # noqa: E402
+from typing import Any as _Any  # noqa: E402
+
+
+@_dataclass(frozen=True)
+class ExecutionFilter:
+    namespace: str | None = None
+    flow_id: str | None = None
+    states: tuple[str, ...] = ()
+    labels: dict[str, str] = _field(default_factory=dict)
+    created_after: _datetime | None = None
+    created_before: _datetime | None = None
+
+
+@_dataclass(frozen=True)
+class Page:
+    items: list[_Any]
+    next_cursor: str | None
+
+
+def open_store(url: str, *, upgrade: bool = True) -> Store:
+    return Store.open(url, upgrade=upgrade)
+
+
+def describe_url(url: str) -> str:
+    import re
+
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)

@@ -681,24 +681,22 @@ class Store:
         return str(source)
 
     def list_executions(
-        self,
-        *,
-        flow_id: str | None = None,
-        state: str | None = None,
-        limit: int = 20,
-    ) -> list[ExecutionRecord]:
-        """The newest `limit` executions (optionally of one flow / in one state), newest
-        first, each with its task runs."""
+        self, wanted: Any = None, *, after: str | None = None, limit: int = 20
+    ) -> Any:
+        """TEMPORARY (replaced by the store split): newest first, filtered in SQL by flow
+        and state, the rest in Python; no cursor."""
+        from runner.store import Page
+
         query = select(executions)
-        if flow_id is not None:
-            query = query.where(executions.c.flow_id == flow_id)
-        if state is not None:
-            query = query.where(executions.c.state == str(state).upper())
+        if wanted is not None and wanted.flow_id is not None:
+            query = query.where(executions.c.flow_id == wanted.flow_id)
+        if wanted is not None and wanted.states:
+            query = query.where(executions.c.state.in_(list(wanted.states)))
         query = query.order_by(executions.c.created_at.desc(), executions.c.id.desc()).limit(limit)
         with self._reading("list executions") as conn:
             rows = conn.execute(query).all()
             runs = self._task_runs_of(conn, [r.id for r in rows])
-        return [_execution_record(r, runs.get(r.id, ())) for r in rows]
+        return Page([_execution_record(r, runs.get(r.id, ())) for r in rows], None)
 
     @staticmethod
     def _task_runs_of(
@@ -1099,7 +1097,14 @@ class Store:
                 ],
             )
 
-    def get_logs(self, execution_id: str, *, task_id: str | None = None) -> list[LogRecord]:
+    def get_logs(
+        self,
+        execution_id: str,
+        *,
+        task_id: str | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> list[LogRecord]:
         """The log lines of an execution (or of one of its tasks) in the order stored."""
         query = select(
             log_lines.c.id,
@@ -1111,8 +1116,13 @@ class Store:
         ).where(log_lines.c.execution_id == execution_id)
         if task_id is not None:
             query = query.where(log_lines.c.task_id == task_id)
+        if after is not None:
+            query = query.where(log_lines.c.id > after)
+        query = query.order_by(log_lines.c.id)
+        if limit is not None:
+            query = query.limit(limit)
         with self._reading(f"read the logs of execution '{execution_id}'") as conn:
-            rows = conn.execute(query.order_by(log_lines.c.id)).all()
+            rows = conn.execute(query).all()
         return [LogRecord(r.id, r.task_run_id, r.task_id, r.time, r.stream, r.line) for r in rows]
 
     def count_logs(self, execution_id: str) -> int:

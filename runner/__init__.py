@@ -31,7 +31,18 @@ _EXPORTS = {
     "submit": "runner.api",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ExecutionResult",
+    "ExecutionState",
+    "Flow",
+    "RunnerError",
+    "Task",
+    "TaskState",
+    "load_flow",
+    "open_store",
+    "run_flow",
+    "submit",
+]
 
 
 def __getattr__(name: str) -> Any:

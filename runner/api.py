@@ -694,7 +694,14 @@ def info(url: str | None = None, backend: Backend | None = None) -> Info:
     except RunnerError as exc:
         database_error = str(exc)
         shown = describe_url(the_url)
-    return Info(name, engine, engine_error, shown, schema, database_error)
+    return Info(
+        engine.backend if engine is not None else name,
+        engine,
+        engine_error,
+        shown,
+        schema,
+        database_error,
+    )
 
 
 # -- the parts run and restart share ---------------------------------------------------------

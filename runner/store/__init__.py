@@ -42,9 +42,10 @@ __all__ = [
 
 
 # TEMPORARY shims until the store split lands.
-from dataclasses import dataclass as _dataclass, field as _field  # noqa: E402
-from datetime import datetime as _datetime  # noqa: E402
-from typing import Any as _Any  # noqa: E402
+from dataclasses import dataclass as _dataclass
+from dataclasses import field as _field
+from datetime import datetime as _datetime
+from typing import Any as _Any
 
 
 @_dataclass(frozen=True)

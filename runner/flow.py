@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from runner.durations import MAX_DURATION, Duration, MemorySize
+from runner.triggers.models import Trigger
 from runner.values import InputType, coerce_value
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -328,6 +329,8 @@ class Flow(_Model):
     allowed_env: tuple[str, ...] = ()
     files: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     timeout: Timeout = None  # the whole execution, `errors:` and `finally:` aside
+    # What starts the flow without a person; ids are checked unique by the loader.
+    triggers: tuple[Trigger, ...] = ()
     tasks: tuple[Task, ...] = Field(min_length=1)
     errors: tuple[Task, ...] = ()
     # `finally` is a Python keyword, hence the alias.

@@ -56,6 +56,7 @@ if str(REPO) not in sys.path:  # run as `python bench/overhead.py` from a checko
     sys.path.insert(0, str(REPO))
 
 import docker  # noqa: E402  (after the sys.path line above)
+import docker.errors  # noqa: E402
 from docker.utils import kwargs_from_env  # noqa: E402
 
 from runner import api, dag, logs  # noqa: E402
@@ -690,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows += bench_startup(work, sizes)
         finally:
             for leftover in client.containers(all=True, filters={"label": BENCH_LABEL}):
-                client.remove_container(leftover["Id"], v=True, force=True)
+                with contextlib.suppress(docker.errors.NotFound):  # another run's, gone
+                    client.remove_container(leftover["Id"], v=True, force=True)
     report = {
         "bench": "runner-overhead",
         "quick": args.quick,

@@ -29,6 +29,9 @@ from runner.execution import (
 )
 
 
+_WS_PREFIX = "fake-ws-"
+
+
 @dataclass(frozen=True)
 class Script:
     lines: tuple[str, ...] = ()
@@ -71,7 +74,7 @@ class FakeBackend:
         )
 
     def workspace(self, execution_id: str, labels: Mapping[str, str]) -> FakeWorkspace:
-        return FakeWorkspace(self, f"fake-ws-{execution_id}")
+        return FakeWorkspace(self, f"{_WS_PREFIX}{execution_id}")
 
     def start(self, spec: ContainerSpec) -> str:
         script = self.scripts.get(spec.env["RUNNER_TASK_ID"], Script())
@@ -121,13 +124,21 @@ class FakeBackend:
         ]
 
     def list_managed(self) -> list[ManagedResource]:
-        return [
+        found = [
             ManagedResource(
-                kind="container", name=cid, execution_id=c.spec.labels.get(LABEL_EXECUTION, "")
+                kind="container",
+                name=cid,
+                execution_id=c.spec.labels.get(LABEL_EXECUTION, ""),
+                running=not c.killed.is_set(),
             )
             for cid, c in self._containers.items()
             if cid not in self.removed
         ]
+        found += [
+            ManagedResource(kind="volume", name=name, execution_id=name.removeprefix(_WS_PREFIX))
+            for name in sorted(self.volumes)
+        ]
+        return found
 
     def remove_managed(self, resource: ManagedResource) -> None:
         if resource.kind == "container":

@@ -322,22 +322,33 @@ def _first_running(cli: Cli, flow: Path) -> Iterator[tuple[Store, subprocess.Pop
         )
         yield store, first
     finally:
+        gate = flow.parent / "gate"
+        if gate.is_dir():  # a gated task must not wait forever after a failed test
+            (gate / "open").touch()
         first.kill()
         first.wait()
         store.close()
 
 
-def _limited(tmp_path: Path, concurrency: str, seconds: int) -> Path:
+def _limited(tmp_path: Path, concurrency: str) -> Path:
+    """A flow whose one task waits until the test opens its gate (`_open_gate`): however
+    slowly a loaded machine starts the second process, the first is still running."""
+    (tmp_path / "gate").mkdir(exist_ok=True)
     return write_flow(
         tmp_path,
         f"id: limited\nconcurrency: {concurrency}\n"
-        f"tasks:\n- {{id: nap, image: {IMAGE}, command: 'sleep {seconds}'}}\n",
+        f"tasks:\n- {{id: nap, image: {IMAGE}, volumes: ['./gate:/gate:ro'],"
+        " command: 'until [ -e /gate/open ]; do sleep 0.2; done'}\n",
     )
+
+
+def _open_gate(tmp_path: Path) -> None:
+    (tmp_path / "gate" / "open").touch()
 
 
 def test_two_processes_queue_on_the_flow_limit(shared_cli: Cli, tmp_path: Path) -> None:
     cli = shared_cli
-    flow = _limited(tmp_path, "{limit: 1, behavior: queue}", 3)
+    flow = _limited(tmp_path, "{limit: 1, behavior: queue}")
     with _first_running(cli, flow) as (store, first):
         second = cli.popen("run", str(flow))
         try:
@@ -348,6 +359,7 @@ def test_two_processes_queue_on_the_flow_limit(shared_cli: Cli, tmp_path: Path) 
                     == ["QUEUED", "RUNNING"]
                 ),
             )
+            _open_gate(tmp_path)
             results = [_finish(first), _finish(second)]
         finally:
             second.kill()
@@ -359,9 +371,10 @@ def test_two_processes_queue_on_the_flow_limit(shared_cli: Cli, tmp_path: Path) 
 
 @pytest.mark.parametrize(("behavior", "state"), [("cancel", "CANCELLED"), ("fail", "FAILED")])
 def test_over_the_limit_cancel_or_fail(cli: Cli, tmp_path: Path, behavior: str, state: str) -> None:
-    flow = _limited(tmp_path, f"{{limit: 1, behavior: {behavior}}}", 4)
+    flow = _limited(tmp_path, f"{{limit: 1, behavior: {behavior}}}")
     with _first_running(cli, flow) as (_, first):
         refused = cli("run", str(flow))
+        _open_gate(tmp_path)
         code, _, err = _finish(first)
     assert code == 0, err
     assert refused.returncode == 1, refused.stderr
@@ -371,7 +384,7 @@ def test_over_the_limit_cancel_or_fail(cli: Cli, tmp_path: Path, behavior: str, 
 
 
 def test_kill_a_queued_execution(cli: Cli, tmp_path: Path) -> None:
-    flow = _limited(tmp_path, "{limit: 1}", 5)
+    flow = _limited(tmp_path, "{limit: 1}")
     with _first_running(cli, flow) as (store, first):
         second = cli.popen("run", str(flow))
         try:
@@ -387,6 +400,7 @@ def test_kill_a_queued_execution(cli: Cli, tmp_path: Path) -> None:
             killed = cli("kill", queued)
             assert killed.returncode == 0, killed.stderr
             assert _finish(second)[0] == 130
+            _open_gate(tmp_path)
         finally:
             second.kill()
         assert store.get_execution(queued).task_runs == ()

@@ -39,11 +39,11 @@ import requests
 import structlog
 import urllib3.exceptions
 import urllib3.response
-from docker.constants import DEFAULT_NPIPE, DEFAULT_UNIX_SOCKET, IS_WINDOWS_PLATFORM
 from docker.types import Mount as DockerMount
 from docker.utils.build import exclude_paths
 from structlog.typing import FilteringBoundLogger
 
+from runner.backends import docker_connection
 from runner.backends.base import ProgressCallback
 from runner.errors import BackendError, ImageError
 from runner.execution import (
@@ -68,9 +68,6 @@ PULL_PROGRESS_INTERVAL_S = 1.0
 BUILD_REPOSITORY = "runner-build"
 BUILD_ERROR_TAIL_LINES = 20
 """How many lines of build output a failed build's ImageError quotes."""
-MAX_POOL_SIZE = 64
-"""Connections kept per engine: every running task holds one for its log stream and one for
-wait, and docker-py's default of 10 makes urllib3 discard (and warn about) the rest."""
 LOG_READ_SIZE = 256 * 1024
 LOG_CATCH_UP_FRAMES = 16
 """How many of a log's last frames are fetched again after a follow ends (see `logs`)."""
@@ -122,10 +119,10 @@ class DockerBackend:
 
     @classmethod
     def from_env(cls, *, log: FilteringBoundLogger | None = None) -> DockerBackend:
-        """Connect as the docker CLI would: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
-        else the local socket (a named pipe on Windows); `docker context` settings are not
-        read. Raises BackendError like `check`: docker-py asks the engine for its API
-        version on connecting."""
+        """Connect as the docker CLI would: DOCKER_HOST (with DOCKER_TLS_VERIFY and
+        DOCKER_CERT_PATH), else DOCKER_CONTEXT, else the current context, else the local
+        socket (a named pipe on Windows), waiting for a TCP engine that is coming up; see
+        backends/docker_connection.py. Raises BackendError like `check`."""
         return cls(log=log)
 
     def check(self) -> None:
@@ -628,15 +625,7 @@ class DockerBackend:
 
 
 def _client_from_env() -> docker.DockerClient:
-    try:
-        # version detection pings the engine, so an unreachable engine fails here already
-        return docker.from_env(max_pool_size=MAX_POOL_SIZE)
-    except _ENGINE_ERRORS as exc:
-        host = os.environ.get("DOCKER_HOST") or (
-            DEFAULT_NPIPE if IS_WINDOWS_PLATFORM else DEFAULT_UNIX_SOCKET
-        )
-        host = host.replace("http+unix://", "unix://")
-        raise _translate(exc, "reach the Docker engine", host) from exc
+    return docker_connection.client_from_env(_translate)
 
 
 def _engine_host(api: docker.APIClient) -> str:

@@ -253,8 +253,10 @@ class _EngineAPI(docker.APIClient):
         return settings
 
 
-class _EngineClient(docker.DockerClient):
-    """DockerClient on `_EngineAPI` (DockerClient.__init__ only makes its APIClient)."""
+class EngineClient(docker.DockerClient):
+    """docker.DockerClient whose TLS verification uses the engine's CA whatever
+    REQUESTS_CA_BUNDLE says (see `_EngineAPI`). Same arguments as DockerClient; its
+    __init__ only makes the APIClient."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.api = _EngineAPI(**kwargs)
@@ -345,7 +347,7 @@ def _connect_once(choice: EngineChoice) -> docker.DockerClient:
     tls: TLSConfig | bool = False
     if choice.tls is not None:
         tls = _tls_config(choice.tls)
-    return _EngineClient(base_url=choice.host, tls=tls, max_pool_size=MAX_POOL_SIZE)
+    return EngineClient(base_url=choice.host, tls=tls, max_pool_size=MAX_POOL_SIZE)
 
 
 def _tls_config(files: TLSFiles) -> TLSConfig:

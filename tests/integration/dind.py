@@ -182,12 +182,13 @@ def start_container(
     certs_volume: str | None = None,
     network: str | None = None,
     start: bool = True,
+    mode: str | None = None,
 ) -> tuple[Any, str]:
     """Start the dind container privileged, or with the fallback options where the runtime
     refuses --privileged; return it and which of the two worked. `certs_volume`: TLS as
     GitLab's docker:dind (see the module docstring); `network`: also on that network as
-    `docker`; `start=False`: only create it (a test starts it later) in privileged mode,
-    which must then work."""
+    `docker`; `start=False`: only create it (a test starts it later), in `mode`
+    ("privileged" or "fallback": what an earlier start returned), which must then work."""
     data = [f"{volume}:/var/lib/docker:rw"]
     if certs_volume is not None:
         data.append(f"{certs_volume}:{CERTS_DIR}:rw")
@@ -196,6 +197,12 @@ def start_container(
         "certs": certs_volume is not None,
         "network": network,
     }
+    if mode == "fallback":
+        binds = [*data, "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
+        container = _create_and_start(
+            outer, name, labels, binds=binds, start=start, **options, **FALLBACK_OPTIONS
+        )
+        return container, "fallback"
     try:
         container = _create_and_start(
             outer, name, labels, privileged=True, binds=data, start=start, **options

@@ -197,7 +197,9 @@ def test_bind_source_problem_is_for_validate() -> None:
 
 # -- the runner in a container ------------------------------------------------------------
 
-GITHUB_MOUNTS: list[dict[str, Any]] = [  # `docker inspect` of a GitHub Actions job container, abridged
+GITHUB_MOUNTS: list[
+    dict[str, Any]
+] = [  # `docker inspect` of a GitHub Actions job container, abridged
     {"Type": "bind", "Source": "/home/runner/work", "Destination": "/__w", "RW": True},
     {"Type": "bind", "Source": "/var/run/docker.sock", "Destination": "/var/run/docker.sock"},
     {

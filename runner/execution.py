@@ -85,6 +85,7 @@ class Mount:
     source: str
     target: str
     read_only: bool = False
+    written: str = ""  # as the flow wrote it (`./data:/data`), for messages
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,15 @@ ARTIFACTS_DIR_ENV = "RUNNER_ARTIFACTS_DIR"
 DEFAULT_ARTIFACTS_DIR = ".runner/artifacts"
 """Where `artifacts:` of tasks are copied, as ARTIFACTS_DIR/EXECUTION/TASK/ (`--artifacts-dir`)."""
 
+HOST_PATH_MAP_ENV = "RUNNER_HOST_PATH_MAP"
+"""`CONTAINER_PATH=HOST_PATH` pairs (comma-separated) that translate bind sources when the
+runner runs in a container; replaces what it finds by inspecting itself (runner.hostpaths)."""
+
+ENGINE_WAIT_SECONDS_ENV = "RUNNER_ENGINE_WAIT_SECONDS"
+DEFAULT_ENGINE_WAIT_SECONDS = 60.0
+"""How long a TCP engine that is coming up (Docker-in-Docker generating its certificates)
+is waited for before the run fails; 0 does not wait."""
+
 BACKEND_ENV = "RUNNER_BACKEND"
 DEFAULT_BACKEND = "docker"
 """Which backend runs the containers (see `runner.backends.BACKENDS`)."""
@@ -183,6 +192,14 @@ def artifacts_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 def backend_name(environ: Mapping[str, str] | None = None) -> str:
     return text(BACKEND_ENV, DEFAULT_BACKEND, environ=environ).lower()
+
+
+def engine_wait_seconds(environ: Mapping[str, str] | None = None) -> float:
+    return seconds(ENGINE_WAIT_SECONDS_ENV, DEFAULT_ENGINE_WAIT_SECONDS, environ=environ)
+
+
+def host_path_map(environ: Mapping[str, str] | None = None) -> str:
+    return text(HOST_PATH_MAP_ENV, environ=environ)
 
 
 def debug(environ: Mapping[str, str] | None = None) -> bool:

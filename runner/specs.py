@@ -99,12 +99,10 @@ def parse_mount(spec: str, base_dir: Path) -> Mount:
     source, target, mode = match["source"], match["target"], match["mode"]
     read_only = mode == "ro"
     if NAMED_VOLUME_RE.match(source) and not source.startswith("."):
-        return Mount(kind="volume", source=source, target=target, read_only=read_only)
+        return Mount("volume", source, target, read_only, spec)
     if PureWindowsPath(source).drive or PurePosixPath(source).is_absolute():
-        return Mount(kind="bind", source=source, target=target, read_only=read_only)
-    return Mount(
-        kind="bind", source=str((base_dir / source).resolve()), target=target, read_only=read_only
-    )
+        return Mount("bind", source, target, read_only, spec)
+    return Mount("bind", str((base_dir / source).resolve()), target, read_only, spec)
 
 
 def container_name(execution_id: str, run_name: str, task_run_id: int) -> str:

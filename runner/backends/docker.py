@@ -39,11 +39,11 @@ import requests
 import structlog
 import urllib3.exceptions
 import urllib3.response
-from docker.constants import DEFAULT_NPIPE, DEFAULT_UNIX_SOCKET, IS_WINDOWS_PLATFORM
 from docker.types import Mount as DockerMount
 from docker.utils.build import exclude_paths
 from structlog.typing import FilteringBoundLogger
 
+from runner.backends import docker_connection
 from runner.backends.base import EngineInfo, ProgressCallback
 from runner.errors import BackendError, ImageError
 from runner.execution import (
@@ -61,6 +61,7 @@ from runner.execution import (
     PullImage,
     Stream,
 )
+from runner.hostpaths import BindSourceTranslator
 
 PULL_POLICIES = ("missing", "always", "never")
 WORKSPACE_PREFIX = "runner-ws-"
@@ -72,9 +73,6 @@ PULL_PROGRESS_INTERVAL_S = 1.0
 BUILD_REPOSITORY = "runner-build"
 BUILD_ERROR_TAIL_LINES = 20
 """How many lines of build output a failed build's ImageError quotes."""
-MAX_POOL_SIZE = 64
-"""Connections kept per engine: every running task holds one for its log stream and one for
-wait, and docker-py's default of 10 makes urllib3 discard (and warn about) the rest."""
 LOG_READ_SIZE = 256 * 1024
 LOG_CATCH_UP_FRAMES = 16
 """How many of a log's last frames are fetched again after a follow ends (see `logs`)."""
@@ -124,13 +122,14 @@ class DockerBackend:
         self._image_locks: dict[ImageSource, threading.Lock] = {}
         self._images_lock = threading.Lock()
         self._helper: str | None = None
+        self._translator: BindSourceTranslator | None = None
 
     @classmethod
     def from_env(cls, *, log: FilteringBoundLogger | None = None) -> DockerBackend:
-        """Connect as the docker CLI would: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
-        else the local socket (a named pipe on Windows); `docker context` settings are not
-        read. Raises BackendError like `check`: docker-py asks the engine for its API
-        version on connecting."""
+        """Connect as the docker CLI would: DOCKER_HOST (with DOCKER_TLS_VERIFY and
+        DOCKER_CERT_PATH), else DOCKER_CONTEXT, else the current context, else the local
+        socket (a named pipe on Windows), waiting for a TCP engine that is coming up; see
+        backends/docker_connection.py. Raises BackendError like `check`."""
         return cls(log=log)
 
     def check(self) -> None:
@@ -370,9 +369,11 @@ class DockerBackend:
 
     def start(self, spec: ContainerSpec) -> str:
         mounts = [DockerMount(WORKSPACE_PATH, spec.workspace, type="volume")]
-        mounts += [
-            DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in spec.mounts
-        ]
+        for m in spec.mounts:
+            source = m.source
+            if m.kind == "bind":
+                source = self._bind_source(m.source, f"container {spec.name}: volume {m.written!r}")
+            mounts.append(DockerMount(m.target, source, type=m.kind, read_only=m.read_only))
         # init=True runs the engine's tini as PID 1: signals reach the task and orphaned
         # processes are reaped. The price: a missing executable is no longer a start error
         # but exit code 127 (126 if not executable) with tini's message on stderr, as in a shell.
@@ -431,6 +432,20 @@ class DockerBackend:
             self._discard(container_id)
             raise _translate(exc, action, self._host) from exc
         return container_id
+
+    def _bind_source(self, source: str, entry: str) -> str:
+        """The path the engine must be given for a bind mount of `source`: a Windows path
+        in Docker Desktop's form, a path inside the runner's own container as the host
+        sees it (runner.hostpaths). The engine's facts are looked up once."""
+        with self._images_lock:
+            translator = self._translator
+        if translator is None:
+            translator = docker_connection.host_path_translator(
+                self._client, _translate, host=self._host
+            )
+            with self._images_lock:
+                self._translator = translator
+        return translator(source, entry)
 
     def _discard(self, container_id: str) -> None:
         """Best-effort removal of a container that failed to start; the start error matters more."""
@@ -732,15 +747,7 @@ class DockerWorkspace:
 
 
 def _client_from_env() -> docker.DockerClient:
-    try:
-        # version detection pings the engine, so an unreachable engine fails here already
-        return docker.from_env(max_pool_size=MAX_POOL_SIZE)
-    except _ENGINE_ERRORS as exc:
-        host = os.environ.get("DOCKER_HOST") or (
-            DEFAULT_NPIPE if IS_WINDOWS_PLATFORM else DEFAULT_UNIX_SOCKET
-        )
-        host = host.replace("http+unix://", "unix://")
-        raise _translate(exc, "reach the Docker engine", host) from exc
+    return docker_connection.client_from_env(_translate)
 
 
 def _engine_host(api: docker.APIClient) -> str:

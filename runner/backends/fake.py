@@ -28,7 +28,6 @@ from runner.execution import (
     PullImage,
 )
 
-
 _WS_PREFIX = "fake-ws-"
 
 

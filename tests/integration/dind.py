@@ -7,6 +7,14 @@ copies images into it (nothing can be pulled where no registry is reachable) and
 `DindEngine` whose `url` is `tcp://127.0.0.1:PORT`. On exit it stops the container, which
 stops the inner engine's containers, and removes the container and its volume.
 
+With `tls_dir`, the engine works as GitLab CI's `docker:dind` service: it makes its own CA
+and certificates in a `certs` volume (DOCKER_TLS_CERTDIR=/certs) and listens with TLS on
+2376; the client files (ca.pem, cert.pem, key.pem) are copied to `tls_dir`. With
+`network`, it is also on that user network under the name `docker`, as a CI service is.
+
+Containers are started from the image id the build returned, not from the tag: other
+test sessions on the same engine may rebuild the tag from another checkout meanwhile.
+
 Starting: `--privileged` first, as on an ordinary machine. Where the runtime refuses it
 ("unable to apply caps": the host's capability bounding set lacks CAP_SYS_RESOURCE, as in
 some sandboxed VMs), the container is started again with every capability but that one,
@@ -20,22 +28,30 @@ The outer engine must run on this machine: the inner one is reached on 127.0.0.1
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 import requests
+from docker.tls import TLSConfig
 
+from runner.backends.docker_connection import EngineClient
 from tests.integration.helpers import REPO
 
 DIND_IMAGE = "runner-test/dind:latest"
 DIND_CONTEXT = REPO / "images" / "dind"
 DIND_PORT = "2375/tcp"
+DIND_TLS_PORT = "2376/tcp"
+CERTS_DIR = "/certs"  # DOCKER_TLS_CERTDIR in the container, as GitLab CI sets it
+SERVICE_ALIAS = "docker"  # the name a CI job reaches its dind service by
 TEST_LABEL = "io.runner.test"
 """Set to "dind" on the container and the volume, to find what a killed session left:
 `docker rm -f $(docker ps -aq -f label=io.runner.test=dind)`, then the same for volumes."""
@@ -71,6 +87,8 @@ class DindEngine:
     mode: str  # "privileged" or "fallback"
     storage_driver: str
     timings: dict[str, float] = field(default_factory=dict)
+    certs_volume: str | None = None  # with TLS: the volume holding ca/, server/, client/
+    tls_dir: Path | None = None  # with TLS: a copy of client/ (ca.pem, cert.pem, key.pem)
 
     def summary(self) -> str:
         times = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in self.timings.items())
@@ -78,23 +96,43 @@ class DindEngine:
 
 
 @contextmanager
-def dind_engine(outer: docker.DockerClient, images: Sequence[str] = ()) -> Iterator[DindEngine]:
-    """Build, start and fill a dind engine on `outer`; remove it and its volume on exit."""
+def dind_engine(
+    outer: docker.DockerClient,
+    images: Sequence[str] = (),
+    *,
+    tls_dir: Path | None = None,
+    network: str | None = None,
+) -> Iterator[DindEngine]:
+    """Build, start and fill a dind engine on `outer`; remove it and its volumes on exit."""
     timings: dict[str, float] = {}
     started = time.monotonic()
-    build_image(outer)
+    image = build_image(outer)
     timings["build"] = time.monotonic() - started
 
     name = f"runner-test-dind-{uuid.uuid4().hex[:12]}"
     labels = {TEST_LABEL: "dind"}
     volume = outer.volumes.create(name, labels=labels)
+    certs = outer.volumes.create(f"{name}-certs", labels=labels) if tls_dir else None
     container = None
     inner = None
     try:
         started = time.monotonic()
-        container, mode = start_container(outer, name, volume.name, labels)
-        url = f"tcp://127.0.0.1:{published_port(container)}"
-        inner = wait_for_engine(url, container)
+        container, mode = start_container(
+            outer,
+            name,
+            volume.name,
+            labels,
+            image=image,
+            certs_volume=certs.name if certs else None,
+            network=network,
+        )
+        tls = None
+        if tls_dir is not None:
+            url = f"tcp://127.0.0.1:{published_port(container, DIND_TLS_PORT)}"
+            tls = copy_client_certs(container, tls_dir)
+        else:
+            url = f"tcp://127.0.0.1:{published_port(container)}"
+        inner = wait_for_engine(url, container, tls=tls)
         timings["start_to_ping"] = time.monotonic() - started
         started = time.monotonic()
         for reference in images:
@@ -107,6 +145,8 @@ def dind_engine(outer: docker.DockerClient, images: Sequence[str] = ()) -> Itera
             mode=mode,
             storage_driver=str(inner.info().get("Driver", "?")),
             timings=timings,
+            certs_volume=certs.name if certs else None,
+            tls_dir=tls_dir,
         )
     finally:
         if inner is not None:
@@ -114,35 +154,70 @@ def dind_engine(outer: docker.DockerClient, images: Sequence[str] = ()) -> Itera
         if container is not None:
             remove_container(container)
         volume.remove(force=True)
+        if certs is not None:
+            certs.remove(force=True)
 
 
-def build_image(outer: docker.DockerClient) -> None:
+def build_image(outer: docker.DockerClient) -> str:
     """(Re)build runner-test/dind from images/dind; cached layers make a rebuild cheap.
-    The SDK uses the legacy builder, which takes the imported base image as it is."""
+    The SDK uses the legacy builder, which takes the imported base image as it is.
+    Returns the image id, which is what containers are started from."""
     try:
-        outer.images.build(
+        image, _ = outer.images.build(
             path=str(DIND_CONTEXT), tag=DIND_IMAGE, rm=True, forcerm=True, pull=False
         )
     except docker.errors.BuildError as exc:
         output = "".join(str(chunk.get("stream", "")) for chunk in exc.build_log)
         raise DindError(f"cannot build {DIND_IMAGE} from {DIND_CONTEXT}: {exc}\n{output}") from exc
+    return str(image.id)
 
 
 def start_container(
-    outer: docker.DockerClient, name: str, volume: str, labels: dict[str, str]
+    outer: docker.DockerClient,
+    name: str,
+    volume: str,
+    labels: dict[str, str],
+    *,
+    image: str = DIND_IMAGE,
+    certs_volume: str | None = None,
+    network: str | None = None,
+    start: bool = True,
+    mode: str | None = None,
 ) -> tuple[Any, str]:
     """Start the dind container privileged, or with the fallback options where the runtime
-    refuses --privileged; return it and which of the two worked."""
-    data = f"{volume}:/var/lib/docker:rw"
+    refuses --privileged; return it and which of the two worked. `certs_volume`: TLS as
+    GitLab's docker:dind (see the module docstring); `network`: also on that network as
+    `docker`; `start=False`: only create it (a test starts it later), in `mode`
+    ("privileged" or "fallback": what an earlier start returned), which must then work."""
+    data = [f"{volume}:/var/lib/docker:rw"]
+    if certs_volume is not None:
+        data.append(f"{certs_volume}:{CERTS_DIR}:rw")
+    options: dict[str, Any] = {
+        "image": image,
+        "certs": certs_volume is not None,
+        "network": network,
+    }
+    if mode == "fallback":
+        binds = [*data, "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
+        container = _create_and_start(
+            outer, name, labels, binds=binds, start=start, **options, **FALLBACK_OPTIONS
+        )
+        return container, "fallback"
     try:
-        return _create_and_start(outer, name, labels, privileged=True, binds=[data]), "privileged"
+        container = _create_and_start(
+            outer, name, labels, privileged=True, binds=data, start=start, **options
+        )
+        return container, "privileged"
     except docker.errors.APIError as exc:
         privileged_error = docker_reason(exc)
     # Any refusal falls back: the caps error is the known one, and should the fallback fail
     # too, both reasons are in the message.
     try:
-        binds = [data, "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
-        return _create_and_start(outer, name, labels, binds=binds, **FALLBACK_OPTIONS), "fallback"
+        binds = [*data, "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
+        container = _create_and_start(
+            outer, name, labels, binds=binds, start=start, **options, **FALLBACK_OPTIONS
+        )
+        return container, "fallback"
     except docker.errors.APIError as exc:
         raise DindError(
             f"cannot start {DIND_IMAGE}: with --privileged: {privileged_error}; "
@@ -151,12 +226,21 @@ def start_container(
 
 
 def _create_and_start(
-    outer: docker.DockerClient, name: str, labels: dict[str, str], **host_options: Any
+    outer: docker.DockerClient,
+    name: str,
+    labels: dict[str, str],
+    *,
+    image: str,
+    certs: bool,
+    network: str | None,
+    start: bool,
+    **host_options: Any,
 ) -> Any:
     """Create and start; a container that fails to start is removed, so the name is free."""
+    port = DIND_TLS_PORT if certs else DIND_PORT
     host_config = outer.api.create_host_config(
-        # No TLS on 2375: only this machine may reach it.
-        port_bindings={DIND_PORT: ("127.0.0.1", None)},
+        # Without TLS (2375) only this machine may reach it.
+        port_bindings={port: ("127.0.0.1", None)},
         **host_options,
     )
     if not host_options.get("privileged"):
@@ -165,17 +249,28 @@ def _create_and_start(
         # /proc and /sys paths neither masked nor read-only, so dockerd can set sysctls.
         host_config["MaskedPaths"] = []
         host_config["ReadonlyPaths"] = []
+    # Its own cgroup parent: in fallback mode the host's cgroup tree is shared with the
+    # host engine and with any other dind engine running at the same time.
+    environment = {"DIND_CGROUP_PARENT": f"/{name}"}
+    if certs:
+        environment["DOCKER_TLS_CERTDIR"] = CERTS_DIR
+    networking = None
+    if network is not None:
+        endpoints = {network: outer.api.create_endpoint_config(aliases=[SERVICE_ALIAS])}
+        # the stub wants one EndpointConfig; the engine (and docker-py) take name -> config
+        networking = outer.api.create_networking_config(endpoints)  # type: ignore[arg-type]
     created = outer.api.create_container(
-        DIND_IMAGE,
+        image,
         name=name,
         labels=labels,
-        # Its own cgroup parent: in fallback mode the host's cgroup tree is shared with the
-        # host engine and with any other dind engine running at the same time.
-        environment={"DIND_CGROUP_PARENT": f"/{name}"},
-        ports=[DIND_PORT],
+        environment=environment,
+        ports=[port],
         host_config=host_config,
+        networking_config=networking,
     )
     container = outer.containers.get(created["Id"])
+    if not start:
+        return container
     try:
         container.start()
     except docker.errors.APIError:
@@ -185,15 +280,45 @@ def _create_and_start(
     return container
 
 
-def published_port(container: Any) -> str:
+def published_port(container: Any, port: str = DIND_PORT) -> str:
     container.reload()
-    bindings = container.attrs["NetworkSettings"]["Ports"].get(DIND_PORT) or []
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(port) or []
     if not bindings:
-        raise DindError(f"container {container.name} publishes no port for {DIND_PORT}")
+        raise DindError(f"container {container.name} publishes no port for {port}")
     return str(bindings[0]["HostPort"])
 
 
-def wait_for_engine(url: str, container: Any) -> docker.DockerClient:
+def copy_client_certs(container: Any, destination: Path) -> TLSConfig:
+    """Wait until the engine has written its client files, copy them to `destination` and
+    return the TLS settings of a client using them."""
+    deadline = time.monotonic() + PING_TIMEOUT_S
+    while True:
+        found = container.exec_run(["test", "-s", f"{CERTS_DIR}/client/key.pem"])
+        if found.exit_code == 0:
+            break
+        container.reload()
+        if container.status != "running" or time.monotonic() > deadline:
+            raise DindError(
+                f"the dind container {container.name} wrote no {CERTS_DIR}/client/key.pem "
+                f"({container.status}); its last log lines:\n{container_logs(container)}"
+            )
+        time.sleep(0.25)
+    stream, _ = container.get_archive(f"{CERTS_DIR}/client")
+    destination.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        for member in archive.getmembers():
+            if member.isfile() and member.name.endswith(".pem"):
+                extracted = archive.extractfile(member)
+                assert extracted is not None
+                (destination / Path(member.name).name).write_bytes(extracted.read())
+    return TLSConfig(
+        client_cert=(str(destination / "cert.pem"), str(destination / "key.pem")),
+        ca_cert=str(destination / "ca.pem"),
+        verify=True,
+    )
+
+
+def wait_for_engine(url: str, container: Any, tls: TLSConfig | None = None) -> docker.DockerClient:
     """Wait until the inner engine answers, at most PING_TIMEOUT_S seconds; return a client.
     (The client asks the engine for its API version as it is made, so it is made in the loop.)"""
     deadline = time.monotonic() + PING_TIMEOUT_S
@@ -201,7 +326,11 @@ def wait_for_engine(url: str, container: Any) -> docker.DockerClient:
     while True:
         client = None
         try:
-            client = docker.DockerClient(base_url=url, timeout=CLIENT_TIMEOUT_S)
+            # EngineClient: REQUESTS_CA_BUNDLE (set on machines behind a TLS-inspecting
+            # proxy) must not replace the engine's CA
+            client = EngineClient(
+                base_url=url, timeout=CLIENT_TIMEOUT_S, tls=tls if tls is not None else False
+            )
             if client.ping():
                 return client
         except (docker.errors.DockerException, requests.RequestException) as exc:

@@ -201,6 +201,7 @@ def test_unreachable_engine_is_one_clear_line(
         tmp_path, "id: x\ntasks:\n  - {id: a, image: debian:bookworm-slim, command: 'true'}\n"
     )
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
+    monkeypatch.setenv("RUNNER_ENGINE_WAIT_SECONDS", "0")  # a TCP engine is waited for
     out = cli("run", str(flow))
     assert out.returncode == 1
     assert "Traceback" not in out.stderr

@@ -645,6 +645,7 @@ class Info:
                 "version": self.engine.version,
                 "os": self.engine.os,
                 "address": self.engine.address,
+                "chosen_by": self.engine.chosen_by,
             }
         schema = None
         if self.schema is not None:

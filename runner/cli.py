@@ -569,6 +569,8 @@ def _print_info(found: Info) -> None:
     if found.engine is not None:
         engine = found.engine
         click.echo(f"engine     {engine.name} {engine.version} at {engine.address}")
+        if engine.chosen_by:
+            click.echo(f"           chosen because {engine.chosen_by}")
         click.echo(f"engine os  {engine.os}")
     else:
         click.echo(f"engine     unreachable: {found.engine_error}")

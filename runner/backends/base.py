@@ -40,6 +40,7 @@ class EngineInfo:
     version: str
     os: str  # the engine host's operating system
     address: str  # where it is reached, as the user would write DOCKER_HOST
+    chosen_by: str = ""  # why this engine: "DOCKER_HOST is set", "the current context of ..."
 
 
 class Workspace(Protocol):

@@ -62,6 +62,7 @@ from runner.execution import (
     Stream,
 )
 from runner.hostpaths import BindSourceTranslator
+from runner.settings import engine_wait_seconds
 
 PULL_POLICIES = ("missing", "always", "never")
 WORKSPACE_PREFIX = "runner-ws-"
@@ -112,7 +113,12 @@ class DockerBackend:
         self, client: docker.DockerClient | None = None, *, log: FilteringBoundLogger | None = None
     ) -> None:
         self._owns_client = client is None
-        self._client = client if client is not None else _client_from_env()
+        self._chosen_by = "a client given by the caller"
+        if client is None:
+            choice = docker_connection.choose_engine()
+            self._chosen_by = choice.reason
+            client = docker_connection.connect(choice, _translate, wait_s=engine_wait_seconds())
+        self._client = client
         self._api = self._client.api
         self._host = _engine_host(self._api)
         self._log: FilteringBoundLogger = (
@@ -153,6 +159,7 @@ class DockerBackend:
             version=str(version.get("Version") or "?"),
             os=f"{operating_system} ({info.get('OSType', '?')}/{info.get('Architecture', '?')})",
             address=self._host,
+            chosen_by=self._chosen_by,
         )
 
     # -- images -------------------------------------------------------------------------
@@ -744,10 +751,6 @@ class DockerWorkspace:
 
 
 # -- connecting -------------------------------------------------------------------------
-
-
-def _client_from_env() -> docker.DockerClient:
-    return docker_connection.client_from_env(_translate)
 
 
 def _engine_host(api: docker.APIClient) -> str:

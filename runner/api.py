@@ -6,7 +6,6 @@ Scheduler(backend, store).run, with the execution's lease renewed meanwhile.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -27,9 +26,11 @@ from runner.inputs import file_inputs, resolve_inputs
 from runner.lease import Heartbeat, Lease, Owner
 from runner.loader import LoadedFlow, load_flow, parse_flow
 from runner.logs import get_logger
+from runner.policy import visible_env
 from runner.recovery import Garbage, Recovered, recover_orphans
 from runner.restart import RestartPlan, plan_restart
 from runner.scheduler import Resume, RunOptions, Scheduler
+from runner.secrets import Masker, secret_input_ids, stored_inputs
 from runner.settings import (
     DEFAULT_ARTIFACTS_DIR,
     DEFAULT_CONCURRENCY,
@@ -80,8 +81,12 @@ def run_flow(
 ) -> ExecutionResult:
     """Run a flow to its end and return how it went; every step is recorded in `store`.
 
-    `allow_env` names variables of this process's environment that templates may read as
-    `{{ env.NAME }}`, besides the flow's `allowed_env`. `handle_signals` turns SIGINT and
+    `allow_env` names (or globs) variables of this process's environment the operator
+    allows for this run, besides `RUNNER_ALLOWED_ENV`: each name the flow declares in
+    `allowed_env` must be allowed (PolicyError, exit 2, before anything is recorded), and
+    an exact name here is readable as `{{ env.NAME }}` even if undeclared. Secret inputs
+    are stored as `******`; every secret is masked in what the run stores and prints
+    (see `runner.secrets`). `handle_signals` turns SIGINT and
     SIGTERM into a clean kill of the execution (the CLI sets it). `on_created` receives the
     execution id as soon as it is recorded. A flow with `concurrency.limit` waits in state
     QUEUED for a slot (or ends CANCELLED / FAILED, as its `behavior` says).
@@ -89,6 +94,11 @@ def run_flow(
     loaded = flow if isinstance(flow, LoadedFlow) else load_flow(flow)
     given = inputs or {}
     values = resolve_inputs(loaded, given)
+    # policy (helper): the operator's allowed env and the secrets, checked before anything
+    # is recorded; secret inputs are stored as ******.
+    env = _visible_env(loaded, allow_env)
+    secret_ids = secret_input_ids(loaded.flow.inputs)
+    masker = Masker.from_env(extra=[values[i] for i in secret_ids if values.get(i) is not None])
     # Read local files before anything is recorded: a missing file is bad input, not a run.
     workspace_files = _pack_workspace_files(loaded, given)
     with _store_and_backend(store, backend) as (the_store, the_backend):
@@ -100,7 +110,7 @@ def run_flow(
             namespace=loaded.flow.namespace,
             revision=loaded.revision,
             source=loaded.source,
-            inputs=values,
+            inputs=stored_inputs(values, secret_ids, masker),  # policy (helper)
             labels=dict(loaded.flow.labels),
             owner=owner,
             flow_path=str(loaded.path),
@@ -108,7 +118,7 @@ def run_flow(
         if on_created is not None:
             on_created(execution_id)
         options = _options(
-            loaded, concurrency, keep_workspace, allow_env, artifacts_dir, workspace_files
+            loaded, concurrency, keep_workspace, env, artifacts_dir, workspace_files, masker
         )
         return _execute(
             the_store,
@@ -152,6 +162,17 @@ def restart_execution(
         source = the_store.get_execution_source(record.id)
         flow_path = the_store.execution_flow_path(record.id)
         loaded = parse_flow(source, path=flow_path or f"execution-{record.id}.yml")
+        # policy (helper): secret input values were never stored, so they cannot be reused.
+        secret_ids = secret_input_ids(loaded.flow.inputs)
+        lost = sorted(i for i in secret_ids if record.inputs.get(i) is not None)
+        if lost:
+            raise UsageError(
+                f"execution {record.id} cannot be restarted: the values of its secret"
+                f" input(s) {', '.join(lost)} are not stored; run the flow again with"
+                " `runner run`"
+            )
+        env = _visible_env(loaded, allow_env)
+        masker = Masker.from_env()
         plan = dag.build_plan(loaded.flow)
         restart = plan_restart(plan, record.task_runs, from_task=from_task)
         kept = the_backend.workspace_exists(workspace_name(record.id))
@@ -172,7 +193,7 @@ def restart_execution(
         if on_restarted is not None:
             on_restarted(record.id, restart)
         options = _options(
-            loaded, concurrency, keep_workspace, allow_env, artifacts_dir, workspace_files
+            loaded, concurrency, keep_workspace, env, artifacts_dir, workspace_files, masker
         )
         resume = Resume(
             done=restart.reused, first_attempt=restart.first_attempt, workspace_kept=kept
@@ -263,18 +284,27 @@ def _options(
     loaded: LoadedFlow,
     concurrency: int | None,
     keep_workspace: bool,
-    allow_env: Iterable[str],
+    env: Mapping[str, str],
     artifacts_dir: str | Path | None,
     workspace_files: bytes | None,
+    masker: Masker,
 ) -> RunOptions:
-    names = {*loaded.flow.allowed_env, *allow_env}
     return RunOptions(
         concurrency=concurrency or loaded.flow.concurrency.tasks or DEFAULT_CONCURRENCY,
         keep_workspace=keep_workspace,
         artifacts_dir=Path(artifacts_dir) if artifacts_dir else Path(DEFAULT_ARTIFACTS_DIR),
-        env={name: os.environ[name] for name in sorted(names) if name in os.environ},
+        env=env,
         workspace_files=workspace_files,
+        masker=masker,
     )
+
+
+def _visible_env(loaded: LoadedFlow, allow_env: Iterable[str]) -> dict[str, str]:
+    """policy (helper): the env a run's templates may read; PolicyError naming the flow
+    file's `allowed_env` line if it declares a name the operator has not allowed."""
+    line = loaded.line_of(("allowed_env",)) if loaded.flow.allowed_env else None
+    where = f"{loaded.file}:{line}" if line is not None else loaded.file
+    return visible_env(loaded.flow.allowed_env, tuple(allow_env), where=where)
 
 
 def _execute(

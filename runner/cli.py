@@ -10,11 +10,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -27,6 +25,7 @@ from runner.execution import ExecutionState
 from runner.lease import Lease
 from runner.loader import load_flow
 from runner.restart import RestartPlan
+from runner.secrets import open_private_log
 from runner.settings import (
     ARTIFACTS_DIR_ENV,
     DATABASE_URL_ENV,
@@ -38,6 +37,9 @@ from runner.store import ExecutionRecord, SchemaRevision, Store, default_databas
 from runner.values import parse_input_args
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+MAX_LIST_LIMIT = 1_000_000
+"""The most executions `runner executions --limit` lists at once."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,7 +104,10 @@ def _execution_options(func: F) -> F:
             "allow_env",
             multiple=True,
             metavar="NAME",
-            help="Let templates read this variable of your environment as {{ env.NAME }}; repeat for several.",
+            # policy (helper): allows what a flow's allowed_env declares (globs too)
+            help="Allow this variable of your environment (or a glob: 'AWS_*') for a flow that"
+            " declares it in allowed_env; an exact name is also readable as {{ env.NAME }}."
+            " Repeat for several [env RUNNER_ALLOWED_ENV].",
         ),
         click.option(
             "--artifacts-dir",
@@ -133,7 +138,9 @@ def _open_store(db_url: str | None) -> Store:
 
 def _follow_in_background(db_url: str) -> Callable[[Lease], None]:
     def follow(lease: Lease) -> None:
-        log_path = Path(tempfile.gettempdir()) / f"runner-recover-{lease.execution_id}.log"
+        # policy (helper): task output, so private: mode 0600 in a folder only this user
+        # may enter (runner.secrets.private_folder), never world-readable in /tmp.
+        log_path, out = open_private_log(f"runner-recover-{lease.execution_id}.log")
         # The URL may hold a password: through the environment, not the command line.
         env = {**os.environ, DATABASE_URL_ENV: db_url}
         detach: dict[str, Any] = {"start_new_session": True}  # Ctrl-C here must not stop it
@@ -141,7 +148,7 @@ def _follow_in_background(db_url: str) -> Callable[[Lease], None]:
             detach = {
                 "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
             }
-        with open(log_path, "ab") as out:
+        with out:
             child = subprocess.Popen(
                 [sys.executable, "-m", "runner", "recover", lease.execution_id],
                 env=env,
@@ -397,7 +404,10 @@ def validate(flows: Sequence[str]) -> None:
     type=click.Choice([s.value for s in ExecutionState], case_sensitive=False),
     help="Only executions in this state.",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+# policy (helper): a bound, so that a huge number is a usage error, not a database one
+@click.option(
+    "--limit", type=click.IntRange(min=1, max=MAX_LIST_LIMIT), default=20, show_default=True
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def executions(
     db_url: str | None, flow_id: str | None, state: str | None, limit: int, as_json: bool

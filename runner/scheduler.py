@@ -39,6 +39,7 @@ from runner.flow import Task
 from runner.loader import LoadedFlow
 from runner.logs import TASK_LOG, get_logger
 from runner.outputs import merge_outputs, parse_output_line
+from runner.secrets import Masker
 from runner.specs import (
     TaskContext,
     build_spec,
@@ -64,6 +65,9 @@ class RunOptions:
     artifacts_dir: Path = Path(".runner/artifacts")
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     workspace_files: bytes | None = None  # a tar copied into /workspace before the first task
+    # policy (helper): every secret of the run, masked in what is stored and printed;
+    # None: those of the runner's environment (runner.secrets)
+    masker: Masker | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,9 @@ class Scheduler:
         self._halt_reason: str | None = None  # why running tasks were stopped (flow timeout)
         self._kill_reason = "killed by the user"
         self._first_attempt: Mapping[str, int] = {}
+        # policy (helper): secrets masked in task output, outputs and errors; `run` takes
+        # the run's own (secret inputs too), `adopt` these.
+        self._masker = Masker.from_env()
 
     def cancel(self, reason: str | None = None) -> None:
         """Ask the execution to stop. Safe from signal handlers: only sets flags."""
@@ -148,6 +155,8 @@ class Scheduler:
         `resume.done` are not run again: their outputs are reused."""
         flow = loaded.flow
         log = get_logger(execution_id=execution_id, flow_id=flow.full_id)
+        if options.masker is not None:  # policy (helper)
+            self._masker = options.masker
         plan = dag.build_plan(flow)
         ctx = TaskContext(
             execution_id=execution_id,
@@ -197,14 +206,14 @@ class Scheduler:
             state = self._final_state(run)
             state = self._run_handlers(ctx, state, options, run, log)
         except BackendError as exc:
-            execution_error = str(exc)
+            execution_error = self._masker.mask(str(exc))  # policy (helper)
             log.error("execution_error", error=execution_error)
             raise
         except StoreError as exc:
             # The history cannot be written (the database stayed down past the retry
             # limit): leave nothing behind, as a kill does; a kept workspace would have
             # no record to find it by.
-            execution_error, store_failed = str(exc), True
+            execution_error, store_failed = self._masker.mask(str(exc)), True
             log.error("execution_error", error=execution_error)
             raise
         finally:
@@ -720,6 +729,8 @@ class Scheduler:
         log: Any,
     ) -> TaskResult:
         ended_at = _now()
+        if error is not None:  # policy (helper): a rendered value may hold a secret
+            error = self._masker.mask(error)
         self.store.finish_task_run(
             run_id,
             state=state,
@@ -765,23 +776,27 @@ class Scheduler:
             for stream in ("stdout", "stderr")
         }
         add = self.log_writer.add
+        mask = self._masker.mask  # policy (helper): secrets never stored nor printed
         outputs: dict[str, Any] = {}
         for line in self.backend.logs(container_id):
             if line.stream == "stdout" and line.line.startswith("::"):
                 published = parse_output_line(line.line)
                 if published is not None:
-                    outputs = merge_outputs(outputs, published)
+                    # Parsed from the line as written: a secret is masked in the values
+                    # (its JSON-escaped form in the line may differ from it).
+                    outputs = merge_outputs(outputs, self._masker.mask_value(published))
             if skip:
                 skip -= 1
                 continue
-            loggers[line.stream].info(TASK_LOG, line=line.line)
+            text = mask(line.line)
+            loggers[line.stream].info(TASK_LOG, line=text)
             add(
                 NewLogLine(
                     execution_id=ctx.execution_id,
                     task_run_id=run_id,
                     task_id=node_id,
                     stream=line.stream,
-                    line=line.line,
+                    line=text,
                     time=line.time,
                 )
             )

@@ -453,3 +453,20 @@ def test_a_rendered_environment_over_the_limit() -> None:
     flow, task = _rendered({"env": {"BIG": "{{ inputs.big }}"}}, big="x" * 5000)
     with pytest.raises(PolicyError, match=r"^env: the environment is .* over the limit of 4,096"):
         build_spec(_context(flow, max_env=4096), task, 1, "img")  # type: ignore[arg-type]
+
+
+def test_a_file_default_linking_out_of_the_folder(tmp_path: Path) -> None:
+    """A default `../../../../etc/shadow` was packed into the workspace; so would a link."""
+    from runner.errors import InputError
+    from runner.inputs import resolve_inputs
+
+    (tmp_path / "data.csv").symlink_to("/etc/hostname")
+    text = "id: x\ninputs: [{id: d, type: file, default: data.csv}]\ntasks: [{id: a, image: i}]\n"
+    with pytest.raises(
+        FlowError, match=r"inputs\[0\] \(d\)\.default: default 'data.csv' is outside"
+    ):
+        parse_flow(text, path=tmp_path / "flow.yml", policy=HostPolicy(resolve=os.path.realpath))
+    loaded = parse_flow(text, path=tmp_path / "flow.yml", policy=HostPolicy())  # links unseen
+    with pytest.raises(InputError, match="input 'd': default 'data.csv' is outside the flow's"):
+        resolve_inputs(loaded, {})
+    assert resolve_inputs(loaded, {"d": "/etc/hostname"})["d"] == "/workspace/inputs/d/hostname"

@@ -244,3 +244,57 @@ def test_a_folder_left_open_by_someone_is_not_used(
     planted.rmdir()
     planted.symlink_to(tmp_path)  # a link is not the private folder either
     assert private_folder() != planted
+
+
+# --- a run: what is stored and echoed (the scripted backend; containers in integration) ----
+
+
+def test_a_run_stores_and_echoes_only_masked_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from runner import logs
+    from runner.api import run_flow
+    from runner.backends.fake import FakeBackend, Script
+    from runner.store import Store
+
+    monkeypatch.setenv("RUNNER_SECRET_TOKEN", "tok-123456")
+    echo = io.StringIO()
+    logs.configure("console", stream=echo, colors=False)
+    backend = FakeBackend(
+        {
+            "a": Script(
+                lines=(
+                    "token tok-123456, password hunter2-pw",
+                    '::{"outputs": {"t": "tok-123456", "p": ["hunter2-pw"]}}::',
+                ),
+                exit_code=3,
+            )
+        }
+    )
+    loaded = parse_flow(
+        "id: f\ninputs: [{id: pw, type: secret}]\ntasks: [{id: a, image: i}]\n",
+        path=tmp_path / "flow.yml",
+        policy=HostPolicy(),
+    )
+    store = Store.open(f"sqlite:///{tmp_path / 'runner.db'}")
+    try:
+        result = run_flow(loaded, {"pw": "hunter2-pw"}, store=store, backend=backend)
+        record = store.get_execution(result.execution_id)
+        lines = [line.line for line in store.get_logs(result.execution_id)]
+    finally:
+        store.close()
+        logs.configure("console", quiet=True)
+    assert record.inputs == {"pw": MASK}
+    assert lines == [
+        f"token {MASK}, password {MASK}",
+        f'::{{"outputs": {{"t": "{MASK}", "p": ["{MASK}"]}}}}::',
+    ]
+    assert record.task_runs[0].outputs == {"t": MASK, "p": [MASK]}
+    printed = echo.getvalue()
+    assert f"token {MASK}, password {MASK}" in printed
+    assert "tok-123456" not in printed and "hunter2-pw" not in printed
+    assert backend.started[0].env["RUNNER_TASK_ID"] == "a"
+    database = b"".join(p.read_bytes() for p in tmp_path.glob("runner.db*"))
+    assert b"tok-123456" not in database and b"hunter2-pw" not in database

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from runner import dag, recovery
 from runner.archives import pack_files
@@ -30,7 +30,7 @@ from runner.policy import visible_env
 from runner.recovery import Garbage, Recovered, recover_orphans
 from runner.restart import RestartPlan, plan_restart
 from runner.scheduler import Resume, RunOptions, Scheduler
-from runner.secrets import Masker, secret_input_ids, stored_inputs
+from runner.secrets import Masker, open_private_log, secret_input_ids, stored_inputs
 from runner.settings import (
     DEFAULT_ARTIFACTS_DIR,
     DEFAULT_CONCURRENCY,
@@ -46,6 +46,7 @@ __all__ = [
     "collect_garbage",
     "kill_execution",
     "load_flow",
+    "open_recover_log",
     "open_store",
     "recover",
     "restart_execution",
@@ -270,6 +271,13 @@ def recover(
         if backend is None:
             for made in opened:
                 made.close()
+
+
+def open_recover_log(execution_id: str) -> tuple[Path, IO[bytes]]:
+    """policy (helper): the log file of a background `runner recover` of `execution_id`,
+    opened to append. It holds task output, so it is private: mode 0600, in a folder only
+    this user may enter (`runner.secrets.private_folder`)."""
+    return open_private_log(f"runner-recover-{execution_id}.log")
 
 
 def collect_garbage(

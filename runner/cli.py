@@ -25,7 +25,6 @@ from runner.execution import ExecutionState
 from runner.lease import Lease
 from runner.loader import load_flow
 from runner.restart import RestartPlan
-from runner.secrets import open_private_log
 from runner.settings import (
     ARTIFACTS_DIR_ENV,
     DATABASE_URL_ENV,
@@ -140,7 +139,7 @@ def _follow_in_background(db_url: str) -> Callable[[Lease], None]:
     def follow(lease: Lease) -> None:
         # policy (helper): task output, so private: mode 0600 in a folder only this user
         # may enter (runner.secrets.private_folder), never world-readable in /tmp.
-        log_path, out = open_private_log(f"runner-recover-{lease.execution_id}.log")
+        log_path, out = api.open_recover_log(lease.execution_id)
         # The URL may hold a password: through the environment, not the command line.
         env = {**os.environ, DATABASE_URL_ENV: db_url}
         detach: dict[str, Any] = {"start_new_session": True}  # Ctrl-C here must not stop it

@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from runner.cli import _follow_in_background, main
 from runner.lease import Lease
+
+
+@pytest.fixture(autouse=True)
+def _structlog_put_back() -> Iterator[None]:
+    """Every command configures structlog to write to the stderr of the moment (here,
+    capsys's, closed after the test): later tests must not log into it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def test_a_huge_limit_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

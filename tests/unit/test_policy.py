@@ -467,6 +467,6 @@ def test_a_file_default_linking_out_of_the_folder(tmp_path: Path) -> None:
     ):
         parse_flow(text, path=tmp_path / "flow.yml", policy=HostPolicy(resolve=os.path.realpath))
     loaded = parse_flow(text, path=tmp_path / "flow.yml", policy=HostPolicy())  # links unseen
-    with pytest.raises(InputError, match="input 'd': default 'data.csv' is outside the flow's"):
+    with pytest.raises(InputError, match=r"input 'd': default 'data.csv' is outside the flow's"):
         resolve_inputs(loaded, {})
     assert resolve_inputs(loaded, {"d": "/etc/hostname"})["d"] == "/workspace/inputs/d/hostname"

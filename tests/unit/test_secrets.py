@@ -254,6 +254,8 @@ def test_a_run_stores_and_echoes_only_masked_secrets(
 ) -> None:
     import io
 
+    import structlog
+
     from runner import logs
     from runner.api import run_flow
     from runner.backends.fake import FakeBackend, Script
@@ -261,6 +263,7 @@ def test_a_run_stores_and_echoes_only_masked_secrets(
 
     monkeypatch.setenv("RUNNER_SECRET_TOKEN", "tok-123456")
     echo = io.StringIO()
+    saved = structlog.get_config()
     logs.configure("console", stream=echo, colors=False)
     backend = FakeBackend(
         {
@@ -285,7 +288,7 @@ def test_a_run_stores_and_echoes_only_masked_secrets(
         lines = [line.line for line in store.get_logs(result.execution_id)]
     finally:
         store.close()
-        logs.configure("console", quiet=True)
+        structlog.configure(**saved)
     assert record.inputs == {"pw": MASK}
     assert lines == [
         f"token {MASK}, password {MASK}",

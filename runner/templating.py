@@ -58,6 +58,7 @@ from jinja2.utils import missing
 from runner.errors import RunnerError
 from runner.flow import Flow
 from runner.messages import did_you_mean
+from runner.secrets import template_secret
 
 __all__ = [
     "EXECUTION_FIELDS",
@@ -245,6 +246,8 @@ ENVIRONMENT = _Sandbox(
 )
 ENVIRONMENT.filters["shquote"] = _shquote
 ENVIRONMENT.filters["tojson"] = _tojson
+`{{ secret('NAME') }}`, masked wherever the value shows (runner.secrets)
+ENVIRONMENT.globals["secret"] = template_secret
 
 
 @lru_cache(maxsize=2048)

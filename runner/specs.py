@@ -54,7 +54,7 @@ class TaskContext:
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     artifacts_dir: Path = Path(".runner/artifacts")
     templates: TemplateContext = field(default_factory=TemplateContext)  # execution-level
-    what the operator allows rendered volumes, networks and envs
+    # what the operator allows rendered volumes, networks and envs
     host_policy: HostPolicy = field(default_factory=HostPolicy.from_env)
     max_env_bytes: int = field(default_factory=settings.max_env_bytes)
 
@@ -130,7 +130,7 @@ def render_task(task: Task, tctx: TemplateContext) -> Task:
         update["env"] = {k: render(v, tctx, where=f"env.{k}") for k, v in task.env.items()}
     if task.volumes:
         update["volumes"] = tuple(render_value(list(task.volumes), tctx, where="volumes"))
-        a rendered volume is checked as the file's are (`:/x` from an
+        # a rendered volume is checked as the file's are (`:/x` from an
         # empty input must be a task error, not a crash in parse_mount).
         for index, volume in enumerate(update["volumes"]):
             try:

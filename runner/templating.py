@@ -246,7 +246,7 @@ ENVIRONMENT = _Sandbox(
 )
 ENVIRONMENT.filters["shquote"] = _shquote
 ENVIRONMENT.filters["tojson"] = _tojson
-`{{ secret('NAME') }}`, masked wherever the value shows (runner.secrets)
+# `{{ secret('NAME') }}`, masked wherever the value shows (runner.secrets)
 ENVIRONMENT.globals["secret"] = template_secret
 
 

@@ -49,7 +49,7 @@ from runner.specs import (
 )
 from runner.store import LogWriter, NewLogLine, Store
 from runner.template_checks import referenced_outputs
-from runner.templating import TemplateContext, is_true
+from runner.templating import TemplateContext, TemplateInterrupted, is_true
 
 # How often the main loop wakes to notice a cancel request while tasks run.
 _TICK_S = 0.2
@@ -124,6 +124,13 @@ class Scheduler:
     def kill_reason(self) -> str:
         return self._kill_reason
 
+    def _render_stop_reason(self) -> str | None:
+        """[sandbox] Asked by templates while they render (TemplateContext.should_stop): a
+        kill or the flow's timeout ends a render as it ends a running container."""
+        if self.cancelled:
+            return self._kill_reason
+        return self._halt_reason
+
     def wait_for_cancel(self, seconds: float) -> bool:
         """Sleep up to `seconds`, ending early on `cancel`; whether it was cancelled."""
         self._wake.wait(seconds)
@@ -165,6 +172,7 @@ class Scheduler:
                 env=options.env,
                 revision=loaded.revision,
                 started_at=_now(),
+                should_stop=self._render_stop_reason,  # [sandbox] see _render_stop_reason
             ),
         )
         labels = execution_labels(execution_id, flow)
@@ -504,6 +512,11 @@ class Scheduler:
             run_id = self.store.create_task_run(
                 execution_id=ctx.execution_id, task_id=node.id, attempt=attempt, image=task.image
             )
+            # [sandbox] `when` stopped by a kill or the flow timeout: KILLED, as a container.
+            if isinstance(exc, TemplateInterrupted):
+                return self._finish(
+                    run_id, node.id, attempt, TaskState.KILLED, None, exc.reason, None, None, {}, log
+                )
             return self._finish(
                 run_id, node.id, attempt, TaskState.FAILED, None, str(exc), None, None, {}, log
             )
@@ -563,6 +576,8 @@ class Scheduler:
                 state, error = _verdict(task, outcome)
                 if state is TaskState.SUCCESS and task.artifacts:
                     self._collect_artifacts(ctx, node.id, run_id, container_id, task.artifacts, log)
+        except TemplateInterrupted as exc:  # [sandbox] a render stopped by a kill or timeout
+            state, error = TaskState.KILLED, exc.reason
         except RunnerError as exc:
             state = TaskState.KILLED if self.cancelled else TaskState.FAILED
             error = str(exc)

@@ -28,7 +28,7 @@ from runner.execution import (
     PullImage,
 )
 from runner.flow import NAMED_VOLUME_RE, VOLUME_RE, Flow, Task
-from runner.templating import TemplateContext, render, render_value
+from runner.templating import TemplateContext, render, render_value, shared_budget
 
 SCRIPT_PATH = "/.runner/script"
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -100,19 +100,23 @@ def container_name(execution_id: str, task_id: str, attempt: int) -> str:
 
 
 def render_task(task: Task, tctx: TemplateContext) -> Task:
-    """The task with its templated fields rendered for this run (a copy; the model is frozen)."""
+    """The task with its templated fields rendered for this run (a copy; the model is frozen).
+
+    The fields share one time budget (RUNNER_TEMPLATE_TIMEOUT): forty `env` values cannot
+    take forty times as long. Raises TemplateError."""
     update: dict[str, Any] = {}
-    if task.script is not None:
-        update["script"] = render(task.script, tctx, where="script")
-    if task.command is not None:
-        update["command"] = render_value(task.command, tctx, where="command")
-    if task.env:
-        update["env"] = {k: render(v, tctx, where=f"env.{k}") for k, v in task.env.items()}
-    if task.volumes:
-        update["volumes"] = tuple(render_value(list(task.volumes), tctx, where="volumes"))
-    update["working_dir"] = render(task.working_dir, tctx, where="working_dir")
-    if task.network is not None:
-        update["network"] = render(task.network, tctx, where="network")
+    with shared_budget(tctx):
+        if task.script is not None:
+            update["script"] = render(task.script, tctx, where="script")
+        if task.command is not None:
+            update["command"] = render_value(task.command, tctx, where="command")
+        if task.env:
+            update["env"] = {k: render(v, tctx, where=f"env.{k}") for k, v in task.env.items()}
+        if task.volumes:
+            update["volumes"] = tuple(render_value(list(task.volumes), tctx, where="volumes"))
+        update["working_dir"] = render(task.working_dir, tctx, where="working_dir")
+        if task.network is not None:
+            update["network"] = render(task.network, tctx, where="network")
     return task.model_copy(update=update)
 
 

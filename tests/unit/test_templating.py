@@ -341,11 +341,11 @@ def test_template_error_is_a_runner_error_with_exit_code_2() -> None:
         ),
         (
             "{{ 'x' * 10000000 }}",
-            "command: {{ 'x' * 10000000 }}: '*' would build 10,000,000 items; at most 1,000,000 are allowed",
+            "command: template too large: {{ 'x' * 10000000 }}: '*' would make 10,000,000 characters; the limit is 1 MiB (RUNNER_TEMPLATE_MAX_BYTES)",
         ),
         (
             "{{ 9 ** 999999999 }}",
-            "command: {{ 9 ** 999999999 }}: '**' would build a number of more than 1,000,000 bits",
+            "command: template too large: {{ 9 ** 999999999 }}: '**' would make a number of more than 100,000 bits",
         ),
         (
             "{{ range(10 ** 9) | list }}",

@@ -543,7 +543,7 @@ def _check_binop(budget: Budget, operator: str, left: Any, right: Any) -> int | 
             budget.check_int_bits(left.bit_length() + right.bit_length(), what)
     elif operator == "**":
         if _is_int(left) and _is_int(right) and abs(left) > 1 and right > 0:
-            budget.check_int_bits(abs(left).bit_length() * right, what)
+            budget.check_int_bits(math.ceil(right * math.log2(abs(left))), what)
     elif operator == "%" and isinstance(left, str | bytes):
         budget.check_size(printf_size(left, right, budget), what)
     return None

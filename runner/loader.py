@@ -29,7 +29,7 @@ from runner import dag
 from runner.errors import FlowError, Loc, Problem
 from runner.flow import IDENTIFIER, Flow, Task
 from runner.messages import did_you_mean
-from runner.template_checks import find_template_problems
+from runner.template_checks import find_shell_warnings, find_template_problems
 
 __all__ = ["LineMap", "LoadedFlow", "load_flow", "parse_flow"]
 
@@ -172,6 +172,9 @@ class LoadedFlow:
     lines: LineMap = field(default_factory=LineMap, repr=False)
     file: str = ""
     """The path as the user gave it, for messages (defaults to `path`)."""
+    warnings: tuple[Problem, ...] = ()
+    """What is allowed but likely a mistake, with file and line, for `runner validate` to
+    print: a value given with `-i` reaching shell code unquoted."""
 
     def __post_init__(self) -> None:
         if not self.file:
@@ -257,6 +260,9 @@ def _load(text: str, raw: bytes, path: str | Path) -> LoadedFlow:
         report.add((), "the flow is not valid")
     if report.problems or flow is None:
         raise FlowError(report.sorted())
+    warnings = _Report(file, lines, data)
+    for loc, message in find_shell_warnings(flow):
+        warnings.add(loc, message)
     return LoadedFlow(
         flow=flow,
         path=absolute,
@@ -264,6 +270,7 @@ def _load(text: str, raw: bytes, path: str | Path) -> LoadedFlow:
         revision=hashlib.sha256(raw).hexdigest()[:12],
         lines=report.lines,
         file=file,
+        warnings=tuple(warnings.sorted()),
     )
 
 

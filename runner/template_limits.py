@@ -260,6 +260,12 @@ class Budget:
         if known is not None:
             return known
         limit = self.max_bytes
+        if _flat(value):  # most lists: counted without a step of Python's per item
+            parts = 1 + len(_items_of(value))  # type: ignore[arg-type]
+            if parts > limit:
+                self._too_many_parts(what, parts)
+            self._remember(value, parts)
+            return parts
         # The containers being counted, outermost first: [container, its items, parts].
         frames: list[list[Any]] = [[value, iter(_items_of(value)), 1]]
         on_path = {id(value)}
@@ -364,6 +370,15 @@ def _items_of(container: Any) -> Iterable[Any]:
     return container  # type: ignore[no-any-return]
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat(container: Any) -> bool:
+    """Whether a list, tuple or dict holds only strings, numbers, booleans and nulls (the
+    types are collected by `map`, in C: no step of Python's per item)."""
+    return set(map(type, _items_of(container))) <= _SCALARS
+
+
 def _describe(value: Any) -> str:
     """`a list of 1,000,000 items`, `a mapping of 3 keys`: what a value is, for messages."""
     if isinstance(value, Mapping):
@@ -433,6 +448,8 @@ def text_size(value: Any, limit: int) -> int:
     leaf = _leaf_size(value)
     if leaf is not None:
         return leaf
+    if isinstance(value, list | tuple) and set(map(type, value)) <= {str}:
+        return 2 + 4 * len(value) + sum(map(len, value))  # quotes and separators
     sizes: dict[int, int] = {}  # id -> size of the containers counted so far
     kept: list[Any] = []  # what `sizes` is keyed by stays alive, so no id is reused
     children = _children(value)

@@ -274,7 +274,14 @@ ENVIRONMENT.filters["tojson"] = _tojson
 @lru_cache(maxsize=2048)
 def compile_template(source: str) -> Template:
     """The compiled template (raises TemplateSyntaxError); most tasks reuse a few strings."""
-    return ENVIRONMENT.from_string(source)
+    try:
+        return ENVIRONMENT.from_string(source)
+    except TemplateSyntaxError:
+        raise
+    except Exception as exc:
+        # Jinja computes constant parts while compiling, and lets some errors through:
+        # `{{ {{'k': 'v'}: 1} }}` raises TypeError (a dict cannot be a key).
+        raise TemplateSyntaxError(f"{type(exc).__name__}: {exc}", lineno=1) from exc
 
 
 @lru_cache(maxsize=512)
@@ -691,7 +698,9 @@ def is_true(template: str, ctx: TemplateContext, *, where: str = "when") -> bool
                         if not isinstance(value, str):
                             return bool(value)
                 except Exception as exc:
-                    raise _as_template_error(exc, template, where, nested=False) from exc
+                    raise _as_template_error(
+                        exc, template, where, nested=False, compiled=expression._template
+                    ) from exc
             return value.strip().lower() not in _FALSE_WORDS
     return render(template, ctx, where=where).strip().lower() not in _FALSE_WORDS
 
@@ -732,35 +741,33 @@ def _render(template: str, names: Mapping[str, Any], where: str, *, nested: bool
         with field_budget() as budget:
             return _stream(compiled, names, budget.max_bytes)
     except Exception as exc:
-        raise _as_template_error(exc, template, where, nested=nested) from exc
+        raise _as_template_error(exc, template, where, nested=nested, compiled=compiled) from exc
 
 
 def _stream(compiled: Template, names: Mapping[str, Any], max_bytes: int) -> str:
     """What `compiled.render(names)` returns, its size counted as it grows."""
     parts: list[str] = []
     size = 0
-    try:
-        for part in compiled.root_render_func(compiled.new_context(names)):
-            size += len(part)
-            if size > max_bytes:
-                current().output_too_large()
-            parts.append(part)
-        text = "".join(parts)
-        # Counted in characters so far; a character takes up to 4 bytes of UTF-8.
-        if 4 * len(text) > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+    for part in compiled.root_render_func(compiled.new_context(names)):
+        size += len(part)
+        if size > max_bytes:
             current().output_too_large()
-        return text
-    except Exception:
-        # As Template.render does: the traceback gets the template's line numbers.
-        ENVIRONMENT.handle_exception()
+        parts.append(part)
+    text = "".join(parts)
+    # Counted in characters so far; a character takes up to 4 bytes of UTF-8.
+    if 4 * len(text) > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        current().output_too_large()
+    return text
 
 
-def _as_template_error(exc: Exception, template: str, where: str, *, nested: bool) -> TemplateError:
+def _as_template_error(
+    exc: Exception, template: str, where: str, *, nested: bool, compiled: Template | None = None
+) -> TemplateError:
     """One message for anything rendering raised: `where: expression: what went wrong`."""
     if isinstance(exc, TemplateError):
         # From a variable this template uses: that message names the variable already.
         return exc if nested else exc.within(where)
-    line = _line_of(exc.__traceback__)
+    line = _line_of(exc.__traceback__, compiled)
     multi_line = "\n" in template.rstrip("\n")
     if isinstance(exc, OverBudget):
         return _over_budget(exc, template, where, line)
@@ -789,14 +796,18 @@ def _over_budget(exc: OverBudget, template: str, where: str, line: int | None) -
     return TemplateTooLarge(f"{where}: template too large: {excerpt(template, line)}: {exc.detail}")
 
 
-def _line_of(tb: TracebackType | None) -> int | None:
-    """The template line being run when an error was raised (Jinja rewrites tracebacks so
-    template frames carry template line numbers)."""
+def _line_of(tb: TracebackType | None, compiled: Template | None) -> int | None:
+    """The template line being run when an error was raised: the line of the deepest
+    frame of the template's code, mapped back to the template's text. (Not Jinja's own
+    rewriting of tracebacks: it compiles a code object per frame, which takes seconds for
+    the thousand frames of a RecursionError.)"""
     line = None
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == "<template>":
             line = tb.tb_lineno
         tb = tb.tb_next
+    if line is not None and compiled is not None:
+        return compiled.get_corresponding_lineno(line)
     return line
 
 

@@ -515,7 +515,16 @@ class Scheduler:
             # [sandbox] `when` stopped by a kill or the flow timeout: KILLED, as a container.
             if isinstance(exc, TemplateInterrupted):
                 return self._finish(
-                    run_id, node.id, attempt, TaskState.KILLED, None, exc.reason, None, None, {}, log
+                    run_id,
+                    node.id,
+                    attempt,
+                    TaskState.KILLED,
+                    None,
+                    exc.reason,
+                    None,
+                    None,
+                    {},
+                    log,
                 )
             return self._finish(
                 run_id, node.id, attempt, TaskState.FAILED, None, str(exc), None, None, {}, log

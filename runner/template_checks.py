@@ -35,6 +35,7 @@ from runner.templating import (
     TASK_SCOPE,
     VARIABLE_SCOPE,
     VARIABLE_SCOPE_TEXT,
+    TemplateCodeTooLarge,
     compile_template,
     excerpt,
     is_template,
@@ -222,6 +223,8 @@ class _Checker:
         multi_line = "\n" in source.rstrip("\n")
         try:
             analysis = _analyse(source)
+        except TemplateCodeTooLarge as exc:
+            return [(loc, f"template too large: {exc.message}")]
         except TemplateSyntaxError as exc:
             return [(loc, f"{excerpt(source, exc.lineno)}: template syntax error: {exc.message}")]
         found: list[tuple[int, str, str]] = []  # (line, expression, what is wrong)
@@ -420,6 +423,7 @@ def _parse(source: str) -> nodes.Template | None:
     if not is_template(source):
         return None
     try:
+        compile_template(source)  # refuses what is too large to parse quickly
         return ENVIRONMENT.parse(source)
     except TemplateSyntaxError:
         return None  # reported as a problem by find_template_problems
@@ -450,9 +454,9 @@ def _outputs(node: nodes.Node) -> Iterator[nodes.Output]:
     for child in node.iter_child_nodes():
         if isinstance(child, nodes.Output):
             yield child
-        elif isinstance(child, nodes.AssignBlock):
-            continue
-        elif isinstance(child, nodes.FilterBlock) and _quoting(child.filter):
+        elif isinstance(child, nodes.AssignBlock) or (
+            isinstance(child, nodes.FilterBlock) and _quoting(child.filter)
+        ):
             continue
         else:
             yield from _outputs(child)

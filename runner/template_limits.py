@@ -49,7 +49,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import GeneratorType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard, cast
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
@@ -68,8 +68,8 @@ __all__ = [
     "MAX_INT_BITS",
     "WORK_FACTOR",
     "Budget",
-    "Limits",
     "LimitedSandbox",
+    "Limits",
     "OverBudget",
     "current",
     "field_budget",
@@ -91,7 +91,7 @@ _TICKS_PER_CHECK = 32
 _ITEM_BYTES = 8  # the size limit divided by this is the item limit
 
 
-class OverBudget(Exception):  # noqa: N818  # not an error of the template's author alone
+class OverBudget(Exception):  # not an error of the template's author alone
     """A render went over its budget. `kind` is "size", "time" or "stop"; `detail` says
     what went over (for "stop", the reason given by `should_stop`)."""
 
@@ -387,6 +387,7 @@ def _describe(value: Any) -> str:
         return f"a {type(value).__name__} of {len(value):,} items"
     return f"a value of type {type(value).__name__}"
 
+
 # Outside any render (Jinja folding constants while it compiles, a test rendering a
 # compiled template directly): sizes are checked, time and work are not.
 _UNTIMED = Budget(_Run(Limits(), None, timed=False))
@@ -517,7 +518,7 @@ def _leaf_size(item: Any) -> int | None:
 
 def _children(item: Any) -> list[Any]:
     if isinstance(item, Namespace):
-        item = item._Namespace__attrs  # type: ignore[attr-defined]  # its attributes
+        item = item._Namespace__attrs  # its attributes
     if isinstance(item, Mapping):
         return [part for pair in item.items() for part in pair]
     return list(item)
@@ -526,7 +527,7 @@ def _children(item: Any) -> list[Any]:
 def _own_size(item: Any) -> int:
     """Brackets and separators: `{}` and `: `, `, ` for each pair; `[]` and `, `."""
     if isinstance(item, Namespace):
-        return 12 + 4 * len(item._Namespace__attrs)  # type: ignore[attr-defined]
+        return 12 + 4 * len(item._Namespace__attrs)
     if isinstance(item, Mapping):
         return 2 + 4 * len(item)
     return 2 + 2 * len(item)
@@ -535,7 +536,7 @@ def _own_size(item: Any) -> int:
 # --- operators ---------------------------------------------------------------------------------
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -555,7 +556,7 @@ def _check_binop(budget: Budget, operator: str, left: Any, right: Any) -> int | 
                 budget.check_size(len(seq) * times, what)
             elif isinstance(seq, list | tuple) and _is_int(times):
                 budget.check_items(len(seq) * times, what)
-                return 1 + max(times, 0) * (budget.parts_of(seq) - 1)
+                return 1 + max(int(times), 0) * (budget.parts_of(seq) - 1)
         if _is_int(left) and _is_int(right):
             budget.check_int_bits(left.bit_length() + right.bit_length(), what)
     elif operator == "**":
@@ -685,11 +686,15 @@ class _SizedEscapeFormatter(_SizeChecks, SandboxedEscapeFormatter):
 # --- methods -------------------------------------------------------------------------------------
 
 
-def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str, default: Any) -> Any:
+def _arg(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str, default: Any
+) -> Any:
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
-def _check_method(budget: Budget, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+def _check_method(
+    budget: Budget, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, ...]:
     """Refuse a call of a string (or bytes, or int) method whose result would be over
     budget. Returns the arguments to call it with (`join` gets its items as a list, so
     that they are counted and then joined, not read twice)."""
@@ -722,7 +727,9 @@ def _check_method(budget: Budget, method: Any, args: tuple[Any, ...], kwargs: di
                 size += len(item) if isinstance(item, str | bytes) else 0
             budget.check_size(size, what)
             return (items, *args[1:])
-        elif name == "translate" and args and isinstance(owner, str) and isinstance(args[0], Mapping):
+        elif (
+            name == "translate" and args and isinstance(owner, str) and isinstance(args[0], Mapping)
+        ):
             table = args[0]
             longest = max((len(v) for v in table.values() if isinstance(v, str)), default=1)
             if length * longest > budget.max_bytes:
@@ -740,7 +747,9 @@ def _check_method(budget: Budget, method: Any, args: tuple[Any, ...], kwargs: di
                 except LookupError:
                     codec = ""
                 if codec == "punycode":  # pure Python and quadratic in the length
-                    raise OverBudget("size", f"{what}: the punycode codec is not allowed in templates")
+                    raise OverBudget(
+                        "size", f"{what}: the punycode codec is not allowed in templates"
+                    )
     elif _is_int(owner) and name == "to_bytes":
         size = _arg(args, kwargs, 0, "length", 1)
         if _is_int(size):
@@ -921,10 +930,10 @@ class _Wrapper(textwrap.TextWrapper):
     """A TextWrapper that checks the clock at each line it makes (it reads `width` once
     a line): breaking a long word is quadratic in its length."""
 
-    @property  # type: ignore[override]
+    @property
     def width(self) -> int:
         current().tick()
-        return self._width  # type: ignore[no-any-return]
+        return self._width
 
     @width.setter
     def width(self, value: int) -> None:
@@ -956,7 +965,9 @@ def _wordwrap(
 class _Printer(pprint.PrettyPrinter):
     """A PrettyPrinter that checks the clock at each value it formats."""
 
-    def format(self, object: Any, context: Any, maxlevels: int, level: int) -> Any:  # noqa: A002  # the stdlib's names
+    def format(
+        self, object: Any, context: Any, maxlevels: int, level: int
+    ) -> Any:  # the stdlib's names
         current().tick()
         return super().format(object, context, maxlevels, level)
 
@@ -1117,7 +1128,7 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
         filters.update(sum=_sum, striptags=_striptags, wordwrap=_wordwrap, pprint=_pprint)
         self.filters = _CheckedFilters(filters)
         # Jinja joins the text of macros, blocks and `{% set %}` blocks with this.
-        self.concat = self._checked_concat  # type: ignore[assignment, method-assign]
+        self.concat = self._checked_concat  # type: ignore[method-assign]
 
     # Called by the generated code.
 
@@ -1174,7 +1185,9 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
         current().built(value, f"a {type(value).__name__}")
         return value
 
-    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805  # Jinja's signature
+    def call(
+        __self, __context: Context, __obj: Any, *args: Any, **kwargs: Any
+    ) -> Any:  # Jinja's signature
         budget = current()
         budget.tick()
         args = _check_method(budget, __obj, args, kwargs)
@@ -1199,8 +1212,8 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
             if is_format_map:
                 if kwargs or len(args) != 1:
                     return wrapper(*args, **kwargs)  # Jinja's wrapper says what is wrong
-                args, kwargs = (), args[0]
-            return kind(formatter.vformat(owner, args, kwargs))
+                return cast(str, kind(formatter.vformat(owner, (), args[0])))
+            return cast(str, kind(formatter.vformat(owner, args, kwargs)))
 
         sized.__name__ = value.__name__
         return sized

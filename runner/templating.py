@@ -65,8 +65,8 @@ from runner.errors import RunnerError
 from runner.flow import Flow
 from runner.messages import did_you_mean
 from runner.template_limits import (
-    Limits,
     LimitedSandbox,
+    Limits,
     OverBudget,
     current,
     field_budget,
@@ -76,8 +76,10 @@ from runner.template_limits import (
 __all__ = [
     "EXECUTION_FIELDS",
     "FLOW_FIELDS",
+    "MAX_TEMPLATE_CODE",
     "TASK_FIELDS",
     "Limits",
+    "TemplateCodeTooLarge",
     "TemplateContext",
     "TemplateError",
     "TemplateInterrupted",
@@ -271,9 +273,49 @@ ENVIRONMENT.filters["shquote"] = _shquote  # the first name it had
 ENVIRONMENT.filters["tojson"] = _tojson
 
 
-@lru_cache(maxsize=2048)
+MAX_TEMPLATE_CODE = 32 * 1024
+"""The most characters of template code (inside `{{ }}`, `{% %}` and `{# #}`) one field
+may hold. Compiling is not interrupted by the budgets, and takes a second or more for
+every 100,000 characters of code: a flow could make validation and every run wait."""
+
+
+class TemplateCodeTooLarge(TemplateSyntaxError):
+    """More template code than `MAX_TEMPLATE_CODE` in one field: refused before compiling."""
+
+
+def template_code_size(source: str) -> int:
+    """How many characters of `source` are template code, tags and comments included (an
+    unclosed tag counts to the end); linear, however the tags nest or are left open."""
+    size = 0
+    pos = source.find("{")
+    while pos != -1 and pos + 1 < len(source):
+        opener = source[pos + 1]
+        if opener in "{%#":
+            closer = {"{": "}}", "%": "%}", "#": "#}"}[opener]
+            end = source.find(closer, pos + 2)
+            end = len(source) if end == -1 else end + 2
+            size += end - pos
+            pos = source.find("{", end)
+        else:
+            pos = source.find("{", pos + 1)
+    return size
+
+
 def compile_template(source: str) -> Template:
-    """The compiled template (raises TemplateSyntaxError); most tasks reuse a few strings."""
+    """The compiled template (raises TemplateSyntaxError, TemplateCodeTooLarge); most
+    tasks reuse a few strings, so compiled templates are kept."""
+    code = template_code_size(source)
+    if code > MAX_TEMPLATE_CODE:
+        raise TemplateCodeTooLarge(
+            f"{code:,} characters of template code ({{{{ }}}}, {{% %}}); "
+            f"at most {MAX_TEMPLATE_CODE:,} in one field",
+            lineno=1,
+        )
+    return _compile(source)
+
+
+@lru_cache(maxsize=2048)
+def _compile(source: str) -> Template:
     try:
         return ENVIRONMENT.from_string(source)
     except TemplateSyntaxError:
@@ -290,6 +332,8 @@ def _single_expression(source: str) -> TemplateExpression | None:
     stripped = source.strip()
     if not (stripped.startswith("{{") and stripped.endswith("}}")):
         return None
+    if template_code_size(stripped) > MAX_TEMPLATE_CODE:
+        return None  # rendered instead, which refuses it
     try:
         # `{{ a }} and {{ b }}` leaves `}}` inside: a syntax error here, so not native.
         return ENVIRONMENT.compile_expression(stripped[2:-2], undefined_to_none=False)
@@ -733,6 +777,8 @@ def _field(where: str, key: Any) -> str:
 def _render(template: str, names: Mapping[str, Any], where: str, *, nested: bool) -> str:
     try:
         compiled = compile_template(template)
+    except TemplateCodeTooLarge as exc:
+        raise TemplateTooLarge(f"{where}: template too large: {exc.message}") from exc
     except TemplateSyntaxError as exc:
         raise TemplateError(
             f"{where}: {excerpt(template, exc.lineno)}: template syntax error: {exc.message}"
@@ -748,7 +794,7 @@ def _stream(compiled: Template, names: Mapping[str, Any], max_bytes: int) -> str
     """What `compiled.render(names)` returns, its size counted as it grows."""
     parts: list[str] = []
     size = 0
-    for part in compiled.root_render_func(compiled.new_context(names)):
+    for part in compiled.root_render_func(compiled.new_context(dict(names))):
         size += len(part)
         if size > max_bytes:
             current().output_too_large()

@@ -148,7 +148,9 @@ def test_errors_and_finally_tasks_are_checked_too() -> None:
 
 
 def test_one_warning_per_input_and_field() -> None:
-    found = warnings_of("  - {id: a, image: i, command: 'cp {{ inputs.name }} {{ inputs.name }}.bak'}\n")
+    found = warnings_of(
+        "  - {id: a, image: i, command: 'cp {{ inputs.name }} {{ inputs.name }}.bak'}\n"
+    )
     assert len(found) == 1
 
 

@@ -16,6 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from runner import settings
 from runner.api import run_flow
 from runner.backends.fake import FakeBackend, Script
+from runner.errors import FlowError
 from runner.execution import ExecutionState, TaskState
 from runner.flow import Flow
 from runner.loader import parse_flow
@@ -92,7 +93,10 @@ TOO_LARGE = [
     ("{{ ('\u1234' * 1000).encode('punycode') }}", "the punycode codec is not allowed"),
     ("{{ 9 ** 999999999 }}", "'**' would make a number of"),
     ("{{ (2 ** 60000) * (2 ** 60000) }}", "'*' would make a number of more than 100,000 bits"),
-    ("{{ ('f' * 100000)|int(base=16) }}", "the int filter would make a number of more than 100,000 bits"),
+    (
+        "{{ ('f' * 100000)|int(base=16) }}",
+        "the int filter would make a number of more than 100,000 bits",
+    ),
     ("{{ ['x' * 1000000] * 100000 }}", "printing a list of 100,000 items would make more"),
     ("{{ (['x' * 1000000] * 1000)|string }}", "the string filter on a list of 1,000 items"),
     ("{{ '{!r}'.format(['x' * 1000000] * 1000) }}", "format() of a list of 1,000 items"),
@@ -174,9 +178,7 @@ TOO_LARGE = [
 
 
 @pytest.mark.parametrize(("template", "detail"), TOO_LARGE)
-def test_what_would_be_too_large_is_refused_before_it_is_built(
-    template: str, detail: str
-) -> None:
+def test_what_would_be_too_large_is_refused_before_it_is_built(template: str, detail: str) -> None:
     error = failure(template)
     assert isinstance(error, TemplateTooLarge)
     assert str(error).startswith("script: template too large: ")
@@ -316,7 +318,7 @@ def test_template_max_bytes_reads_sizes(raw: str, expected: int) -> None:
 
 @pytest.mark.parametrize("raw", ["x", "1.5m", "-3", "10", "1t", "9" * 40])
 def test_template_max_bytes_refuses_what_is_not_a_size(raw: str) -> None:
-    with pytest.raises(SettingError, match="^RUNNER_TEMPLATE_MAX_BYTES must be a size in bytes"):
+    with pytest.raises(SettingError, match=r"^RUNNER_TEMPLATE_MAX_BYTES must be a size in bytes"):
         settings.template_max_bytes({"RUNNER_TEMPLATE_MAX_BYTES": raw})
 
 
@@ -329,7 +331,7 @@ MANY_LINES = "{% for i in range(2000) %}{{ 'x' * 1000 }}{% endfor %}"  # 2 MB in
 def test_the_fields_of_a_task_share_one_time_budget() -> None:
     flow = parse_flow(
         "id: f\ninputs: [{id: x}]\ntasks:\n- id: t\n  image: i\n  env:\n"
-        + "".join(f"    E{i}: \"{{{{ inputs.x }}}}{SPIN}\"\n" for i in range(10)),
+        + "".join(f'    E{i}: "{{{{ inputs.x }}}}{SPIN}"\n' for i in range(10)),
         path=Path("flow.yml"),
     ).flow
     task = flow.tasks[0]
@@ -391,7 +393,7 @@ def test_should_stop_ends_a_render_with_its_reason() -> None:
 
 def test_should_stop_ends_a_when_condition_and_a_variable() -> None:
     stopped = ctx(limits=Limits(timeout_s=60), should_stop=lambda: "stop now")
-    with pytest.raises(TemplateInterrupted, match="^when: rendering stopped: stop now$"):
+    with pytest.raises(TemplateInterrupted, match=r"^when: rendering stopped: stop now$"):
         is_true("{{ range(100000)|select|list|length > 0 }}", stopped)
     flow = Flow.model_validate(
         {"id": "f", "variables": {"v": SPIN}, "tasks": [{"id": "t", "image": "i"}]}
@@ -405,7 +407,7 @@ def test_should_stop_ends_a_when_condition_and_a_variable() -> None:
     context = TemplateContext.for_execution(
         flow, execution_id="e", inputs={}, should_stop=stop_once, limits=Limits(timeout_s=0.2)
     )
-    with pytest.raises(TemplateInterrupted, match="variables.v: rendering stopped: first time"):
+    with pytest.raises(TemplateInterrupted, match=r"variables\.v: rendering stopped: first time"):
         render("{{ variables.v }}", context, where="script")
     # Not remembered as the variable's error: the next render runs it again (and times out).
     calls["n"] = 1000
@@ -432,7 +434,7 @@ def test_a_template_over_budget_fails_its_task_run_with_the_reason(
     monkeypatch.setenv("RUNNER_TEMPLATE_TIMEOUT", "0.5")
     flow = parse_flow(
         f"id: f\ntasks:\n- {{id: slow, image: i, script: '{BOMB}'}}\n"
-        f"- {{id: big, image: i, command: \"echo {MANY_LINES}\"}}\n"
+        f'- {{id: big, image: i, command: "echo {MANY_LINES}"}}\n'
         "- {id: after, image: i, depends_on: [slow]}\n",
         path=tmp_path / "flow.yml",
     )
@@ -490,3 +492,27 @@ def test_a_kill_ends_a_render(store: Store, tmp_path: Path, field: str) -> None:
     states = {t.task_id: (t.state, t.error) for t in result.tasks}
     assert states["slow"] == (TaskState.KILLED, "killed by the user")
     assert store.get_execution("x" * 32).state == "KILLED"
+
+
+def test_too_much_template_code_is_refused_before_compiling() -> None:
+    # Compiling is not interrupted by the budgets: 650,000 characters of template code
+    # took Jinja seconds, at every validation and every run.
+    source = "{{ x ~ 'a' }}" * 50_000
+    started = time.monotonic()
+    error = failure(source)
+    assert time.monotonic() - started < MARGIN_S
+    assert isinstance(error, TemplateTooLarge)
+    assert str(error) == (
+        "script: template too large: 650,000 characters of template code ({{ }}, {% %}); "
+        "at most 32,768 in one field"
+    )
+    with pytest.raises(FlowError) as caught:
+        parse_flow(
+            f'id: f\ntasks:\n- id: a\n  image: i\n  script: "{source}"\n', path=Path("f.yml")
+        )
+    assert str(caught.value) == (
+        "f.yml:5:3: tasks[0] (a).script: template too large: 650,000 characters of "
+        "template code ({{ }}, {% %}); at most 32,768 in one field"
+    )
+    # Plain text around a little code is not template code.
+    assert render("x" * 1_000_000 + "{{ 1 }}", ctx(), where="script").endswith("x1")

@@ -174,9 +174,9 @@ def test_compiled_templates_are_reused() -> None:
     template = "{{ inputs.color }} reuse-check"
     ctx = load_ctx()
     render(template, ctx, where="x")
-    hits = templating.compile_template.cache_info().hits
+    hits = templating._compile.cache_info().hits
     render(template, ctx, where="x")
-    assert templating.compile_template.cache_info().hits == hits + 1
+    assert templating._compile.cache_info().hits == hits + 1
 
 
 # --- strict: undefined names fail, saying what is defined -------------------------------------

@@ -144,6 +144,7 @@ class _Run:
         "max_work",
         "parts",
         "should_stop",
+        "timed",
         "work",
     )
 
@@ -151,6 +152,7 @@ class _Run:
         self, limits: Limits, should_stop: Callable[[], str | None] | None, *, timed: bool = True
     ) -> None:
         self.limits = limits
+        self.timed = timed
         self.deadline = time.monotonic() + limits.timeout_s if timed else math.inf
         self.should_stop = should_stop
         self.max_work = WORK_FACTOR * limits.max_bytes if timed else math.inf
@@ -300,6 +302,8 @@ class Budget:
 
     def _remember(self, container: Any, parts: int) -> None:
         run = self.run
+        if not run.timed:  # outside a render: nothing to count, and nothing to keep alive
+            return
         run.parts[id(container)] = parts
         run.kept.append(container)  # alive, so that its id is not reused
         self._count(container)
@@ -879,7 +883,15 @@ def _check_tojson(budget: Budget, a: dict[str, Any]) -> None:
     budget.check_text(a["value"], "the tojson filter on")
 
 
+def _check_round(budget: Budget, a: dict[str, Any]) -> None:
+    # Python computes 10 ** precision to round: a precision of 10**9 never ends.
+    precision = a["precision"]
+    if _is_int(precision) and abs(precision) > 400:
+        raise OverBudget("size", "round: a precision of more than 400 digits is not allowed")
+
+
 _FILTER_CHECKS: dict[str, Callable[[Budget, dict[str, Any]], None]] = {
+    "round": _check_round,
     "center": _check_center,
     "indent": _check_indent,
     "wordwrap": _check_wordwrap,
@@ -1185,11 +1197,13 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
         current().built(value, f"a {type(value).__name__}")
         return value
 
-    def call(
+    def call(  # the names are Jinja's
         __self, __context: Context, __obj: Any, *args: Any, **kwargs: Any
-    ) -> Any:  # Jinja's signature
+    ) -> Any:
         budget = current()
         budget.tick()
+        if isinstance(getattr(__obj, "__self__", None), Markup) and __obj.__name__ == "striptags":
+            return budget.produced(_striptags(__obj.__self__), "striptags()")  # see _striptags
         args = _check_method(budget, __obj, args, kwargs)
         result = super().call(__context, __obj, *args, **kwargs)
         return budget.produced(result, f"{getattr(__obj, '__name__', 'a call')}()")

@@ -91,6 +91,8 @@ TOO_LARGE = [
     ("{{ ('x' * 1000000).translate({120: 'y' * 1000}) }}", "translate() would make"),
     ("{{ (1).to_bytes(200000000, 'big') }}", "to_bytes() would make 200,000,000"),
     ("{{ ('\u1234' * 1000).encode('punycode') }}", "the punycode codec is not allowed"),
+    ("{{ 10|round(-100000000) }}", "round: a precision of more than 400 digits"),
+    ("{{ 1.5|round(100000000, 'floor') }}", "round: a precision of more than 400 digits"),
     ("{{ 9 ** 999999999 }}", "'**' would make a number of"),
     ("{{ (2 ** 60000) * (2 ** 60000) }}", "'*' would make a number of more than 100,000 bits"),
     (
@@ -214,6 +216,7 @@ TOO_LONG = [
     "{% for i in range(100000) %}{{ range(100000)|map('string')|select|list|length }}{% endfor %}",
     "{% for i in range(100000) %}{{ range(1000)|sum }}{% endfor %}",
     "{{ ('<!--a-->' * 100000)|striptags }}",  # markupsafe's is quadratic
+    "{{ (('<!--a-->' * 100000)|safe).striptags() }}",
     "{{ ('x' * 1000000)|wordwrap(1)|length }}",  # textwrap's too
 ]
 

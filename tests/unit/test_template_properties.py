@@ -91,6 +91,8 @@ def _grow(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         st.builds("{}|pprint".format, e),
         st.builds("{}|length".format, e),
         st.builds("{}|e".format, e),
+        st.builds("{}|round(-{})".format, e, NUMBERS),
+        st.builds("({}|safe).striptags()".format, e),
         st.builds("[{}, {}]".format, e, e),
         st.builds("({}, {})".format, e, e),
         st.builds("dict(a={}, b={})".format, e, e),

@@ -10,27 +10,32 @@ nothing can stop. So `LimitedSandbox` checks, in the template's own compiled cod
   the size it would build first: `*`, `+`, `~`, `%`, `str.format`, the methods taking a
   width or a count (`center`, `ljust`, `rjust`, `zfill`, `expandtabs`, `replace`, `join`,
   `translate`, `int.to_bytes`), the filters that grow text (`center`, `indent`,
-  `wordwrap`, `join`, `replace`, `format`, `batch`, `slice`, `tojson`), and printing (or
-  `~`, `%s`, `|string`...) a list or mapping, whose text may be far larger than the list.
-- After building: no string longer than the size limit, no list with more items, no
-  integer over `MAX_INT_BITS`; and everything built is counted: all values built during
-  one render may take `WORK_FACTOR` times the size limit, which bounds the memory a
-  template can hold however it keeps values (in lists, namespaces, macro frames).
+  `wordwrap`, `join`, `replace`, `format`, `batch`, `slice`, `tojson`, `round`), and
+  printing (or `~`, `%s`, `|string`...) a list or mapping, whose text may be far larger
+  than the list.
+- After building: no string longer than the size limit, no list of more items than an
+  eighth of it, no integer over `MAX_INT_BITS`, no list or mapping made of more parts than
+  the size limit when the values inside are counted as often as they appear (`[x, x]`
+  forty times over is 2**40 parts: comparing or hashing it never ends); and everything
+  built is counted: all values built during one render may take `WORK_FACTOR` times the
+  size limit, which bounds the memory a template can keep (in lists, namespaces, macros).
 - Time and the stop request: every iteration of every `{% for %}` (also those a loop's
   `if` skips), every call (macros, `loop()`, methods), every filter and every item of an
-  iterator a filter returns checks the clock and asks `should_stop`. A template has no
-  other way to repeat work, so none runs for long between two checks.
+  iterator a filter returns counts a tick, and every few ticks the clock and
+  `should_stop` are read. A template has no other way to repeat work.
 - Output: the text a template renders is counted as it grows, and the text of macros,
   `{% set %}` blocks and `caller()` before it is joined.
+
+What Jinja does in one long step of its own is replaced by an interruptible version:
+`sum` (Python's adds in C), `striptags` (markupsafe's is quadratic, as a filter and as
+`Markup.striptags()`), `wordwrap` (textwrap is quadratic on long words), `pprint`. Two
+names are left out: `urlize` (HTML links, with regular expressions slow on long words) and
+`lipsum` (it writes as much text as its arguments ask, in a loop no check sees into).
 
 A render runs inside `run_budget` (one clock, one stop request and one count of work,
 shared by every field of a task and the variables they use) and `field_budget` (the size
 limit of one field). Over budget, the checks raise `OverBudget`; `runner.templating`
 turns it into a TemplateError that names the field.
-
-Two of Jinja's own names are left out: `urlize` (HTML links, with regular expressions
-that are slow on long words) and `lipsum` (it builds text of a size its arguments choose,
-in a loop no check can see into).
 """
 
 from __future__ import annotations
@@ -90,10 +95,15 @@ _TICKS_PER_CHECK = 32
 
 _ITEM_BYTES = 8  # the size limit divided by this is the item limit
 
+# A value this large (in characters) took long enough to build or print that the clock
+# is read at once, not after `_TICKS_PER_CHECK` more steps like it.
+_LARGE = 16 * 1024
 
-class OverBudget(Exception):  # not an error of the template's author alone
-    """A render went over its budget. `kind` is "size", "time" or "stop"; `detail` says
-    what went over (for "stop", the reason given by `should_stop`)."""
+
+class OverBudget(Exception):
+    """A render went over its budget. `kind` is "size" (a value), "output" (the text),
+    "time" or "stop"; `detail` says what went over (for "stop", `should_stop`'s reason).
+    Not a TypeError or a ValueError: Jinja's filters catch those."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
@@ -228,6 +238,8 @@ class Budget:
         `what` does it: `printing`, `the string filter on`."""
         if not isinstance(value, _SMALL_TEXT):
             size = text_size(value, self.max_bytes)
+            if size > _LARGE:  # printing it will take a while: read the clock first
+                self.check_clock()
             if size > self.max_bytes:
                 raise OverBudget(
                     "size",
@@ -333,11 +345,15 @@ class Budget:
             if len(value) > self.max_bytes:
                 self.too_large(what, len(value))
             self._count(value)
+            if len(value) > _LARGE:  # it took a while to build: not 32 more like it
+                self.check_clock()
         elif isinstance(value, _CONTAINERS):
             if len(value) > self.max_items:
                 self.too_many(what, len(value))
             if id(value) not in self.run.parts:
                 self.built(value, what, parts)
+            if len(value) > _LARGE // 8:
+                self.check_clock()
         elif isinstance(value, int):
             self.check_int_bits(value.bit_length(), what)
         elif isinstance(value, GeneratorType) or (

@@ -826,6 +826,14 @@ _NOT_PRINTING = frozenset(
 )  # fmt: skip
 
 
+# Filters that go through all of their value in one step of Python's (sorting it, making
+# a list of it): a value with more items than a list may have is refused first.
+_WHOLE = frozenset(
+    {"dictsort", "groupby", "list", "max", "min", "sort", "sum", "unique", "batch", "slice",
+     "items"}
+)  # fmt: skip
+
+
 def _check_center(budget: Budget, a: dict[str, Any]) -> None:
     width, value = a["width"], a["value"]
     if _is_int(width):
@@ -1037,9 +1045,13 @@ def _checked_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             signature = signature.replace(parameters=parameters[1:])
     what = f"the {name} filter"
 
+    whole = name in _WHOLE
+
     def call(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
         budget = current()
         budget.tick()
+        if whole and hasattr(value, "__len__") and len(value) > budget.max_items:
+            budget.too_many(what, len(value))
         if signature is not None and check is not None:
             bound = signature.bind(value, *args, **kwargs)
             bound.apply_defaults()

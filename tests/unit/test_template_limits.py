@@ -105,6 +105,7 @@ TOO_LARGE = [
     ("{{ 'x' ~ ['y' * 1000000] * 10 }}", "'~' would make"),
     ("{{ {}.fromkeys(range(100000), 'x' * 1000000).items() }}", "printing a dict_items"),
     ("{{ ('x' * 1000000)|list }}", "the list filter would make 1,000,000 items"),
+    ("{{ ('x' * 1000000)|sort }}", "the sort filter would make 1,000,000 items"),  # before sorting
     ("{{ ('&' * 1000000)|e }}", "the e filter would make 5,000,000 characters"),
     (
         "{% set ns = namespace(s='x') %}{% for i in range(100) %}"

@@ -30,7 +30,7 @@ from runner.secrets import Masker
 from runner.specs import TaskContext, build_spec, image_source, render_task
 from runner.store import LogWriter, NewLogLine, Store
 from runner.template_checks import referenced_outputs
-from runner.templating import TemplateContext, is_true
+from runner.templating import TemplateContext, TemplateInterrupted, is_true
 
 STOP_GRACE_S = 10.0
 """How long a task stopped for a timeout has, after SIGTERM, before it is killed."""
@@ -171,7 +171,13 @@ class Attempts:
             run_id = self.store.create_task_run(
                 execution_id=ctx.execution_id, task_id=node.id, attempt=attempt, image=task.image
             )
-            return self._finish(run_id, node.id, attempt, Outcome(TaskState.FAILED, str(exc)), log)
+            # `when` stopped by a kill or the flow timeout: KILLED, as a container would be.
+            outcome = (
+                Outcome(TaskState.KILLED, exc.reason)
+                if isinstance(exc, TemplateInterrupted)
+                else Outcome(TaskState.FAILED, str(exc))
+            )
+            return self._finish(run_id, node.id, attempt, outcome, log)
         outcome, run_id = self._run_container(ctx, node, attempt, tctx, log)
         if self._retried(task, outcome, tries):
             outcome = dataclasses.replace(outcome, state=TaskState.RETRYING)
@@ -237,6 +243,8 @@ class Attempts:
                 state, error = verdict(task, ended)
                 if state is TaskState.SUCCESS and task.artifacts:
                     self._collect_artifacts(ctx, node.id, run_id, task.artifacts, log)
+        except TemplateInterrupted as exc:  # a render stopped by a kill or the timeout
+            state, error = TaskState.KILLED, exc.reason
         except RunnerError as exc:
             state = TaskState.KILLED if self.control.cancelled else TaskState.FAILED
             error = str(exc)

@@ -35,7 +35,7 @@ from runner.policy import (
     check_environment_size,
     check_inside_folder,
 )
-from runner.template_checks import find_template_problems
+from runner.template_checks import find_shell_warnings, find_template_problems
 from runner.templating import is_template
 from runner.triggers.models import find_trigger_problems
 from runner.values import InputType
@@ -181,6 +181,9 @@ class LoadedFlow:
     lines: LineMap = field(default_factory=LineMap, repr=False)
     file: str = ""
     """The path as the user gave it, for messages (defaults to `path`)."""
+    warnings: tuple[Problem, ...] = ()
+    """What is allowed but likely a mistake, with file and line, for `runner validate` to
+    print: a value given with `-i` reaching shell code unquoted."""
 
     def __post_init__(self) -> None:
         if not self.file:
@@ -293,6 +296,9 @@ def _load(text: str, raw: bytes, path: str | Path, policy: HostPolicy | None) ->
         report.add((), "the flow is not valid")
     if report.problems or flow is None:
         raise FlowError(report.sorted())
+    warnings = _Report(file, lines, data)
+    for loc, message in find_shell_warnings(flow):
+        warnings.add(loc, message)
     return LoadedFlow(
         flow=flow,
         path=absolute,
@@ -300,6 +306,7 @@ def _load(text: str, raw: bytes, path: str | Path, policy: HostPolicy | None) ->
         revision=hashlib.sha256(raw).hexdigest()[:12],
         lines=report.lines,
         file=file,
+        warnings=tuple(warnings.sorted()),
     )
 
 

@@ -152,6 +152,8 @@ class Scheduler:
                 env=options.env,
                 revision=loaded.revision,
                 started_at=_now(),
+                # A kill or the flow's timeout ends a render as it ends a container.
+                should_stop=self.control.stop_reason,
             ),
         )
         run = _Run()

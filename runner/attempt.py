@@ -24,6 +24,7 @@ from runner.backends.base import Backend, Workspace
 from runner.errors import BackendError, RunnerError
 from runner.execution import WORKSPACE_PATH, ContainerExit, TaskResult, TaskState
 from runner.flow import Task
+from runner.lineendings import crlf_message
 from runner.logs import TASK_LOG, get_logger
 from runner.outputs import merge_outputs, parse_output_line
 from runner.secrets import Masker
@@ -243,6 +244,8 @@ class Attempts:
                 state, error = verdict(task, ended)
                 if state is TaskState.SUCCESS and task.artifacts:
                     self._collect_artifacts(ctx, node.id, run_id, task.artifacts, log)
+                elif state is TaskState.FAILED and error is not None:
+                    error += _crlf_hint(ctx, rendered)
         except TemplateInterrupted as exc:  # a render stopped by a kill or the timeout
             state, error = TaskState.KILLED, exc.reason
         except RunnerError as exc:
@@ -490,6 +493,16 @@ class Attempts:
             container_id=outcome.container_id,
             outputs=dict(outcome.outputs),
         )
+
+
+def _crlf_hint(ctx: TaskContext, task: Task) -> str:
+    """Why a failed task that runs a script of `files:` with Windows line endings failed."""
+    command = task.command if isinstance(task.command, str) else " ".join(task.command or ())
+    said = f"{task.script or ''} {command}"
+    for name in ctx.crlf_files:
+        if posixpath.basename(name) in said:
+            return f"; {crlf_message(name)}"
+    return ""
 
 
 def verdict(task: Task, ended: ContainerExit) -> tuple[TaskState, str | None]:

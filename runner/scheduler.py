@@ -145,6 +145,7 @@ class Scheduler:
             inputs=inputs,
             env=options.env,
             artifacts_dir=options.artifacts_dir.resolve(),
+            crlf_files=loaded.crlf_files,
             templates=TemplateContext.for_execution(
                 flow,
                 execution_id=execution_id,

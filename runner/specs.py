@@ -60,6 +60,7 @@ class TaskContext:
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     artifacts_dir: Path = Path(".runner/artifacts")
     templates: TemplateContext = field(default_factory=TemplateContext)  # execution-level
+    crlf_files: tuple[str, ...] = ()  # scripts of `files:` with CRLF endings (loader)
     # what the operator allows rendered volumes, networks and envs
     host_policy: HostPolicy = field(default_factory=HostPolicy.from_env)
     max_env_bytes: int = field(default_factory=settings.max_env_bytes)

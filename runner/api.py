@@ -38,7 +38,8 @@ from runner.settings import (
     lease_seconds,
 )
 from runner.specs import workspace_name
-from runner.store import LogWriter, Store, default_database_url
+from runner.store import LogWriter, Store
+from runner.store import open_store as _open_store
 from runner.values import InputType
 
 __all__ = [
@@ -56,7 +57,7 @@ log = get_logger()
 
 def open_store(url: str | None = None) -> Store:
     """Open (and migrate) the database at `url`, or the default one."""
-    return Store.open(url or default_database_url())
+    return _open_store(url)
 
 
 def default_backend() -> Backend:

@@ -34,7 +34,14 @@ from runner.settings import (
     DEFAULT_ARTIFACTS_DIR,
     LOG_FORMAT_ENV,
 )
-from runner.store import ExecutionRecord, SchemaRevision, Store, default_database_url
+from runner.store import (
+    ExecutionFilter,
+    ExecutionRecord,
+    SchemaRevision,
+    Store,
+    default_database_url,
+    open_store,
+)
 from runner.values import parse_input_args
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -406,8 +413,8 @@ def executions(
     store = _open_store(db_url)
     try:
         records = store.list_executions(
-            flow_id=flow_id, state=state.upper() if state else None, limit=limit
-        )
+            ExecutionFilter(flow_id=flow_id, states=(state,) if state else ()), limit=limit
+        ).items
     finally:
         store.close()
     if as_json:
@@ -557,7 +564,7 @@ def db() -> None:
 @click.option("--check", is_flag=True, help="Exit 1 unless the schema is at the head.")
 def db_current(db_url: str | None, check: bool) -> None:
     """Show the database's schema revision and whether it is the newest (head)."""
-    store = Store.open(db_url or default_database_url(), upgrade=False)
+    store = open_store(db_url or default_database_url(), upgrade=False)
     try:
         revision = store.schema_revision()
     finally:
@@ -570,7 +577,7 @@ def db_current(db_url: str | None, check: bool) -> None:
 @_db_option
 def db_upgrade(db_url: str | None) -> None:
     """Run the migrations up to the newest revision (head)."""
-    store = Store.open(db_url or default_database_url(), upgrade=False)
+    store = open_store(db_url or default_database_url(), upgrade=False)
     try:
         before = store.schema_revision()
         after = store.upgrade_schema()

@@ -17,13 +17,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
 from types import TracebackType
-from typing import Protocol
 
 from runner.errors import StoreError
 from runner.logs import get_logger
 from runner.settings import heartbeat_seconds
+from runner.store.base import Store
+from runner.store.records import Beat, Lease
+
+__all__ = ["Beat", "Heartbeat", "Lease", "Owner", "is_expired"]
 
 
 @dataclass(frozen=True)
@@ -40,25 +42,6 @@ class Owner:
 
     def __str__(self) -> str:
         return f"pid {self.pid} on {self.host}"
-
-
-@dataclass(frozen=True)
-class Lease:
-    """An execution that is not final, with who holds it, as the database says."""
-
-    execution_id: str
-    state: str
-    owner_host: str | None
-    owner_pid: int | None
-    token: str | None
-    heartbeat_at: datetime | None
-    kill_requested: bool = False
-
-    @property
-    def holder(self) -> str:
-        if self.owner_pid is None:
-            return "an older runner"
-        return f"pid {self.owner_pid} on {self.owner_host}"
 
 
 def is_expired(lease: Lease, now: datetime, *, host: str, lease_s: float) -> bool:
@@ -112,25 +95,13 @@ def _windows_pid_alive(pid: int) -> bool:
         kernel32.CloseHandle(handle)
 
 
-class Beat(Enum):
-    KEPT = "kept"
-    KILL = "kill"  # `runner kill` asked for this execution
-    LOST = "lost"  # another process took the lease over: this one must stop
-
-
-class HeartbeatStore(Protocol):
-    """What the heartbeat needs of the store (`runner.store.Store` has it)."""
-
-    def heartbeat(self, execution_id: str, token: str) -> Beat: ...
-
-
 class Heartbeat:
     """A daemon thread renewing an execution's lease; calls `on_stop(reason)` once if a
     kill is requested or the lease is lost. Use as a context manager around the run."""
 
     def __init__(
         self,
-        store: HeartbeatStore,
+        store: Store,
         execution_id: str,
         owner: Owner,
         on_stop: Callable[[str], None],

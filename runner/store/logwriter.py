@@ -22,7 +22,8 @@ import structlog
 
 from runner.errors import StoreError
 from runner.settings import DB_RETRY_FIRST_S, DB_RETRY_MAX_S, db_retry_seconds
-from runner.store.store import NewLogLine, Store, StoreUnavailableError
+from runner.store.base import Store
+from runner.store.records import NewLogLine, StoreUnavailableError
 
 FLUSH_INTERVAL_S = 0.2
 BATCH_SIZE = 5_000

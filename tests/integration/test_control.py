@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from runner.store import Store
+from runner.store import Store, open_store
 from tests.integration.helpers import Cli, execution_id_of, labelled, write_flow
 
 IMAGE = "debian:bookworm-slim"
@@ -32,7 +32,7 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None
 
 
 def _only_execution(store: Store) -> str:
-    found = store.list_executions()
+    found = store.list_executions().items
     assert len(found) == 1, found
     return found[0].id
 
@@ -44,7 +44,7 @@ def _task_state(store: Store, execution_id: str, task_id: str) -> str | None:
 
 @pytest.fixture
 def store(cli: Cli) -> Iterator[Store]:
-    opened = Store.open(cli.db_url)
+    opened = open_store(cli.db_url)
     yield opened
     opened.close()
 
@@ -64,7 +64,7 @@ def test_kill_from_another_process(
     )
     proc = cli.popen("run", str(flow))
     try:
-        _wait_for("the execution", lambda: bool(store.list_executions()))
+        _wait_for("the execution", lambda: bool(store.list_executions().items))
         execution_id = _only_execution(store)
         _wait_for("the task to run", lambda: _task_state(store, execution_id, "nap") == "RUNNING")
         begun = time.monotonic()
@@ -175,7 +175,7 @@ def test_restart_after_a_kill_reruns_everything(cli: Cli, store: Store, tmp_path
     )
     proc = cli.popen("run", str(flow))
     try:
-        _wait_for("the execution", lambda: bool(store.list_executions()))
+        _wait_for("the execution", lambda: bool(store.list_executions().items))
         execution_id = _only_execution(store)
         _wait_for("nap to run", lambda: _task_state(store, execution_id, "nap") == "RUNNING")
         proc.send_signal(signal.SIGTERM)
@@ -216,7 +216,7 @@ def _start_and_crash(cli: Cli, store: Store, flow: Path, task_id: str, lines: in
     """Run the flow in a subprocess and SIGKILL it once `task_id` stored `lines` lines."""
     proc = cli.popen("run", str(flow))
     try:
-        _wait_for("the execution", lambda: bool(store.list_executions()))
+        _wait_for("the execution", lambda: bool(store.list_executions().items))
         execution_id = _only_execution(store)
 
         def stored() -> bool:
@@ -312,12 +312,12 @@ def _window(run: dict[str, Any]) -> tuple[datetime, datetime]:
 def _first_running(cli: Cli, flow: Path) -> Iterator[tuple[Store, subprocess.Popen[str]]]:
     """A store on the CLI's database and a `runner run` of `flow` that has taken its slot."""
     assert cli("db", "upgrade").returncode == 0
-    store = Store.open(cli.db_url)
+    store = open_store(cli.db_url)
     first = cli.popen("run", str(flow))
     try:
         _wait_for(
             "the first to run",
-            lambda: [e.state.value for e in store.list_executions()] == ["RUNNING"],
+            lambda: [e.state.value for e in store.list_executions().items] == ["RUNNING"],
         )
         yield store, first
     finally:
@@ -343,7 +343,8 @@ def test_two_processes_queue_on_the_flow_limit(shared_cli: Cli, tmp_path: Path) 
             _wait_for(
                 "the second to queue",
                 lambda: (
-                    sorted(e.state.value for e in store.list_executions()) == ["QUEUED", "RUNNING"]
+                    sorted(e.state.value for e in store.list_executions().items)
+                    == ["QUEUED", "RUNNING"]
                 ),
             )
             results = [_finish(first), _finish(second)]
@@ -375,9 +376,9 @@ def test_kill_a_queued_execution(cli: Cli, tmp_path: Path) -> None:
         try:
             _wait_for(
                 "the second to queue",
-                lambda: any(e.state.value == "QUEUED" for e in store.list_executions()),
+                lambda: any(e.state.value == "QUEUED" for e in store.list_executions().items),
             )
-            queued = next(e.id for e in store.list_executions() if e.state.value == "QUEUED")
+            queued = next(e.id for e in store.list_executions().items if e.state.value == "QUEUED")
             killed = cli("kill", queued)
             assert killed.returncode == 0, killed.stderr
             assert _finish(second)[0] == 130

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, make_url
 
 from runner.errors import StoreError
-from runner.store import Store
+from runner.store import open_store
 
 pytestmark = pytest.mark.postgres
 
@@ -29,7 +29,7 @@ def database_url(postgres_database_url: str) -> str:
 
 def open_error(url: str) -> str:
     with pytest.raises(StoreError) as raised:
-        Store.open(url)
+        open_store(url)
     message = str(raised.value)
     assert "\n" not in message
     return message
@@ -64,7 +64,7 @@ def test_unreachable_server_is_one_clear_line() -> None:
 
 
 def test_postgres_schema_uses_jsonb_and_timestamptz(database_url: str) -> None:
-    Store.open(database_url).close()
+    open_store(database_url).close()
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ def _create_sqlite_engine(url: URL, where: str) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
             cursor.execute("PRAGMA foreign_keys = ON")
             if not in_memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                set_wal(cursor)
                 # With WAL this cannot corrupt the database; it only skips an fsync a commit.
                 cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
@@ -173,6 +174,31 @@ def _create_sqlite_engine(url: URL, where: str) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def set_wal(cursor: Any, *, timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> None:
+    """Put the SQLite database of `cursor` in WAL mode, waiting for other processes.
+
+    WAL is stored in the file, so this only writes once, the first time anyone opens a new
+    database. That switch needs the file to itself, and while another connection holds
+    the write lock of a file not yet in WAL (another process opening the new database at
+    the same moment, creating its tables), SQLite refuses it at once, without waiting
+    for its busy timeout: "database is locked". So a locked answer is tried again, with
+    short pauses, for as long as the busy timeout."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 # -- migrations --------------------------------------------------------------------------------

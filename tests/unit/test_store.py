@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -1083,6 +1084,31 @@ def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
     finally:
         engine.dispose()
+
+
+def test_wal_waits_for_another_process_creating_the_database(tmp_path: Path) -> None:
+    """Switching a new file to WAL needs it to itself, and SQLite refuses at once (no busy
+    wait) while another connection writes the file still in its first journal mode: what
+    two processes opening a new database together ran into ("database is locked")."""
+    path = tmp_path / "runner.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE creating_the_database (x)")
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        started = time.monotonic()
+        with SqlStore.open(f"sqlite:///{path}") as store:
+            assert time.monotonic() - started >= 0.4  # it waited for the other writer
+            new_execution(store)
+    finally:
+        release.join()
+        other.close()
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        check.close()
 
 
 @pytest.mark.parametrize(

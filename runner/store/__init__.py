@@ -45,6 +45,7 @@ from runner.store.records import (
     SchemaRevision,
     StoreUnavailableError,
     TaskRunRecord,
+    TransientStoreError,
 )
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "Store",
     "StoreUnavailableError",
     "TaskRunRecord",
+    "TransientStoreError",
     "db_retry_seconds",
     "default_database_url",
     "open_store",

@@ -11,6 +11,11 @@ Rules every implementation keeps:
   an unknown execution, or an artifact of an unknown task run, is a `StoreError`.
 - Times come back timezone-aware in UTC. Lists come back in a defined order (each method
   says which); task runs of an execution always in creation order.
+- Text from containers is stored with NUL shown as '␀' (`records.clean_text`); a JSON value
+  holding a number that is not finite is refused with a StoreError (`records.clean_json`).
+- Leases are decided by the store's clock (the database's `now()`), never the caller's:
+  `heartbeat`, `create_execution`, `take_lease` and `reopen_execution` stamp the lease
+  with it, and `active_leases` and `try_start` compare with it.
 """
 
 from __future__ import annotations
@@ -83,7 +88,7 @@ class Store(Protocol):
         flow_path: str | None = None,
     ) -> None:
         """Record a new execution in state CREATED (`execution_id`: a uuid4 hex). With
-        `owner`, its lease starts now. Creating the same id again is
+        `owner`, its lease starts now by the store's clock. Creating the same id again is
         a no-op when retried after a lost reply, a StoreError otherwise."""
         ...
 
@@ -130,7 +135,7 @@ class Store(Protocol):
     # -- leases, kill requests and flow concurrency ------------------------------------
 
     def heartbeat(self, execution_id: str, token: str) -> Beat:
-        """Renew the lease held with `token`. KILL if a kill
+        """Renew the lease held with `token` (its time: the store's now). KILL if a kill
         was requested, LOST if another owner holds it (or the execution is unknown)."""
         ...
 
@@ -139,13 +144,14 @@ class Store(Protocol):
         return its state at that moment. NotFoundError for an unknown id."""
         ...
 
-    def active_leases(self, execution_id: str | None = None) -> list[Lease]:
+    def active_leases(self, execution_id: str | None = None, *, lease_s: float) -> list[Lease]:
         """Every execution not in a final state (or only `execution_id`'s), oldest first,
-        with its lease."""
+        with its lease; `Lease.expired` says whether, by the store's clock, it went without
+        a heartbeat for more than `lease_s` seconds (or never had one)."""
         ...
 
     def take_lease(self, lease: Lease, owner: LeaseOwner) -> bool:
-        """Take over `lease` for `owner`, unless its token
+        """Take over `lease` for `owner` (stamped with the store's now), unless its token
         or heartbeat changed since it was read: a compare-and-set, so of two takers one
         wins. True if `owner` holds it now."""
         ...
@@ -162,8 +168,8 @@ class Store(Protocol):
         """Move the execution to RUNNING if its flow has fewer than `limit` executions
         running and none QUEUED ahead of it (created before it), atomically across
         processes; return [] then. Else return the ids of the running ones, oldest first
-        (or ["(queued ahead)"]), and change nothing. Executions without a heartbeat for
-        `lease_s` seconds do not count."""
+        (or ["(queued ahead)"]), and change nothing. Executions whose lease expired
+        (store's clock, `lease_s`) do not count."""
         ...
 
     # -- task runs ------------------------------------------------------------------
@@ -191,8 +197,8 @@ class Store(Protocol):
         ended_at: datetime | None = None,
         outputs: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record how a task run ended (`ended_at` defaults to now). NotFoundError for an
-        unknown id."""
+        """Record how a task run ended (`ended_at` defaults to now). Outputs with a number
+        that is not finite are a StoreError. NotFoundError for an unknown id."""
         ...
 
     def record_skipped(
@@ -208,9 +214,10 @@ class Store(Protocol):
     # -- logs -----------------------------------------------------------------------
 
     def append_logs(self, lines: Sequence[NewLogLine]) -> None:
-        """Store lines in one transaction, in their order (ids grow in that order). All or
-        nothing: a line that cannot be stored (unknown task run, bad data) fails the whole
-        batch with a StoreError (the caller may retry; see LogWriter)."""
+        """Store lines in one transaction, in their order (ids grow in that order), NUL
+        shown as '␀'. All or nothing: a line that cannot be stored (unknown task run,
+        bad data) fails the whole batch with a StoreError; a connection-level failure is a
+        TransientStoreError (the caller may retry; see LogWriter)."""
         ...
 
     def get_logs(

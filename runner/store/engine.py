@@ -42,16 +42,26 @@ _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1
 
 
 def describe(url: URL) -> str:
-    """`postgresql database 'runner' at 127.0.0.1:5432` or `sqlite database '/x/runner.db'`."""
+    """`postgresql database 'runner' at 127.0.0.1:5432` or `sqlite database '/x/runner.db'`.
+
+    Host and port given as query parameters (`?host=...&port=...`, what libpq accepts)
+    win over the URL's own, as they do for the driver."""
     dialect = url.get_backend_name()
     if dialect == "sqlite":
         return f"sqlite database '{url.database or ':memory:'}'"
     name = f" '{url.database}'" if url.database else ""
-    where = url.host or "localhost"
-    port = url.port or _DEFAULT_PORTS.get(dialect)
-    if port is not None:
+    where = _query_value(url, "host") or url.host or "localhost"
+    port = _query_value(url, "port") or url.port or _DEFAULT_PORTS.get(dialect)
+    if port is not None and not where.startswith("/"):
         where += f":{port}"
     return f"{dialect} database{name} at {where}"
+
+
+def _query_value(url: URL, key: str) -> str | None:
+    value = url.query.get(key)
+    if isinstance(value, tuple):
+        value = value[-1] if value else None
+    return value or None
 
 
 def mask_password(raw_url: str) -> str:
@@ -77,8 +87,8 @@ def reason(exc: BaseException) -> str:
             ("Multiple connection attempts failed", "All failures were")
         ):
             continue
-        if line.startswith(("[SQL:", "[parameters:", "(Background on this error")):
-            break
+        if line.startswith(("[SQL:", "[parameters:", "(Background on this error", "CONTEXT:")):
+            break  # SQLAlchemy's and Postgres' notes (CONTEXT: the row within a COPY)
         line = _PG_SERVER_PREFIX.sub("", line)
         line = re.sub(r"^(?:FATAL|ERROR):\s+", "", line)
         if line.startswith("Is the server running") and parts:
@@ -89,11 +99,20 @@ def reason(exc: BaseException) -> str:
     return "; ".join(parts) or type(orig).__name__
 
 
+# SQLSTATE classes of PostgreSQL errors that a new try may get past: connection
+# exceptions, transaction rollbacks (deadlock, serialization), insufficient resources
+# (too many connections, disk full), operator intervention (shutdown, query cancelled),
+# system errors (I/O). Anything else (bad data 22, constraints 23, program limits 54, ...)
+# fails the same way every time.
+_PG_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+_PG_TRANSIENT_CODES = ("55P03",)  # lock_not_available
+
+
 def is_transient(exc: BaseException | None) -> bool:
     """Whether a failed write may succeed on a new try: the connection dropped or could not
     be made, the server is shutting down or starting up, a deadlock or serialization
     failure rolled the transaction back, or SQLite stayed locked past its busy timeout.
-    Constraint violations, bad SQL and the like are not: they would fail again."""
+    Constraint violations, bad data, program limits and the like are not."""
     if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):
         return True  # a pool checkout that could not reconnect, or no free connection
     if not isinstance(exc, sa_exc.DBAPIError):
@@ -106,9 +125,12 @@ def is_transient(exc: BaseException | None) -> bool:
         # Most SQLite OperationalErrors ("no such table", "unable to open") are for good.
         text = str(exc.orig).lower()
         return "locked" in text or "busy" in text
-    # psycopg's OperationalError: refused or dropped connections, admin/crash shutdown,
-    # "the database system is starting up", deadlocks and serialization failures.
-    return True
+    # psycopg's OperationalError: without a SQLSTATE the client lost or could not make the
+    # connection; with one, the server said what happened.
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if not sqlstate:
+        return True
+    return sqlstate[:2] in _PG_TRANSIENT_CLASSES or sqlstate in _PG_TRANSIENT_CODES
 
 
 # -- engines -----------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The fast way in for log lines, the one write that runs per line of task output: a
 grouped INSERT of plain tuples on SQLite, COPY on PostgreSQL, an ordinary executemany
-INSERT elsewhere. All in the caller's transaction, the lines in their order.
+INSERT elsewhere. All in the caller's transaction, the lines in their order, NUL shown
+as '␀' (neither database's text may hold NUL: Postgres refuses it, SQLite cuts the line
+there in some tools).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from sqlalchemy import Connection, Dialect, insert
 from sqlalchemy import exc as sa_exc
 
 from runner.store.models import log_lines
-from runner.store.records import NewLogLine
+from runner.store.records import NUL_SHOWN, NewLogLine, clean_text
 
 COLUMNS = ("execution_id", "task_run_id", "task_id", "time", "stream", "line")
 _SQLITE_ONE_ROW = "(" + ", ".join(["?"] * len(COLUMNS)) + ")"
@@ -62,7 +64,7 @@ def insert_log_lines(
                     "task_id": ln.task_id,
                     "time": ln.time,
                     "stream": ln.stream,
-                    "line": ln.line,
+                    "line": clean_text(ln.line),
                 }
                 for ln in lines
             ],
@@ -80,7 +82,7 @@ def _insert_sqlite(conn: Connection, lines: Sequence[NewLogLine], sqlite: Sqlite
             ln.task_id,
             to_time(ln.time),
             ln.stream,
-            ln.line,
+            ln.line if "\x00" not in ln.line else ln.line.replace("\x00", NUL_SHOWN),
         )
     ]
     # Groups of _SQLITE_ROWS_PER_INSERT rows per statement, then the rest one row per
@@ -119,7 +121,8 @@ def _copy_log_lines(conn: Connection, lines: Sequence[NewLogLine]) -> None:
             write_row = copy.write_row
             for ln in lines:
                 when = ln.time if ln.time.tzinfo is not None else ln.time.replace(tzinfo=UTC)
-                write_row((ln.execution_id, ln.task_run_id, ln.task_id, when, ln.stream, ln.line))
+                line = ln.line if "\x00" not in ln.line else ln.line.replace("\x00", NUL_SHOWN)
+                write_row((ln.execution_id, ln.task_run_id, ln.task_id, when, ln.stream, line))
     except psycopg.Error as exc:
         invalidated = conn.dialect.is_disconnect(
             exc,  # type: ignore[arg-type]  # psycopg's Error is this dialect's DBAPI Error

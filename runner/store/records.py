@@ -5,6 +5,7 @@ No database here (no SQLAlchemy import): the CLI, the scheduler and an in-memory
 use these without loading a driver.
 
     StoreError (runner.errors)
+    ├── TransientStoreError     a write failed on a connection-level error; may work again
     └── StoreUnavailableError   the database stayed unreachable for the whole retry limit
 """
 
@@ -30,6 +31,16 @@ MIN_PREFIX = 4
 
 MAX_PAGE = 10_000
 """The most executions one `list_executions` call returns."""
+
+NUL_SHOWN = "\u2400"
+"""What a NUL character in task output is stored as ('␀'): Postgres text and JSONB cannot
+hold NUL, and a visible mark beats a silently dropped character."""
+
+
+class TransientStoreError(StoreError):
+    """A write failed on a connection-level error (the connection dropped, the server is
+    restarting, SQLite stayed locked): trying it again may succeed. Any other StoreError
+    of a write is permanent (a constraint, bad data) and fails at once."""
 
 
 class StoreUnavailableError(StoreError):
@@ -360,8 +371,8 @@ class Beat(Enum):
 
 
 class LeaseOwner(Protocol):
-    """Who holds a lease, as the store records it (`runner.lease.Owner` is one): the host,
-    the pid, and the random token that changes hands on a take-over."""
+    """Who holds a lease, as the store records it (`runner.lease.Owner` is one): the host
+    and its boot id, the pid, and the random token that changes hands on a take-over."""
 
     @property
     def host(self) -> str: ...
@@ -369,11 +380,18 @@ class LeaseOwner(Protocol):
     def pid(self) -> int: ...
     @property
     def token(self) -> str: ...
+    @property
+    def boot_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
 class Lease:
-    """An execution that is not final, with who holds it, as the database says."""
+    """An execution that is not final, with who holds it, as the database says.
+
+    `expired` is the database's verdict by its own clock: no heartbeat within the lease
+    time (or none at all). Whether the holder's process is gone is for `runner.lease`
+    to tell (`is_expired`), on the holder's own machine.
+    """
 
     execution_id: str
     state: str
@@ -382,9 +400,44 @@ class Lease:
     token: str | None
     heartbeat_at: datetime | None
     kill_requested: bool = False
+    owner_boot_id: str | None = None
+    expired: bool = False
 
     @property
     def holder(self) -> str:
         if self.owner_pid is None:
             return "an older runner"
         return f"pid {self.owner_pid} on {self.owner_host}"
+
+
+# -- cleaning what comes from containers ------------------------------------------------------------
+
+
+def clean_text(text: str) -> str:
+    """`text` with every NUL shown as '␀' (see NUL_SHOWN)."""
+    return text.replace("\x00", NUL_SHOWN) if "\x00" in text else text
+
+
+def clean_json(value: Any, what: str) -> Any:
+    """A JSON value both databases can store: NULs in strings (and keys) shown as '␀'.
+    A number that is not finite (NaN, Infinity: JSON has none) is a StoreError naming
+    `what` and where in the value it is."""
+    return _clean_json(value, what, "")
+
+
+def _clean_json(value: Any, what: str, where: str) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            at = f" at {where}" if where else ""
+            raise StoreError(f"{what} hold a number that is not finite ({value}){at}")
+        return value
+    if isinstance(value, Mapping):
+        return {
+            clean_text(str(key)): _clean_json(item, what, f"{where}.{key}" if where else str(key))
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_clean_json(item, what, f"{where}[{n}]") for n, item in enumerate(value)]
+    return value

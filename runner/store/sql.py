@@ -5,12 +5,13 @@ with one line naming what failed.
 
 A database outage does not end a run at once. A write that fails on a connection-level
 error (the connection dropped, the server is restarting or refuses connections, SQLite
-stayed locked) is tried again after 0.2 s, then 0.4 s, ... up to 5 s between tries, on a
-fresh connection (`pool_pre_ping` drops the dead ones). One outage clock serves the whole
-store: it starts at the first such failure and stops at the next write that succeeds. Once
-it passes the limit (`RUNNER_DB_RETRY_SECONDS`, default 60 s) every failing write raises
-`StoreUnavailableError` at once, so all the run's threads give up together. Log lines are
-retried by the `LogWriter`, which keeps them buffered.
+stayed locked) is a `TransientStoreError`, tried again after 0.2 s, then 0.4 s, ... up to
+5 s between tries, on a fresh connection (`pool_pre_ping` drops the dead ones). One
+outage clock serves the whole store: it starts at the first such failure and stops at the
+next write that succeeds. Once it passes the limit (`RUNNER_DB_RETRY_SECONDS`, default
+60 s) every failing write raises `StoreUnavailableError` at once, so all the run's threads
+give up together. Any other failure (a constraint, bad data) is permanent: raised at once,
+never retried. Log lines are retried by the `LogWriter`, which keeps them buffered.
 
 Retrying is safe because every write is one transaction and is idempotent when tried
 again: updates set the same values, and before retrying an insert the store looks for the
@@ -18,6 +19,10 @@ row by its natural key (execution id; execution, task and attempt) in case the f
 committed and only its reply was lost. A batch of log lines has no such key: in that one
 corner (the COMMIT reached the server, the connection dropped before its reply) the batch
 is stored twice. SQLAlchemy cannot tell that case apart from a failed commit.
+
+Leases use the database's clock: every `heartbeat_at` is the database's now (on SQLite,
+UTC with milliseconds, in the column's text format), and expiry is compared in SQL, so
+two machines whose clocks disagree still agree on who holds an execution.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Interval,
     and_,
+    case,
     delete,
     func,
     insert,
@@ -80,10 +87,13 @@ from runner.store.records import (
     SchemaRevision,
     StoreUnavailableError,
     TaskRunRecord,
+    TransientStoreError,
     ambiguous_prefix,
     check_limit,
     check_log_limit,
     check_row_id,
+    clean_json,
+    clean_text,
     decode_cursor,
     encode_cursor,
     no_match,
@@ -96,6 +106,9 @@ _ACTIVE_STATES = (
     ExecutionState.QUEUED.value,
     ExecutionState.RUNNING.value,
 )
+# The text format of UTCDateTime on SQLite, made by SQLite itself ('now', UTC): its clock
+# gives milliseconds, padded to the microseconds of the column's format.
+_SQLITE_NOW = "%Y-%m-%d %H:%M:%f000"
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -132,6 +145,7 @@ class SqlStore:
         self._writer = engine.execution_options(**{engines.WRITE: True})
         self._description = engines.describe(engine.url)
         self._sqlite_log_insert = sqlite_log_insert(engine.dialect)
+        self._sqlite = engine.dialect.name == "sqlite"
         # An in-memory SQLite database lives in one connection shared by all threads,
         # so its calls take turns.
         self._serial: AbstractContextManager[Any] = (
@@ -226,20 +240,20 @@ class SqlStore:
 
     @contextmanager
     def _writing(self, action: str) -> Iterator[Connection]:
-        """One write transaction; errors become a StoreError saying what was being done.
-
-        A connection-level error starts the outage clock and a commit stops it; an error
-        after the clock has passed the retry limit is a StoreUnavailableError.
-        """
+        """One write transaction; errors become a StoreError saying what was being done:
+        a TransientStoreError for a connection-level one, which starts the outage clock
+        (a commit stops it), a StoreUnavailableError once that clock passed the limit."""
         with self._serial:
             try:
                 with self._writer.begin() as conn:
                     yield conn
             except sa_exc.SQLAlchemyError as exc:
                 message = f"cannot {action} in {self._description}: {engines.reason(exc)}"
-                if engines.is_transient(exc) and self._outage_left() <= 0:
+                if not engines.is_transient(exc):
+                    raise StoreError(message) from exc
+                if self._outage_left() <= 0:
                     raise StoreUnavailableError(self._given_up(message)) from exc
-                raise StoreError(message) from exc
+                raise TransientStoreError(message) from exc
         if self._failing_since is not None:
             self._outage_over()
 
@@ -248,6 +262,7 @@ class SqlStore:
     ) -> T:
         """`write()`, tried again on connection-level errors with a growing pause (0.2 s
         doubling to 5 s) until it succeeds or the outage clock passes the retry limit.
+        A permanent error is raised at once.
 
         `written`, for inserts, looks for the row the first try may have committed before
         its connection dropped; what it finds is returned instead of inserting again.
@@ -263,11 +278,7 @@ class SqlStore:
                         self._outage_over()
                         return found
                 return write()
-            except StoreUnavailableError:
-                raise
-            except StoreError as exc:
-                if not engines.is_transient(exc.__cause__):
-                    raise
+            except TransientStoreError as exc:
                 left = self._outage_left()
                 if left <= 0:
                     raise StoreUnavailableError(self._given_up(str(exc))) from exc.__cause__
@@ -307,9 +318,24 @@ class SqlStore:
                 with self._engine.connect() as conn:
                     yield conn
             except sa_exc.SQLAlchemyError as exc:
-                raise StoreError(
-                    f"cannot {action} in {self._description}: {engines.reason(exc)}"
-                ) from exc
+                message = f"cannot {action} in {self._description}: {engines.reason(exc)}"
+                if engines.is_transient(exc):
+                    raise TransientStoreError(message) from exc
+                raise StoreError(message) from exc
+
+    # -- the database's clock --------------------------------------------------------
+
+    def _db_now(self) -> ColumnElement[Any]:
+        """The database's current time, as a value for a UTCDateTime column."""
+        if self._sqlite:
+            return func.strftime(_SQLITE_NOW, "now")
+        return func.now()
+
+    def _db_ago(self, seconds: float) -> ColumnElement[Any]:
+        """The database's time `seconds` ago, comparable with a UTCDateTime column."""
+        if self._sqlite:
+            return func.strftime(_SQLITE_NOW, "now", literal(f"-{seconds:.3f} seconds"))
+        return func.now() - literal(timedelta(seconds=seconds), Interval())
 
     # -- executions ------------------------------------------------------------------
 
@@ -331,15 +357,15 @@ class SqlStore:
         `owner` is the process that runs it: its lease starts now (see `heartbeat`)."""
         lease: dict[str, Any] = {}
         if owner is not None:
-            lease = {**_owner_values(owner), "heartbeat_at": _utcnow()}
+            lease = {**_owner_values(owner), "heartbeat_at": self._db_now()}
         values = {
             "id": execution_id,
             "flow_id": flow_id,
             "namespace": namespace,
             "revision": revision,
             "source": source,
-            "inputs": dict(inputs),
-            "labels": dict(labels),
+            "inputs": clean_json(dict(inputs), f"the inputs of execution '{execution_id}'"),
+            "labels": clean_json(dict(labels), f"the labels of execution '{execution_id}'"),
             "state": ExecutionState.CREATED.value,
             "created_at": _utcnow(),
             "flow_path": flow_path,
@@ -371,7 +397,7 @@ class SqlStore:
         now = _utcnow()
         values: dict[str, Any] = {
             "state": state.value,
-            "error": error,
+            "error": None if error is None else clean_text(error),
             "ended_at": now if state.is_final else None,
         }
         if state is ExecutionState.RUNNING:
@@ -489,13 +515,13 @@ class SqlStore:
     # -- leases, kill requests and flow concurrency ------------------------------------
 
     def heartbeat(self, execution_id: str, token: str) -> Beat:
-        """Renew the lease held with `token`; say whether a kill was requested meanwhile
-        or the lease was taken over by another process."""
+        """Renew the lease held with `token` (the database's now); say whether a kill was
+        requested meanwhile or the lease was taken over by another process."""
         with self._writing(f"renew the lease of execution '{execution_id}'") as conn:
             row = conn.execute(
                 update(executions)
                 .where(executions.c.id == execution_id, executions.c.lease_token == token)
-                .values(heartbeat_at=_utcnow())
+                .values(heartbeat_at=self._db_now())
                 .returning(executions.c.kill_requested_at)
             ).one_or_none()
         if row is None:
@@ -522,17 +548,25 @@ class SqlStore:
             raise NotFoundError(f"no execution matches '{execution_id}'")
         return ExecutionState(state)
 
-    def active_leases(self, execution_id: str | None = None) -> list[Lease]:
+    def active_leases(self, execution_id: str | None = None, *, lease_s: float) -> list[Lease]:
         """Every execution not in a final state (or just `execution_id`'s), oldest first,
-        with its lease."""
+        with its lease; `expired` is decided here, by the database's clock."""
+        heartbeat_at = executions.c.heartbeat_at
+        expired = case(
+            (heartbeat_at.is_(None), literal(True)),
+            (heartbeat_at < self._db_ago(lease_s), literal(True)),
+            else_=literal(False),
+        ).label("expired")
         query = select(
             executions.c.id,
             executions.c.state,
             executions.c.owner_host,
             executions.c.owner_pid,
+            executions.c.owner_boot_id,
             executions.c.lease_token,
-            executions.c.heartbeat_at,
+            heartbeat_at,
             executions.c.kill_requested_at,
+            expired,
         ).where(executions.c.state.in_(_ACTIVE_STATES))
         if execution_id is not None:
             query = query.where(executions.c.id == execution_id)
@@ -547,6 +581,8 @@ class SqlStore:
                 token=r.lease_token,
                 heartbeat_at=r.heartbeat_at,
                 kill_requested=r.kill_requested_at is not None,
+                owner_boot_id=r.owner_boot_id,
+                expired=bool(r.expired),
             )
             for r in rows
         ]
@@ -569,7 +605,7 @@ class SqlStore:
             taken = conn.execute(
                 update(executions)
                 .where(*condition)
-                .values(**_owner_values(owner), heartbeat_at=_utcnow())
+                .values(**_owner_values(owner), heartbeat_at=self._db_now())
             ).rowcount
         return taken == 1
 
@@ -586,7 +622,7 @@ class SqlStore:
                     error=None,
                     ended_at=None,
                     kill_requested_at=None,
-                    heartbeat_at=_utcnow(),
+                    heartbeat_at=self._db_now(),
                     **_owner_values(owner),
                 )
             ).rowcount
@@ -603,13 +639,13 @@ class SqlStore:
 
         Runs in one transaction that first writes the flow's lock row, so the check and
         the move are atomic across processes (a row lock on Postgres; SQLite's writers
-        take the database lock up front). Executions whose lease has expired do not count:
-        their runner is gone."""
+        take the database lock up front). Executions whose lease has expired by the
+        database's clock do not count: their runner is gone."""
         key = f"{namespace}.{flow_id}"
         same_flow = (executions.c.namespace == namespace, executions.c.flow_id == flow_id)
         with self._writing(f"take a concurrency slot of flow '{key}'") as conn:
             self._lock_flow(conn, key)
-            fresh = _utcnow() - timedelta(seconds=lease_s)
+            fresh = self._db_ago(lease_s)
             running = list(
                 conn.execute(
                     select(executions.c.id)
@@ -707,9 +743,11 @@ class SqlStore:
             "record the end of task run {id}",
             state=state.value,
             exit_code=exit_code,
-            error=error,
+            error=None if error is None else clean_text(error),
             ended_at=ended_at or _utcnow(),
-            outputs=None if outputs is None else dict(outputs),
+            outputs=None
+            if outputs is None
+            else clean_json(dict(outputs), f"the outputs of task run {task_run_id}"),
         )
 
     def record_skipped(
@@ -724,7 +762,7 @@ class SqlStore:
             task_id=task_id,
             attempt=attempt,
             state=TaskState.SKIPPED.value,
-            error=reason,
+            error=clean_text(reason),
             created_at=now,
             ended_at=now,
         )
@@ -920,6 +958,7 @@ def _owner_values(owner: LeaseOwner) -> dict[str, Any]:
     return {
         "owner_host": owner.host,
         "owner_pid": owner.pid,
+        "owner_boot_id": owner.boot_id,
         "lease_token": owner.token,
     }
 

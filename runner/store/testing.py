@@ -3,8 +3,9 @@ test a throwaway PostgreSQL database.
 
 `InMemoryStore` keeps what `SqlStore` keeps, with the same ordering, the same errors and
 the same records (tests/unit/test_store.py runs the contract against both), so the
-scheduler, recovery and leases can be unit-tested without a database file. A test may
-pass its own clock to move time.
+scheduler, recovery and leases can be unit-tested without a database file. Its clock is
+the "database's clock" of the lease rules; a test may pass its own to move time, and may
+make it unreachable (`outage()`) to see how the engine lives through a database outage.
 
 Importing this module loads no database library; the Postgres helpers import SQLAlchemy
 when called.
@@ -38,10 +39,13 @@ from runner.store.records import (
     Page,
     SchemaRevision,
     TaskRunRecord,
+    TransientStoreError,
     ambiguous_prefix,
     check_limit,
     check_log_limit,
     check_row_id,
+    clean_json,
+    clean_text,
     decode_cursor,
     encode_cursor,
     no_match,
@@ -66,10 +70,10 @@ def _utc(value: datetime) -> datetime:
 
 
 def _json(value: Any, what: str) -> str:
-    """A JSON value as the SQL store keeps it: text (read back as new objects, like a
-    database gives)."""
+    """A JSON value as the SQL store keeps it: cleaned, then text (read back as new
+    objects, like a database gives)."""
     try:
-        return json.dumps(value)
+        return json.dumps(clean_json(value, what), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"cannot store {what}: {exc}") from exc
 
@@ -91,6 +95,7 @@ class _Execution:
     ended_at: datetime | None = None
     owner_host: str | None = None
     owner_pid: int | None = None
+    owner_boot_id: str | None = None
     lease_token: str | None = None
     heartbeat_at: datetime | None = None
     kill_requested_at: datetime | None = None
@@ -99,7 +104,8 @@ class _Execution:
 class InMemoryStore:
     """The `Store` contract in memory: thread-safe, one lock around every call.
 
-    `clock` gives the store's now (default: the real time, UTC).
+    `clock` gives the store's now (default: the real time, UTC); leases are stamped and
+    judged by it, as SqlStore does by the database's clock.
     """
 
     def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
@@ -111,6 +117,7 @@ class InMemoryStore:
         self._logs_of_run: dict[int, int] = {}
         self._artifacts: dict[int, ArtifactRecord] = {}
         self._next_id = {"task_run": 1, "log": 1, "artifact": 1}
+        self._unreachable = False
         self.closed = False
 
     # -- the store itself -----------------------------------------------------------
@@ -142,8 +149,22 @@ class InMemoryStore:
         return self.schema_revision()
 
     @contextmanager
+    def outage(self) -> Iterator[None]:
+        """Every call in the block fails as a database that cannot be reached does
+        (TransientStoreError), as if its server were down."""
+        self._unreachable = True
+        try:
+            yield
+        finally:
+            self._unreachable = False
+
+    @contextmanager
     def _call(self, action: str) -> Iterator[None]:
         with self._lock:
+            if self._unreachable:
+                raise TransientStoreError(
+                    f"cannot {action} in {self.description}: it cannot be reached (an outage)"
+                )
             yield
 
     def _new_id(self, kind: str) -> int:
@@ -192,7 +213,7 @@ class InMemoryStore:
 
     def _lease_to(self, row: _Execution, owner: LeaseOwner) -> None:
         row.owner_host, row.owner_pid = owner.host, owner.pid
-        row.lease_token = owner.token
+        row.owner_boot_id, row.lease_token = owner.boot_id, owner.token
         row.heartbeat_at = self._clock()
 
     def _execution(self, execution_id: str) -> _Execution:
@@ -208,7 +229,7 @@ class InMemoryStore:
             row = self._execution(execution_id)
             now = self._clock()
             row.state = ExecutionState(state)
-            row.error = error
+            row.error = None if error is None else clean_text(error)
             row.ended_at = now if row.state.is_final else None
             if row.state is ExecutionState.RUNNING and row.started_at is None:
                 row.started_at = now
@@ -307,8 +328,9 @@ class InMemoryStore:
                 row.kill_requested_at = self._clock()
             return row.state
 
-    def active_leases(self, execution_id: str | None = None) -> list[Lease]:
+    def active_leases(self, execution_id: str | None = None, *, lease_s: float) -> list[Lease]:
         with self._call("look for running executions"):
+            cutoff = self._clock() - timedelta(seconds=lease_s)
             rows = sorted(
                 (
                     r
@@ -326,6 +348,8 @@ class InMemoryStore:
                     token=r.lease_token,
                     heartbeat_at=r.heartbeat_at,
                     kill_requested=r.kill_requested_at is not None,
+                    owner_boot_id=r.owner_boot_id,
+                    expired=r.heartbeat_at is None or r.heartbeat_at < cutoff,
                 )
                 for r in rows
             ]
@@ -407,7 +431,7 @@ class InMemoryStore:
             task_id=task_id,
             attempt=attempt,
             state=TaskState.SKIPPED,
-            error=reason,
+            error=clean_text(reason),
             ended=True,
         )
 
@@ -486,7 +510,7 @@ class InMemoryStore:
             f"record the end of task run {task_run_id}",
             state=TaskState(state),
             exit_code=exit_code,
-            error=error,
+            error=None if error is None else clean_text(error),
             ended_at=_utc(ended_at) if ended_at is not None else self._clock(),
             outputs=stored,
         )
@@ -515,7 +539,7 @@ class InMemoryStore:
                     ln.task_id,
                     _utc(ln.time),
                     ln.stream,
-                    ln.line,
+                    clean_text(ln.line),
                 )
                 self._logs.setdefault(ln.execution_id, []).append(record)
                 self._logs_of_run[ln.task_run_id] = self._logs_of_run.get(ln.task_run_id, 0) + 1

@@ -421,13 +421,13 @@ def test_kill_an_execution_whose_runner_died(
         "  command: 'echo one; echo two; echo three; sleep 300'\n",
     )
     execution_id = _start_and_crash(cli, store, flow, "nap", 3)
-    (dead,) = store.active_leases(execution_id)
+    (dead,) = store.active_leases(execution_id, lease_s=30)
     # a read command hands the running task to a background `runner recover`...
     listed = cli("executions")
     assert "following it in the background" in listed.stderr
     _wait_for(
         "the background recovery to take the lease",
-        lambda: store.active_leases(execution_id)[0].token != dead.token,
+        lambda: store.active_leases(execution_id, lease_s=30)[0].token != dead.token,
         timeout=30,
     )
     # ...which obeys `runner kill` like the runner it replaced

@@ -25,11 +25,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import DateTime, Engine, create_engine, event, insert, inspect, make_url
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine.interfaces import DBAPICursor
 
 from runner.archives import Artifact
@@ -44,15 +46,16 @@ from runner.store import (
     NewLogLine,
     Store,
     TaskRunRecord,
+    TransientStoreError,
     default_database_url,
 )
-from runner.store.engine import alembic_config
+from runner.store.engine import alembic_config, describe, is_transient
 from runner.store.models import Base, UTCDateTime, executions, log_lines, task_runs
 from runner.store.sql import SqlStore
 from runner.store.testing import InMemoryStore, temporary_postgres_database
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
 
 
@@ -100,7 +103,7 @@ def backdate_heartbeat(store: Store, execution_id: str, seconds: float) -> None:
         row.heartbeat_at -= timedelta(seconds=seconds)
         return
     assert isinstance(store, SqlStore)
-    (lease,) = store.active_leases(execution_id)
+    (lease,) = store.active_leases(execution_id, lease_s=30)
     assert lease.heartbeat_at is not None
     with store._engine.begin() as conn:
         conn.execute(
@@ -718,7 +721,9 @@ class FlakyStore(InMemoryStore):
     def append_logs(self, lines: Sequence[NewLogLine]) -> None:
         self.calls += 1
         if self.failures < 0 or self.calls <= self.failures:
-            raise StoreError("cannot store log lines in sqlite database 'x': database is locked")
+            raise TransientStoreError(
+                "cannot store log lines in sqlite database 'x': database is locked"
+            )
         self.stored.extend(lines)
 
 
@@ -976,6 +981,45 @@ def test_a_database_at_0001_upgrades_and_keeps_its_data(store_url: str) -> None:
         assert store.list_artifacts("e" * 32) == []
 
 
+def test_a_database_at_0003_gets_the_owners_boot_id(store_url: str) -> None:
+    engine = _engine_for(store_url)
+    try:
+        _migrate_to(engine, "0003")
+        with engine.begin() as conn:
+            conn.execute(
+                insert(executions).values(
+                    id="f" * 32,
+                    flow_id="etl",
+                    namespace="team",
+                    revision="r",
+                    source="id: etl\n",
+                    inputs={},
+                    labels={},
+                    state="RUNNING",
+                    created_at=T0,
+                    owner_host="old-host",
+                    owner_pid=7,
+                    lease_token="7" * 32,
+                    heartbeat_at=T0,
+                )
+            )
+    finally:
+        engine.dispose()
+    with SqlStore.open(store_url) as store:
+        (lease,) = store.active_leases("f" * 32, lease_s=30)
+        assert (lease.owner_host, lease.owner_pid, lease.owner_boot_id) == ("old-host", 7, None)
+        assert lease.expired  # its heartbeat is from 2024
+        assert store.take_lease(lease, Owner("new-host", 8, "8" * 32, boot_id="b-8"))
+        (taken,) = store.active_leases("f" * 32, lease_s=30)
+        assert (taken.owner_host, taken.owner_boot_id, taken.expired) == ("new-host", "b-8", False)
+    engine = _engine_for(store_url)
+    try:
+        _migrate_to(engine, "0003", down=True)
+        assert "owner_boot_id" not in {c["name"] for c in inspect(engine).get_columns("executions")}
+    finally:
+        engine.dispose()
+
+
 def _same_type(
     ctx: Any, inspected_column: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
 ) -> bool | None:
@@ -1134,6 +1178,31 @@ def test_bad_urls_give_one_clear_line(url: str, message: str) -> None:
     assert "\n" not in text and "secret" not in text
 
 
+@pytest.mark.parametrize(
+    ("url", "described"),
+    [
+        (
+            "postgresql+psycopg://u:p@db.example:6543/runner",
+            "postgresql database 'runner' at db.example:6543",
+        ),
+        ("postgresql+psycopg://u:p@/runner", "postgresql database 'runner' at localhost:5432"),
+        # libpq takes host and port from the query too, and they win: so must the message
+        (
+            "postgresql+psycopg://u:p@/runner?host=127.0.0.1&port=1",
+            "postgresql database 'runner' at 127.0.0.1:1",
+        ),
+        (
+            "postgresql+psycopg://u:p@h:5432/runner?host=/run/postgresql",
+            "postgresql database 'runner' at /run/postgresql",
+        ),
+        ("sqlite:////tmp/x/runner.db", "sqlite database '/tmp/x/runner.db'"),
+        ("sqlite://", "sqlite database ':memory:'"),
+    ],
+)
+def test_a_database_is_named_where_the_driver_connects(url: str, described: str) -> None:
+    assert describe(make_url(url)) == described
+
+
 def test_unusable_sqlite_path_gives_one_clear_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -1209,32 +1278,53 @@ def test_heartbeat_reports_a_kill_request_and_a_lost_lease(store: Store) -> None
     assert store.execution_flow_path(execution_id) == "/flows/etl.yml"
     assert store.heartbeat(execution_id, owner.token) is Beat.KEPT
     assert store.request_kill(execution_id) is ExecutionState.CREATED
-    assert store.active_leases(execution_id)[0].kill_requested
+    assert store.active_leases(execution_id, lease_s=30)[0].kill_requested
     assert store.heartbeat(execution_id, owner.token) is Beat.KILL
-    (lease,) = store.active_leases(execution_id)
+    (lease,) = store.active_leases(execution_id, lease_s=30)
     assert (lease.owner_host, lease.owner_pid, lease.kill_requested) == ("host-a", 1, True)
+    assert not lease.expired
     assert store.take_lease(lease, thief)
     assert store.heartbeat(execution_id, owner.token) is Beat.LOST
     # a second taker holding the same (now stale) view of the lease loses the race
     assert not store.take_lease(lease, Owner("host-c", 3, "c" * 32))
     store.set_execution_state(execution_id, ExecutionState.KILLED)
-    assert store.active_leases(execution_id) == []
+    assert store.active_leases(execution_id, lease_s=30) == []
     assert store.request_kill(execution_id) is ExecutionState.KILLED
 
 
-def test_a_lease_expires_without_heartbeat_or_with_a_dead_pid(store: Store) -> None:
+def test_a_lease_expires_by_the_stores_clock(store: Store) -> None:
+    execution_id = leased(store, Owner("elsewhere", 1, "1" * 32))
+    (fresh,) = store.active_leases(execution_id, lease_s=30)
+    assert not fresh.expired
+    backdate_heartbeat(store, execution_id, 29)
+    assert not store.active_leases(execution_id, lease_s=30)[0].expired
+    backdate_heartbeat(store, execution_id, 2)
+    (stale,) = store.active_leases(execution_id, lease_s=30)
+    assert stale.expired
+    assert not store.active_leases(execution_id, lease_s=60)[0].expired
+    assert store.heartbeat(execution_id, "1" * 32) is Beat.KEPT  # renewed: fresh again
+    assert not store.active_leases(execution_id, lease_s=30)[0].expired
+    never = new_execution(store)  # no owner: no heartbeat at all
+    assert store.active_leases(never, lease_s=30)[0].expired
+
+
+def test_a_lease_of_a_dead_pid_expires_only_on_the_same_boot() -> None:
     now = datetime.now(UTC)
-    base = Lease("x", "RUNNING", "elsewhere", 1, "t", now)
-    assert not is_expired(base, now + timedelta(seconds=29), host="here", lease_s=30)
-    assert is_expired(base, now + timedelta(seconds=31), host="here", lease_s=30)
-    assert is_expired(replace(base, heartbeat_at=None), now, host="here", lease_s=30)
+    base = Lease("x", "RUNNING", "elsewhere", 1, "t", now, owner_boot_id="boot-1")
+    here = {"host": "here", "boot_id": "boot-1"}
+    assert not is_expired(base, **here)
+    assert is_expired(replace(base, expired=True), **here)
+    assert is_expired(replace(base, heartbeat_at=None), **here)
     child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
     child.start()
     child.join()
     dead = replace(base, owner_host="here", owner_pid=child.pid)
-    assert is_expired(dead, now, host="here", lease_s=30)
+    assert is_expired(dead, **here)
+    # same host name, another boot (or a container with --uts=host): its pids are not ours
+    assert not is_expired(dead, host="here", boot_id="boot-2")
+    assert not is_expired(replace(dead, owner_boot_id=None), **here)
     alive = replace(base, owner_host="here", owner_pid=os.getpid())
-    assert not is_expired(alive, now, host="here", lease_s=30)
+    assert not is_expired(alive, **here)
 
 
 def test_try_start_keeps_to_the_limit_in_arrival_order(store: Store) -> None:
@@ -1286,3 +1376,150 @@ def test_count_task_run_logs_and_execution_states(store: Store) -> None:
     assert store.count_task_run_logs(run_id) == 7
     store.set_execution_state(execution_id, ExecutionState.SUCCESS)
     assert store.execution_states([execution_id, "nope"]) == {execution_id: ExecutionState.SUCCESS}
+
+
+# -- what containers print cannot break the store ---------------------------------------------
+
+
+def test_nul_in_task_output_is_stored_visibly(store: Store) -> None:
+    """Postgres refuses NUL in text and JSONB ("cannot contain NUL"): every store keeps
+    the line, the NUL shown as U+2400."""
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    store.append_logs([log_line(execution_id, run_id, "t", "a\x00b\x00")])
+    with LogWriter(store, give_up_after=5) as writer:
+        writer.add(log_line(execution_id, run_id, "t", "\x00through the writer"))
+    store.finish_task_run(
+        run_id,
+        state=TaskState.FAILED,
+        error="exited\x00",
+        outputs={"k\x00": ["v\x00", {"deep\x00": "x\x00"}]},
+    )
+    store.record_skipped(execution_id=execution_id, task_id="u", reason="because\x00")
+    store.set_execution_state(execution_id, ExecutionState.FAILED, error="boom\x00")
+    lines = [ln.line for ln in store.get_logs(execution_id)]
+    assert lines == ["a\u2400b\u2400", "\u2400through the writer"]
+    record = store.get_execution(execution_id)
+    run, skipped = record.task_runs
+    assert run.error == "exited\u2400" and skipped.error == "because\u2400"
+    assert run.outputs == {"k\u2400": ["v\u2400", {"deep\u2400": "x\u2400"}]}
+    assert record.error == "boom\u2400"
+
+
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_numbers_that_are_not_finite_are_refused(store: Store, number: float) -> None:
+    """JSON has no Infinity or NaN: Postgres refuses them, SQLite would store `Infinity`
+    and `runner show --json` would print something that is not JSON."""
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    with pytest.raises(
+        StoreError,
+        match=rf"^the outputs of task run {run_id} hold a number that is not finite \({number}\) at n\[1\]\.x$",
+    ):
+        store.finish_task_run(run_id, state=TaskState.SUCCESS, outputs={"n": [1, {"x": number}]})
+    (run,) = store.get_execution(execution_id).task_runs
+    assert run.state is TaskState.CREATED and run.outputs is None
+    with pytest.raises(StoreError, match="the inputs of execution 'e1' hold a number that is not"):
+        store.create_execution(
+            execution_id="e1",
+            flow_id="f",
+            namespace="n",
+            revision="r",
+            source="",
+            inputs={"x": number},
+            labels={},
+        )
+    with pytest.raises(NotFoundError):
+        store.get_execution("e1")
+    json.dumps(store.get_execution(execution_id).to_dict(), allow_nan=False)
+
+
+def test_a_line_the_store_refuses_fails_the_writer_at_once(store: Store) -> None:
+    """A permanent error (here a task run that does not exist) is not retried for the
+    outage limit: the lines before it are stored, and the error names the task and the
+    line's number."""
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    writer = LogWriter(store, give_up_after=60, flush_interval=60)
+    for n in range(3):
+        writer.add(log_line(execution_id, run_id, "t", f"good {n}"))
+    writer.flush()
+    for n in range(3, 6):
+        writer.add(log_line(execution_id, run_id, "t", f"good {n}"))
+    writer.add(log_line(execution_id, 999_999, "ghost", "refused"))
+    writer.add(log_line(execution_id, run_id, "t", "after"))
+    started = time.monotonic()
+    with pytest.raises(StoreError) as raised:
+        writer.flush()
+    assert time.monotonic() - started < 10  # not the 60 s of an outage
+    message = str(raised.value)
+    assert message.startswith(
+        f"line 1 of task 'ghost' (execution {execution_id}) cannot be stored, so its output"
+        " ends before it (2 lines lost): cannot store 1 log lines in "
+    )
+    assert "\n" not in message
+    with pytest.raises(StoreError, match="line 1 of task 'ghost'"):
+        writer.close()
+    assert [ln.line for ln in store.get_logs(execution_id)] == [f"good {n}" for n in range(6)]
+
+
+def test_heartbeats_use_the_databases_clock(
+    sql_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner whose own clock is 45 s ahead (here: the store's idea of now) still stamps
+    its heartbeat with the database's time, and the lease is judged by it."""
+    import runner.store.sql
+
+    ahead = datetime.now(UTC) + timedelta(seconds=45)
+    monkeypatch.setattr(runner.store.sql, "_utcnow", lambda: ahead)
+    execution_id = leased(sql_store, Owner("h", 1, "1" * 32))
+    first = sql_store.active_leases(execution_id, lease_s=30)[0].heartbeat_at
+    time.sleep(0.05)
+    assert sql_store.heartbeat(execution_id, "1" * 32) is Beat.KEPT
+    (lease,) = sql_store.active_leases(execution_id, lease_s=30)
+    assert lease.heartbeat_at is not None and first is not None
+    with sql_store._engine.connect() as conn:
+        database_now = _database_now(conn)
+    assert abs((lease.heartbeat_at - database_now).total_seconds()) < 5
+    assert lease.heartbeat_at > first  # sub-second precision: two beats 50 ms apart differ
+    assert lease.heartbeat_at.tzinfo is UTC
+    assert not lease.expired
+
+
+def _database_now(conn: Any) -> datetime:
+    if conn.dialect.name == "sqlite":
+        text = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    value = conn.exec_driver_sql("SELECT now()").scalar_one()
+    assert isinstance(value, datetime)
+    return value.astimezone(UTC)
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        # the connection: lost, refused, or the server going down / starting up
+        (psycopg.OperationalError("server closed the connection unexpectedly"), True),
+        (psycopg.errors.AdminShutdown("terminating connection"), True),
+        (psycopg.errors.CannotConnectNow("the database system is starting up"), True),
+        (psycopg.errors.TooManyConnections("too many clients"), True),
+        (psycopg.errors.DiskFull("could not extend file"), True),
+        # a transaction rolled back by the server, fine on a new try
+        (psycopg.errors.SerializationFailure("could not serialize access"), True),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), True),
+        (psycopg.errors.LockNotAvailable("could not obtain lock"), True),
+        # the same every time: an OperationalError class that is no outage, bad data, keys
+        (psycopg.errors.ProgramLimitExceeded("index row size exceeds maximum"), False),
+        (psycopg.errors.StringDataRightTruncation("value too long"), False),
+        (psycopg.errors.UniqueViolation("duplicate key"), False),
+        (psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), False),
+        (sqlite3.OperationalError("database is locked"), True),
+        (sqlite3.OperationalError("no such table: executions"), False),
+        (sqlite3.IntegrityError("FOREIGN KEY constraint failed"), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_only_outages_are_retried(error: Exception, transient: bool) -> None:
+    base = psycopg.Error if isinstance(error, psycopg.Error) else sqlite3.Error
+    wrapped = sa_exc.DBAPIError.instance("SELECT 1", None, error, base)
+    assert is_transient(wrapped) is transient

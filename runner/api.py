@@ -59,7 +59,7 @@ from runner.settings import (
     lease_seconds,
 )
 from runner.specs import execution_labels
-from runner.values import InputType
+from runner.values import InputType, parse_input_args
 
 if TYPE_CHECKING:
     from runner.backends.base import Backend, EngineInfo
@@ -85,11 +85,13 @@ __all__ = [
     "list_executions",
     "load_flow",
     "open_store",
+    "parse_input_args",
     "recover",
     "restart_execution",
     "run_flow",
     "schema_revision",
     "submit",
+    "task_run_names",
     "upgrade_schema",
 ]
 
@@ -97,6 +99,15 @@ log = get_logger()
 
 Notify = Callable[[str], None]
 """Receives one line for a person (the CLI prints it on stderr; a server logs it)."""
+
+
+# -- flows -------------------------------------------------------------------------------------
+
+
+def task_run_names(flow: LoadedFlow) -> tuple[str, ...]:
+    """The names of the task runs a flow plans, in order (a matrix task gives one each:
+    `process[year=2019]`); the CLI sizes its columns by them."""
+    return tuple(dag.build_plan(flow.flow).order)
 
 
 # -- the database ----------------------------------------------------------------------------

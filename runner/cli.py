@@ -170,12 +170,11 @@ def run(
     artifacts_dir: str | None,
 ) -> None:
     """Run FLOW (a YAML file) and wait for it to end."""
-    from runner import api, dag
-    from runner.values import parse_input_args
+    from runner import api
 
-    values = parse_input_args(inputs)
+    values = api.parse_input_args(inputs)
     loaded = api.load_flow(flow)
-    width = max(12, *(len(n) for n in dag.build_plan(loaded.flow).order))
+    width = max(12, *(len(name) for name in api.task_run_names(loaded)))
     _configure_logs(log_format, task_width=width)
     store = _open_store(db_url)
     try:

@@ -153,3 +153,45 @@ def test_importing_does_not_load_heavy_libraries(module: str, heavy: tuple[str, 
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "", f"importing {module} loaded {out.stdout.strip()}"
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The modules a file imports when it runs (imports under `if TYPE_CHECKING:` are for
+    the type checker only)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            found.add(node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_the_cli_goes_through_the_library_api_only() -> None:
+    """The CLI parses, calls runner.api and prints: it opens no store and no backend, and
+    plans nothing itself. Besides api it may use what it prints and how."""
+    allowed = {
+        "runner",
+        "runner.api",
+        "runner.errors",  # what it catches
+        "runner.execution",  # the states it prints and turns into exit codes
+        "runner.settings",  # the variables its options read
+        "runner.logs",  # how events are rendered
+    }
+    modules = _modules()
+    used = {
+        name
+        for name in _runtime_imports(PACKAGE / "cli.py")
+        if name.split(".")[0] == "runner" and name in modules
+    }
+    assert used <= allowed, f"runner.cli imports {sorted(used - allowed)}"

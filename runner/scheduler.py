@@ -50,6 +50,7 @@ class RunOptions:
     artifacts_dir: Path = Path(DEFAULT_ARTIFACTS_DIR)
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     workspace_files: bytes | None = None  # a tar copied into /workspace before the first task
+    trigger: Mapping[str, Any] | None = None  # `trigger.*` of templates (what started it)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class Scheduler:
                 env=options.env,
                 revision=loaded.revision,
                 started_at=_now(),
+                trigger=options.trigger,
             ),
         )
         run = _Run()

@@ -768,8 +768,11 @@ def _kill_paused(store: Store, connect: Callable[[], Backend], record: Execution
         if run.state is TaskState.PAUSED:
             store.finish_task_run(run.id, state=TaskState.KILLED, error=reason)
     try:
-        connect().cleanup({LABEL_EXECUTION: record.id})
-    except BackendError as exc:
+        backend = connect()
+        loaded = _stored_flow(store, record.id)
+        backend.workspace(record.id, execution_labels(record.id, loaded.flow)).remove()
+        backend.cleanup({LABEL_EXECUTION: record.id})
+    except RunnerError as exc:
         log.warning("cleanup_failed", execution_id=record.id, error=str(exc))
     store.set_execution_state(record.id, ExecutionState.KILLED, error=reason)
     log.info("execution_killed", execution_id=record.id, was="PAUSED")
@@ -963,13 +966,14 @@ def validate_flow_text(text: bytes | str, path: str | Path) -> LoadedFlow:
     """Check a flow file's text as if it were the file `path` (its folder is where
     `build:` and `files:` are looked up); FlowError with every problem, file:line."""
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             from runner.errors import FlowError, Problem
 
-            line = text[: exc.start].count(b"\n") + 1
-            message = f"not UTF-8 text: byte 0x{text[exc.start]:02x} cannot be decoded"
+            line = raw[: exc.start].count(b"\n") + 1
+            message = f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded"
             raise FlowError([Problem(str(path), line, None, "", message)]) from exc
     return parse_flow(text, path=path)
 

@@ -3,7 +3,8 @@
 RunnerError                 anything runner reports instead of a traceback
 ├── UsageError              a bad flag or argument (exit 2)
 │   └── ConflictError       an action the thing's state does not allow now (restart a
-│                           running execution, resume one that is not paused)
+│       │                   running execution, resume one that is not paused)
+│       └── AlreadyFiredError   a trigger's time that already ran
 ├── FlowError               a flow file that cannot be used; carries every Problem (exit 2)
 ├── InputError              input values that do not fit the flow's inputs (exit 2)
 ├── CycleError              tasks that depend on each other in a loop
@@ -33,6 +34,15 @@ class UsageError(RunnerError):
 
 class ConflictError(UsageError):
     """What was asked does not fit the current state of what it names (HTTP 409)."""
+
+
+class AlreadyFiredError(ConflictError):
+    """A trigger's scheduled time (or upstream execution) was fired already, here or by
+    another process sharing the database: it is not run twice."""
+
+    def __init__(self, message: str, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
 
 
 Loc = tuple[str | int, ...]

@@ -41,7 +41,7 @@ PING_S = 15.0
 """A comment line this often keeps proxies from closing a quiet stream."""
 
 
-def _event(event: str, data: Any, event_id: int | None = None) -> str:
+def _event(event: str, data: Any, event_id: int | None = None) -> bytes:
     return format_sse_event(
         data_str=json.dumps(data),
         event=event,
@@ -51,7 +51,7 @@ def _event(event: str, data: Any, event_id: int | None = None) -> str:
 
 async def log_events(
     service: Service, execution_id: str, *, task_id: str | None, after: int | None
-) -> AsyncIterator[str]:
+) -> AsyncIterator[bytes]:
     """The events of one stream (see the module doc); `after` is the last line id the
     client has. Ends after `end`, or without it once the server has drained (the client
     reconnects, with Last-Event-ID, to a server that runs)."""
@@ -81,6 +81,6 @@ async def log_events(
         if lines:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > PING_S:
-            yield ": ping\n\n"
+            yield b": ping\n\n"
             quiet_since = time.monotonic()
         await anyio.sleep(POLL_S)

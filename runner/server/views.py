@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from runner.restart import latest_attempts
 from runner.server import schemas
@@ -136,7 +136,7 @@ def flow_input(spec: FlowInput) -> schemas.InputOut:
 
 
 def _graph(flow: Flow) -> list[schemas.TaskOut]:
-    groups: list[tuple[str, tuple[Task, ...]]] = [
+    groups: list[tuple[Literal["tasks", "errors", "finally"], tuple[Task, ...]]] = [
         ("tasks", flow.tasks),
         ("errors", flow.errors),
         ("finally", flow.finally_),
@@ -156,7 +156,7 @@ def _graph(flow: Flow) -> list[schemas.TaskOut]:
                     image=task.image,
                     depends_on=depends_on,
                     matrix={k: list(v) for k, v in task.matrix.items()} if task.matrix else None,
-                    group=group,  # type: ignore[arg-type]  # one of the three literals
+                    group=group,
                 )
             )
     return out

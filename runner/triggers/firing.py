@@ -407,7 +407,7 @@ def backfill_times(trigger: ScheduleTrigger, start: datetime, end: datetime) -> 
         raise UsageError(
             f"the end ({until.isoformat()}) must come after the start ({begin.isoformat()})"
         )
-    times = []
+    times: list[datetime] = []
     for when in trigger.schedule.iter_between(begin, until):
         if len(times) == MAX_BACKFILL:
             raise UsageError(

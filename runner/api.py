@@ -23,7 +23,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -53,6 +52,7 @@ from runner.inputs import file_inputs, resolve_inputs
 from runner.lease import Heartbeat, Lease, Owner
 from runner.loader import LoadedFlow, load_flow, parse_flow
 from runner.logs import get_logger
+from runner.policy import visible_env
 from runner.recovery import Garbage, Recovered, recover_orphans
 from runner.restart import (
     RestartPlan,
@@ -63,6 +63,7 @@ from runner.restart import (
     plan_resume,
 )
 from runner.scheduler import Paused, Resume, RunOptions, Scheduler
+from runner.secrets import Masker, open_private_log, secret_input_ids, stored_inputs
 from runner.settings import (
     DATABASE_URL_ENV,
     DEFAULT_CONCURRENCY,
@@ -231,8 +232,12 @@ def run_flow(
 ) -> ExecutionResult:
     """Run a flow to its end and return how it went; every step is recorded in `store`.
 
-    `allow_env` names variables of this process's environment that templates may read as
-    `{{ env.NAME }}`, besides the flow's `allowed_env`. `handle_signals` turns SIGINT and
+    `allow_env` names (or globs) variables of this process's environment the operator
+    allows for this run, besides `RUNNER_ALLOWED_ENV`: each name the flow declares in
+    `allowed_env` must be allowed (PolicyError, exit 2, before anything is recorded), and
+    an exact name here is readable as `{{ env.NAME }}` even if undeclared. Secret inputs
+    are stored as `******`; every secret is masked in what the run stores and prints
+    (see `runner.secrets`). `handle_signals` turns SIGINT and
     SIGTERM into a clean kill of the execution (the CLI sets it). `on_created` receives the
     execution id as soon as it is recorded. A flow with `concurrency.limit` waits in state
     QUEUED for a slot (or ends CANCELLED / FAILED, as its `behavior` says).
@@ -601,6 +606,8 @@ def _prepare_restart(
             " execution can be restarted"
         )
     loaded = _stored_flow(store, record.id)
+    _refuse_lost_secrets(record, loaded, "restarted")
+    env = _visible_env(loaded, allow_env)
     plan = dag.build_plan(loaded.flow)
     restart = plan_restart(plan, record.task_runs, from_task=from_task)
     workspace = backend.workspace(record.id, execution_labels(record.id, loaded.flow))
@@ -624,13 +631,27 @@ def _prepare_restart(
         loaded,
         concurrency,
         keep_workspace,
-        allow_env,
+        env,
         artifacts_dir,
         workspace_files,
+        Masker.from_env(),
         trigger=_trigger_values(record),
     )
     resume = Resume(done=restart.reused, first_attempt=restart.first_attempt, workspace_kept=kept)
     return _Continued(record.id, loaded, dict(record.inputs), options, resume)
+
+
+def _refuse_lost_secrets(record: ExecutionRecord, loaded: LoadedFlow, verb: str) -> None:
+    """Secret input values were never stored, so they cannot be given again."""
+    lost = sorted(
+        i for i in secret_input_ids(loaded.flow.inputs) if record.inputs.get(i) is not None
+    )
+    if lost:
+        raise ConflictError(
+            f"execution {record.id} cannot be {verb}: the values of its secret"
+            f" input(s) {', '.join(lost)} are not stored; run the flow again with"
+            " `runner run`"
+        )
 
 
 def _stored_flow(store: Store, execution_id: str) -> LoadedFlow:
@@ -689,6 +710,7 @@ def _prepare_resume(
             " resumed"
         )
     loaded = _stored_flow(store, record.id)
+    _refuse_lost_secrets(record, loaded, "resumed")
     latest = latest_attempts(record.task_runs)
     waiting = {node: run for node, run in latest.items() if run.state is TaskState.PAUSED}
     node_id = pick_paused_task(record.id, waiting, task)
@@ -715,7 +737,16 @@ def _prepare_resume(
         resolved=kept.resolved,
         held={n: Paused(r.id, r.attempt) for n, r in kept.held.items()},
     )
-    options = _options(loaded, None, False, (), None, None, trigger=_trigger_values(record))
+    options = _options(
+        loaded,
+        None,
+        False,
+        _visible_env(loaded, ()),
+        None,
+        None,
+        Masker.from_env(),
+        trigger=_trigger_values(record),
+    )
     log.info(
         "execution_resumed",
         execution_id=record.id,
@@ -829,8 +860,7 @@ def _follow_in_background(db_url: str, notify: Notify | None) -> Callable[[Lease
     output in a file only this user can read (task output may be confidential)."""
 
     def follow(lease: Lease) -> None:
-        folder = _private_log_folder()
-        log_path = folder / f"runner-recover-{lease.execution_id}.log"
+        log_path, out = open_private_log(f"runner-recover-{lease.execution_id}.log")
         # The URL may hold a password: through the environment, not the command line.
         env = {**os.environ, DATABASE_URL_ENV: db_url}
         detach: dict[str, Any] = {"start_new_session": True}  # Ctrl-C here must not stop it
@@ -838,8 +868,7 @@ def _follow_in_background(db_url: str, notify: Notify | None) -> Callable[[Lease
             detach = {
                 "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
             }
-        descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(descriptor, "ab") as out:
+        with out:
             child = subprocess.Popen(
                 [sys.executable, "-m", "runner", "recover", lease.execution_id],
                 env=env,
@@ -855,20 +884,6 @@ def _follow_in_background(db_url: str, notify: Notify | None) -> Callable[[Lease
             )
 
     return follow
-
-
-def _private_log_folder() -> Path:
-    """A folder of this user's, mode 0700, for the logs of background recoveries."""
-    user = os.environ.get("USER") or os.environ.get("USERNAME") or str(os.getuid())
-    folder = Path(tempfile.gettempdir()) / f"runner-{user}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    if sys.platform != "win32":
-        info = folder.lstat()
-        if folder.is_symlink() or info.st_uid != os.getuid():
-            raise UsageError(f"{folder} is not a folder of this user's: remove it and retry")
-        if info.st_mode & 0o077:
-            folder.chmod(0o700)
-    return folder
 
 
 def collect_garbage(
@@ -938,9 +953,8 @@ def describe_recovery(store: Store, loaded: LoadedFlow, *, now: datetime | None 
 def run_in_background(args: Sequence[str], *, db_url: str | None, name: str) -> tuple[int, Path]:
     """Start `runner ARGS...` detached from this process (Ctrl-C here does not stop it),
     its output in a file only this user can read; its pid and that file."""
-    folder = _private_log_folder()
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
-    log_path = folder / f"runner-{safe}-{uuid.uuid4().hex[:8]}.log"
+    log_path, out = open_private_log(f"runner-{safe}-{uuid.uuid4().hex[:8]}.log")
     env = dict(os.environ)
     if db_url:
         env[DATABASE_URL_ENV] = db_url  # the URL may hold a password: not on the command line
@@ -949,8 +963,7 @@ def run_in_background(args: Sequence[str], *, db_url: str | None, name: str) -> 
         detach = {
             "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
         }
-    descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(descriptor, "ab") as out:
+    with out:
         child = subprocess.Popen(
             [sys.executable, "-m", "runner", *args],
             env=env,
@@ -1418,7 +1431,8 @@ execution's Control and its lease's heartbeat."""
 @dataclass(frozen=True)
 class _Prepared:
     loaded: LoadedFlow
-    values: Mapping[str, Any]
+    values: Mapping[str, Any]  # what the tasks see
+    stored: Mapping[str, Any]  # what the store keeps: secret inputs as ******
     options: RunOptions
     labels: Mapping[str, str]
     trigger: TriggerEvent | None
@@ -1435,25 +1449,31 @@ def _prepare(
     labels: Mapping[str, str] | None = None,
     trigger: TriggerEvent | None = None,
 ) -> _Prepared:
-    """Everything that can be refused as bad input, done before anything is recorded."""
+    """Everything that can be refused as bad input, done before anything is recorded: the
+    inputs, the environment the operator allows (runner.policy), the local files."""
     loaded = flow if isinstance(flow, LoadedFlow) else load_flow(flow)
     given = inputs or {}
     values = resolve_inputs(loaded, given)
+    env = _visible_env(loaded, allow_env)
+    secret_ids = secret_input_ids(loaded.flow.inputs)
+    masker = Masker.from_env(extra=[values[i] for i in secret_ids if values.get(i) is not None])
     # Read local files now: a missing file is bad input, not a run.
     workspace_files = _pack_workspace_files(loaded, given)
     options = _options(
         loaded,
         concurrency,
         keep_workspace,
-        allow_env,
+        env,
         artifacts_dir_,
         workspace_files,
+        masker,
         trigger=trigger.template_values() if trigger is not None else None,
     )
     all_labels = {**loaded.flow.labels, **(labels or {})}
     if trigger is not None:
         all_labels.update(trigger.labels())
-    return _Prepared(loaded, values, options, all_labels, trigger)
+    stored = stored_inputs(values, secret_ids, masker)
+    return _Prepared(loaded, values, stored, options, all_labels, trigger)
 
 
 def _create(store: Store, prepared: _Prepared, owner: Owner) -> str:
@@ -1476,7 +1496,7 @@ def _create(store: Store, prepared: _Prepared, owner: Owner) -> str:
         namespace=loaded.flow.namespace,
         revision=loaded.revision,
         source=loaded.source,
-        inputs=prepared.values,
+        inputs=prepared.stored,
         labels=dict(prepared.labels),
         owner=owner,
         flow_path=str(loaded.path),
@@ -1497,21 +1517,31 @@ def _options(
     loaded: LoadedFlow,
     concurrency: int | None,
     keep_workspace: bool,
-    allow_env: Iterable[str],
+    env: Mapping[str, str],
     artifacts_dir_: str | Path | None,
     workspace_files: bytes | None,
+    masker: Masker,
     *,
     trigger: Mapping[str, Any] | None = None,
 ) -> RunOptions:
-    names = {*loaded.flow.allowed_env, *allow_env}
     return RunOptions(
         concurrency=concurrency or loaded.flow.concurrency.tasks or DEFAULT_CONCURRENCY,
         keep_workspace=keep_workspace,
         artifacts_dir=Path(artifacts_dir_) if artifacts_dir_ else artifacts_dir(),
-        env={name: os.environ[name] for name in sorted(names) if name in os.environ},
+        env=env,
         workspace_files=workspace_files,
+        masker=masker,
         trigger=trigger,
     )
+
+
+def _visible_env(loaded: LoadedFlow, allow_env: Iterable[str]) -> dict[str, str]:
+    """The environment a run's templates may read; a PolicyError naming the flow file's
+    `allowed_env` line if it declares a name the operator has not allowed (`--env`,
+    RUNNER_ALLOWED_ENV)."""
+    line = loaded.line_of(("allowed_env",)) if loaded.flow.allowed_env else None
+    where = f"{loaded.file}:{line}" if line is not None else loaded.file
+    return visible_env(loaded.flow.allowed_env, tuple(allow_env), where=where)
 
 
 def _execute(

@@ -26,6 +26,7 @@ from runner.execution import WORKSPACE_PATH, ContainerExit, TaskResult, TaskStat
 from runner.flow import Task
 from runner.logs import TASK_LOG, get_logger
 from runner.outputs import merge_outputs, parse_output_line
+from runner.secrets import Masker
 from runner.specs import TaskContext, build_spec, image_source, render_task
 from runner.store import LogWriter, NewLogLine, Store
 from runner.template_checks import referenced_outputs
@@ -117,12 +118,15 @@ class Attempts:
         log_writer: LogWriter,
         control: Control,
         workspace: Workspace | None,
+        masker: Masker | None = None,
     ) -> None:
         self.backend = backend
         self.store = store
         self.log_writer = log_writer
         self.control = control
         self.workspace = workspace
+        # Secrets never stored nor printed: in task output, outputs and errors.
+        self.masker = masker if masker is not None else Masker.from_env()
         self._lock = threading.Lock()
         self._running: dict[str, str] = {}  # node id -> container id
         self._stopped: set[str] = set()  # node ids whose container was stopped or killed
@@ -432,23 +436,27 @@ class Attempts:
             for stream in ("stdout", "stderr")
         }
         add = self.log_writer.add
+        mask = self.masker.mask
         outputs: dict[str, Any] = {}
         for line in self.backend.logs(container_id):
             if line.stream == "stdout" and line.line.startswith("::"):
                 published = parse_output_line(line.line)
                 if published is not None:
-                    outputs = merge_outputs(outputs, published)
+                    # Parsed from the line as written: a secret is masked in the values
+                    # (its JSON-escaped form in the line may differ from it).
+                    outputs = merge_outputs(outputs, self.masker.mask_value(published))
             if skip:
                 skip -= 1
                 continue
-            loggers[line.stream].info(TASK_LOG, line=line.line)
+            text = mask(line.line)
+            loggers[line.stream].info(TASK_LOG, line=text)
             add(
                 NewLogLine(
                     execution_id=ctx.execution_id,
                     task_run_id=run_id,
                     task_id=node_id,
                     stream=line.stream,
-                    line=line.line,
+                    line=text,
                     time=line.time,
                 )
             )
@@ -493,6 +501,8 @@ class Attempts:
         self, run_id: int, node_id: str, attempt: int, outcome: Outcome, log: Any
     ) -> TaskResult:
         ended_at = _now()
+        if outcome.error is not None:  # a rendered value may hold a secret
+            outcome = dataclasses.replace(outcome, error=self.masker.mask(outcome.error))
         self.store.finish_task_run(
             run_id,
             state=outcome.state,

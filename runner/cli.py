@@ -126,7 +126,10 @@ def _execution_options(func: F) -> F:
             "allow_env",
             multiple=True,
             metavar="NAME",
-            help="Let templates read this variable of your environment as {{ env.NAME }}; repeat for several.",
+            # allows what a flow's allowed_env declares (globs too)
+            help="Allow this variable of your environment (or a glob: 'AWS_*') for a flow that"
+            " declares it in allowed_env; an exact name is also readable as {{ env.NAME }}."
+            " Repeat for several [env RUNNER_ALLOWED_ENV].",
         ),
         click.option(
             "--artifacts-dir",

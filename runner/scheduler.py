@@ -34,6 +34,7 @@ from runner.execution import (
 from runner.flow import Flow
 from runner.loader import LoadedFlow
 from runner.logs import get_logger
+from runner.secrets import Masker
 from runner.settings import DEFAULT_ARTIFACTS_DIR
 from runner.specs import TaskContext, execution_labels
 from runner.store import LogWriter, Store
@@ -51,6 +52,9 @@ class RunOptions:
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     workspace_files: bytes | None = None  # a tar copied into /workspace before the first task
     trigger: Mapping[str, Any] | None = None  # `trigger.*` of templates (what started it)
+    # Every secret of the run (secret inputs too), masked in what is stored and printed;
+    # None: those of the runner's environment (runner.secrets).
+    masker: Masker | None = None
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,9 @@ class Scheduler:
         log = get_logger(execution_id=execution_id, flow_id=flow.full_id)
         plan = dag.build_plan(flow)
         workspace = self.backend.workspace(execution_id, execution_labels(execution_id, flow))
+        masker = options.masker if options.masker is not None else Masker.from_env()
         self._attempts = Attempts(
-            self.backend, self.store, self.log_writer, self.control, workspace
+            self.backend, self.store, self.log_writer, self.control, workspace, masker
         )
         ctx = TaskContext(
             execution_id=execution_id,
@@ -214,14 +219,14 @@ class Scheduler:
                 state = self._final_state(run)
                 state = self._run_handlers(ctx, state, options, run, log)
         except BackendError as exc:
-            execution_error = str(exc)
+            execution_error = masker.mask(str(exc))
             log.error("execution_error", error=execution_error)
             raise
         except StoreError as exc:
             # The history cannot be written (the database stayed down past the retry
             # limit): leave nothing behind, as a kill does; a kept workspace would have
             # no record to find it by.
-            execution_error, store_failed = str(exc), True
+            execution_error, store_failed = masker.mask(str(exc)), True
             log.error("execution_error", error=execution_error)
             raise
         finally:

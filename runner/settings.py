@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -126,6 +127,38 @@ TRIGGER_TICK_SECONDS = 0.25
 about this much, and well within a second)."""
 
 
+# -- what flows may do to the host (see runner.policy, runner.secrets) ------------------------
+
+ALLOWED_MOUNTS_ENV = "RUNNER_ALLOWED_MOUNTS"
+"""Host paths a flow may bind-mount besides its own folder: absolute path prefixes
+separated by `,` (`/data,C:/Users/me/Data Engg`), or `*` for any host path. The Docker
+socket is never covered by `*` or by a folder holding it: it must be named itself."""
+
+ALLOW_HOST_NETWORK_ENV = "RUNNER_ALLOW_HOST_NETWORK"
+"""Set to 1 to let flows use `network: host` and `network: container:NAME`."""
+
+ALLOWED_ENV_ENV = "RUNNER_ALLOWED_ENV"
+"""Names of this process's environment that a flow may read when it declares them in
+`allowed_env`, separated by `,`; globs like `AWS_*` work (but never match `RUNNER_*`
+names, which must be named exactly). `--env NAME` adds names for one run."""
+
+SECRETS_FILE_ENV = "RUNNER_SECRETS_FILE"
+"""A dotenv file (`NAME=value` lines) of secrets for `{{ secret('NAME') }}`."""
+
+SECRET_ENV_PREFIX = "RUNNER_SECRET_"
+"""`{{ secret('NAME') }}` reads `RUNNER_SECRET_NAME` first, then the secrets file."""
+
+MAX_FLOW_BYTES_ENV = "RUNNER_MAX_FLOW_BYTES"
+DEFAULT_MAX_FLOW_BYTES = 10 * 1024**2
+"""The largest flow file read (bytes, or with a unit: `20MiB`): a file is read whole."""
+
+MAX_ENV_BYTES_ENV = "RUNNER_MAX_ENV_BYTES"
+DEFAULT_MAX_ENV_BYTES = 1024**2
+"""The largest environment of one task's container once rendered (names and values added
+up): Linux refuses to start a process with more than about 2 MiB of arguments and
+environment, and YAML aliases make a small file hold a big environment."""
+
+
 # -- reading them ------------------------------------------------------------------------------
 
 
@@ -206,6 +239,33 @@ def text(name: str, default: str = "", *, environ: Mapping[str, str] | None = No
     return _raw(name, environ) or default
 
 
+_SIZE = re.compile(r"^(\d{1,18})\s*(?:([kmg])(?:i?b)?|b)?$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def size(
+    name: str, default: int, *, minimum: int = 1, environ: Mapping[str, str] | None = None
+) -> int:
+    """A number of bytes from `name` (`1048576`, `512k`, `10M`, `10MiB`, `1GB`: units are
+    powers of 1024), or `default` when unset. Raises SettingError for anything else."""
+    raw = _raw(name, environ)
+    if not raw:
+        return default
+    match = _SIZE.match(raw)
+    value = int(match[1]) * _SIZE_UNITS[match[2] and match[2].lower()] if match else 0
+    if value < minimum:
+        raise SettingError(
+            f"{name} must be a size in bytes of at least {minimum} (like 1048576, 512k or"
+            f" 10MiB), not {_shown(raw)}"
+        )
+    return value
+
+
+def names(name: str, *, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The comma-separated entries of `name`, each stripped, empty ones left out."""
+    return tuple(part.strip() for part in _raw(name, environ).split(",") if part.strip())
+
+
 def _shown(raw: str) -> str:
     return repr(raw if len(raw) <= 40 else raw[:37] + "...")
 
@@ -277,3 +337,30 @@ def debug(environ: Mapping[str, str] | None = None) -> bool:
     """Whether to print tracebacks of internal errors; never raises (it is read while
     reporting another error)."""
     return _raw(DEBUG_ENV, environ).lower() not in ("", "0", "false", "no", "off")
+
+
+def allowed_mounts(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The entries of `RUNNER_ALLOWED_MOUNTS` as written (`runner.policy` checks them)."""
+    return names(ALLOWED_MOUNTS_ENV, environ=environ)
+
+
+def allow_host_network(environ: Mapping[str, str] | None = None) -> bool:
+    return flag(ALLOW_HOST_NETWORK_ENV, environ=environ)
+
+
+def allowed_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The names and globs of `RUNNER_ALLOWED_ENV`."""
+    return names(ALLOWED_ENV_ENV, environ=environ)
+
+
+def secrets_file(environ: Mapping[str, str] | None = None) -> Path | None:
+    raw = text(SECRETS_FILE_ENV, environ=environ)
+    return Path(raw) if raw else None
+
+
+def max_flow_bytes(environ: Mapping[str, str] | None = None) -> int:
+    return size(MAX_FLOW_BYTES_ENV, DEFAULT_MAX_FLOW_BYTES, environ=environ)
+
+
+def max_env_bytes(environ: Mapping[str, str] | None = None) -> int:
+    return size(MAX_ENV_BYTES_ENV, DEFAULT_MAX_ENV_BYTES, environ=environ)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from runner import settings
+from runner.errors import PolicyError
 from runner.execution import (
     LABEL_ATTEMPT,
     LABEL_EXECUTION,
@@ -28,8 +30,10 @@ from runner.execution import (
     Mount,
     PullImage,
 )
-from runner.flow import NAMED_VOLUME_RE, VOLUME_RE, Flow, Task
-from runner.templating import TemplateContext, render, render_value
+from runner.flow import NAMED_VOLUME_RE, VOLUME_RE, Flow, Task, check_volume
+from runner.messages import shorten
+from runner.policy import HostPolicy, check_environment_size
+from runner.templating import TemplateContext, TemplateError, render, render_value
 
 SCRIPT_PATH = "/.runner/script"
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -50,6 +54,9 @@ class TaskContext:
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     artifacts_dir: Path = Path(".runner/artifacts")
     templates: TemplateContext = field(default_factory=TemplateContext)  # execution-level
+    # what the operator allows rendered volumes, networks and envs
+    host_policy: HostPolicy = field(default_factory=HostPolicy.from_env)
+    max_env_bytes: int = field(default_factory=settings.max_env_bytes)
 
 
 def label_value(text: str) -> str:
@@ -123,10 +130,43 @@ def render_task(task: Task, tctx: TemplateContext) -> Task:
         update["env"] = {k: render(v, tctx, where=f"env.{k}") for k, v in task.env.items()}
     if task.volumes:
         update["volumes"] = tuple(render_value(list(task.volumes), tctx, where="volumes"))
+        # a rendered volume is checked as the file's are (`:/x` from an
+        # empty input must be a task error, not a crash in parse_mount).
+        for index, volume in enumerate(update["volumes"]):
+            try:
+                check_volume(volume)
+            except ValueError as exc:
+                raise TemplateError(f"volumes[{index}]: {exc}") from None
     update["working_dir"] = render(task.working_dir, tctx, where="working_dir")
+    if not update["working_dir"].startswith("/"):
+        raise TemplateError(
+            f"working_dir: rendered to {shorten(repr(update['working_dir']))}, not an absolute"
+            " path in the container"
+        )
     if task.network is not None:
         update["network"] = render(task.network, tctx, where="network")
+        if not update["network"].strip():
+            raise TemplateError("network: rendered to nothing; give a network name")
     return task.model_copy(update=update)
+
+
+def check_host_access(ctx: TaskContext, task: Task, env: Mapping[str, str]) -> None:
+    """Raise PolicyError if a rendered task asks for what the operator has not allowed
+    (see `runner.policy`): checked again after rendering, so that an input cannot bring
+    a host path, the socket or the host's network that the file could not."""
+    for index, volume in enumerate(task.volumes):
+        try:
+            ctx.host_policy.check_volume(volume, ctx.base_dir)
+        except PolicyError as exc:
+            raise PolicyError(f"volumes[{index}]: {exc}") from None
+    try:
+        ctx.host_policy.check_network(task.network)
+    except PolicyError as exc:
+        raise PolicyError(f"network: {exc}") from None
+    try:
+        check_environment_size(env, ctx.max_env_bytes)
+    except PolicyError as exc:
+        raise PolicyError(f"env: {exc}") from None
 
 
 def build_spec(
@@ -150,6 +190,7 @@ def build_spec(
         "RUNNER_ATTEMPT": str(attempt),
         "RUNNER_WORKSPACE": WORKSPACE_PATH,
     }
+    check_host_access(ctx, task, env)
     labels: Mapping[str, str] = {
         **execution_labels(ctx.execution_id, ctx.flow),
         LABEL_TASK_RUN: str(task_run_id),

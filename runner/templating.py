@@ -64,6 +64,7 @@ from runner.errors import RunnerError
 from runner.flow import Flow
 from runner.messages import did_you_mean
 from runner.triggers.events import TRIGGER_FIELDS
+from runner.secrets import template_secret
 
 __all__ = [
     "EXECUTION_FIELDS",
@@ -278,6 +279,8 @@ ENVIRONMENT = _Sandbox(
 ENVIRONMENT.filters["shquote"] = _shquote
 ENVIRONMENT.filters["tojson"] = _tojson
 ENVIRONMENT.filters["date"] = _date
+# `{{ secret('NAME') }}`, masked wherever the value shows (runner.secrets)
+ENVIRONMENT.globals["secret"] = template_secret
 
 
 @lru_cache(maxsize=2048)

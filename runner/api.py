@@ -472,7 +472,9 @@ class Worker:
         control.cancel(reason)
         return True
 
-    def shutdown(self, *, grace_s: float = 0.0) -> list[str]:
+    def shutdown(
+        self, *, grace_s: float = 0.0, reason: str = "killed: the worker running it shut down"
+    ) -> list[str]:
         """Take no more executions; let those running go on for `grace_s` seconds, then
         kill them (recorded KILLED, as `runner kill` would) and wait for them to end.
         The ids of those it killed."""
@@ -491,7 +493,7 @@ class Worker:
         killed = [
             execution_id
             for execution_id in self.running()
-            if self.kill(execution_id, "killed: the server running it shut down")
+            if self.kill(execution_id, reason)
         ]
         self._pool.shutdown(wait=True)
         return killed
@@ -1500,15 +1502,14 @@ def _create(store: Store, prepared: _Prepared, owner: Owner) -> str:
         labels=dict(prepared.labels),
         owner=owner,
         flow_path=str(loaded.path),
-        trigger=trigger.to_json() if trigger is not None else None,
-        fire=fire,
+        **({"trigger": trigger.to_json(), "fire": fire} if trigger is not None else {}),
     )
     return execution_id
 
 
 def _trigger_values(record: ExecutionRecord) -> Mapping[str, Any] | None:
     """`trigger.*` of a recorded execution, for its templates when it runs again."""
-    if not record.trigger:
+    if not getattr(record, "trigger", None):
         return None
     return TriggerEvent.from_json(record.trigger).template_values()
 

@@ -114,7 +114,10 @@ class Service:
         for thread in self._threads:
             thread.join(timeout=10)
         started = time.monotonic()
-        killed = self.worker.shutdown(grace_s=grace_s)
+        killed = self.worker.shutdown(
+            grace_s=grace_s,
+            reason=f"killed: the server shut down (its grace period of {grace_s:g} s was over)",
+        )
         self._drained.set()
         log.info(
             "serve_drained", seconds=round(time.monotonic() - started, 3), killed=len(killed)

@@ -304,7 +304,7 @@ def test_sigterm_kills_what_still_runs_after_the_grace_period(
     assert cli.show(quick)["state"] == "SUCCESS"
     killed = cli.show(slow)
     assert killed["state"] == "KILLED", killed
-    assert killed["error"] == "killed: the server running it shut down"
+    assert killed["error"] == "killed: the server shut down (its grace period of 6 s was over)"
     assert labelled(docker_client, slow) == ([], [])
 
 

@@ -1488,6 +1488,8 @@ def _create(store: Store, prepared: _Prepared, owner: Owner) -> str:
     record that makes its time run once (AlreadyFiredError if it ran)."""
     execution_id = uuid.uuid4().hex
     loaded = prepared.loaded
+    from runner.store.records import TriggerFire
+
     trigger = prepared.trigger
     fire = None
     if trigger is not None and trigger.fire_key is not None:
@@ -1507,14 +1509,15 @@ def _create(store: Store, prepared: _Prepared, owner: Owner) -> str:
         labels=dict(prepared.labels),
         owner=owner,
         flow_path=str(loaded.path),
-        **({"trigger": trigger.to_json(), "fire": fire} if trigger is not None else {}),
+        trigger=trigger.to_json() if trigger is not None else None,
+        fire=fire,
     )
     return execution_id
 
 
 def _trigger_values(record: ExecutionRecord) -> Mapping[str, Any] | None:
     """`trigger.*` of a recorded execution, for its templates when it runs again."""
-    if not getattr(record, "trigger", None):
+    if not record.trigger:
         return None
     return TriggerEvent.from_json(record.trigger).template_values()
 

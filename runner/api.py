@@ -76,6 +76,7 @@ from runner.settings import (
     lease_seconds,
 )
 from runner.specs import execution_labels
+from runner.store.fence import FencedStore
 from runner.triggers.events import TriggerEvent
 from runner.values import InputType, parse_input_args
 
@@ -102,42 +103,42 @@ __all__ = [
     "check_health",
     "collect_garbage",
     "create_token",
-    "expire_pauses",
-    "fire_due",
+    "default_backend",
     "describe_recovery",
+    "expire_pauses",
     "find_flow",
+    "fire_due",
     "fire_webhook",
-    "parse_seconds",
-    "run_in_background",
     "flow_states",
     "get_artifact",
-    "get_execution_state",
-    "latest_executions",
-    "list_tokens",
-    "pause_flow",
-    "record_flow_revision",
-    "resume_execution",
-    "revoke_token",
-    "unpause_flow",
-    "validate_flow_text",
-    "verify_token",
-    "default_backend",
     "get_execution",
+    "get_execution_state",
     "get_logs",
     "info",
     "kill_execution",
+    "latest_executions",
     "list_artifacts",
     "list_executions",
+    "list_tokens",
     "load_flow",
     "open_store",
     "parse_input_args",
+    "parse_seconds",
+    "pause_flow",
+    "record_flow_revision",
     "recover",
     "restart_execution",
+    "resume_execution",
+    "revoke_token",
     "run_flow",
+    "run_in_background",
     "schema_revision",
     "submit",
     "task_run_names",
+    "unpause_flow",
     "upgrade_schema",
+    "validate_flow_text",
+    "verify_token",
 ]
 
 log = get_logger()
@@ -353,7 +354,9 @@ class Worker:
             self._refuse_if_closed()
             execution_id = _create(self._store, prepared, owner)
 
-            def job(store: Store, backend: Backend, control: Control, beat: Heartbeat) -> ExecutionResult:
+            def job(
+                store: Store, backend: Backend, control: Control, lease: _Lease
+            ) -> ExecutionResult:
                 return _execute(
                     store,
                     backend,
@@ -364,7 +367,7 @@ class Worker:
                     owner=owner,
                     control=control,
                     handle_signals=False,
-                    heartbeat=beat,
+                    lease=lease,
                 )
 
             self._start(execution_id, owner, job)
@@ -379,8 +382,10 @@ class Worker:
         with _store_and_backend(self._store, self._backend) as (store, backend):
             restarted = _prepare_restart(store, backend, execution, from_task, owner)
 
-            def job(store: Store, backend: Backend, control: Control, beat: Heartbeat) -> ExecutionResult:
-                return restarted.run(store, backend, owner, control, heartbeat=beat)
+            def job(
+                store: Store, backend: Backend, control: Control, lease: _Lease
+            ) -> ExecutionResult:
+                return restarted.run(store, backend, owner, control, lease=lease)
 
             with self._lock:
                 self._start(restarted.execution_id, owner, job)
@@ -405,8 +410,10 @@ class Worker:
                 store, backend, execution, inputs or {}, task, owner, timed_out=timed_out
             )
 
-            def job(store: Store, backend: Backend, control: Control, beat: Heartbeat) -> ExecutionResult:
-                return resumed.run(store, backend, owner, control, heartbeat=beat)
+            def job(
+                store: Store, backend: Backend, control: Control, lease: _Lease
+            ) -> ExecutionResult:
+                return resumed.run(store, backend, owner, control, lease=lease)
 
             with self._lock:
                 self._start(resumed.execution_id, owner, job)
@@ -421,10 +428,10 @@ class Worker:
         control = Control()
         # Leased from now on, also while it waits for a thread: another process must
         # not take it for orphaned.
-        heartbeat = Heartbeat(self._store, execution_id, owner, control.cancel)
-        heartbeat.__enter__()
+        lease = _Lease.of(self._store, execution_id, owner, control)
+        lease.heartbeat.__enter__()
         self._controls[execution_id] = control
-        future = self._pool.submit(self._run, job, execution_id, control, heartbeat)
+        future = self._pool.submit(self._run, job, execution_id, control, lease)
         self._futures[execution_id] = future
         if not self._keep_results:
             future.add_done_callback(lambda _: self._forget(execution_id, future))
@@ -436,18 +443,18 @@ class Worker:
                 self._controls.pop(execution_id, None)
 
     def _run(
-        self, job: _Job, execution_id: str, control: Control, heartbeat: Heartbeat
+        self, job: _Job, execution_id: str, control: Control, lease: _Lease
     ) -> ExecutionResult:
         try:
             with _store_and_backend(self._store, self._backend) as (store, backend):
-                return job(store, backend, control, heartbeat)
+                return job(store, backend, control, lease)
         except RunnerError as exc:
             # Recorded by the scheduler where it could be (an unreachable engine ends the
             # execution FAILED); the caller of `wait` gets the error.
             log.error("execution_failed", execution_id=execution_id, error=str(exc))
             raise
         finally:
-            heartbeat.__exit__(None, None, None)
+            lease.heartbeat.__exit__(None, None, None)
 
     def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionResult:
         """Block until a submitted execution ends (or pauses); its result (or the error it
@@ -492,9 +499,7 @@ class Worker:
             except TimeoutError:
                 break
         killed = [
-            execution_id
-            for execution_id in self.running()
-            if self.kill(execution_id, reason)
+            execution_id for execution_id in self.running() if self.kill(execution_id, reason)
         ]
         self._pool.shutdown(wait=True)
         return killed
@@ -570,7 +575,7 @@ class _Continued:
         control: Control,
         *,
         handle_signals: bool = False,
-        heartbeat: Heartbeat | None = None,
+        lease: _Lease | None = None,
     ) -> ExecutionResult:
         return _execute(
             store,
@@ -583,7 +588,7 @@ class _Continued:
             control=control,
             handle_signals=handle_signals,
             resume=self.resume,
-            heartbeat=heartbeat,
+            lease=lease,
         )
 
 
@@ -688,9 +693,7 @@ def resume_execution(
         resumed = _prepare_resume(
             the_store, the_backend, execution, inputs or {}, task, owner, on_resumed=on_resumed
         )
-        return resumed.run(
-            the_store, the_backend, owner, Control(), handle_signals=handle_signals
-        )
+        return resumed.run(the_store, the_backend, owner, Control(), handle_signals=handle_signals)
 
 
 def _prepare_resume(
@@ -709,8 +712,7 @@ def _prepare_resume(
     record = store.get_execution(execution)
     if record.state is not ExecutionState.PAUSED:
         raise ConflictError(
-            f"execution {record.id} is {record.state.value}: only a PAUSED execution can be"
-            " resumed"
+            f"execution {record.id} is {record.state.value}: only a PAUSED execution can be resumed"
         )
     loaded = _stored_flow(store, record.id)
     _refuse_lost_secrets(record, loaded, "resumed")
@@ -926,7 +928,9 @@ def parse_seconds(text: str, *, what: str) -> float:
         raise UsageError(f"{what}: {exc}") from None
 
 
-def describe_recovery(store: Store, loaded: LoadedFlow, *, now: datetime | None = None) -> list[str]:
+def describe_recovery(
+    store: Store, loaded: LoadedFlow, *, now: datetime | None = None
+) -> list[str]:
     """What each schedule of a flow will fire for the times it missed, once a server
     looks (`runner unpause` prints it): one line per schedule."""
     from runner.triggers.models import ScheduleTrigger
@@ -1035,9 +1039,7 @@ def latest_executions(
 
     found = {}
     for namespace, flow_id in flows:
-        page = store.list_executions(
-            ExecutionFilter(namespace=namespace, flow_id=flow_id), limit=1
-        )
+        page = store.list_executions(ExecutionFilter(namespace=namespace, flow_id=flow_id), limit=1)
         if page.items:
             found[(namespace, flow_id)] = page.items[0]
     return found
@@ -1241,7 +1243,8 @@ def revoke_token(store: Store, name: str) -> None:
 
 def verify_token(store: Store, presented: str) -> str | None:
     """The name of the token `presented` is, or None (unknown, revoked, not a token)."""
-    from runner.tokens import looks_like_token, token_digest, verify_token as matches
+    from runner.tokens import looks_like_token, token_digest
+    from runner.tokens import verify_token as matches
 
     if not looks_like_token(presented):
         return None
@@ -1430,9 +1433,9 @@ def _without_password(url: str) -> str:
 # -- the parts run and restart share ---------------------------------------------------------
 
 
-_Job = Callable[["Store", "Backend", Control, Heartbeat], ExecutionResult]
+_Job = Callable[["Store", "Backend", Control, "_Lease"], ExecutionResult]
 """What a worker thread runs for one execution: given the store, the backend, the
-execution's Control and its lease's heartbeat."""
+execution's Control and its lease (started when it was queued)."""
 
 
 @dataclass(frozen=True)
@@ -1565,29 +1568,42 @@ def _execute(
     control: Control,
     handle_signals: bool,
     resume: Resume | None = None,
-    heartbeat: Heartbeat | None = None,
+    lease: _Lease | None = None,
 ) -> ExecutionResult:
-    """Hold the lease, wait for a concurrency slot, run; the part run and restart share."""
+    """Hold the lease, wait for a concurrency slot, run; the part run and restart share.
+    A worker passes the `lease` it started when the execution was submitted."""
     from runner.store import LogWriter
 
-    writer = LogWriter(store)
-    scheduler = Scheduler(backend, store, writer, control)
-    lease = (
-        heartbeat
-        if heartbeat is not None
-        else Heartbeat(store, execution_id, owner, control.cancel)
-    )
+    held = lease if lease is not None else _Lease.of(store, execution_id, owner, control)
+    writer = LogWriter(held.store)
+    scheduler = Scheduler(backend, held.store, writer, control)
     try:
         with (
-            _holding(lease, own=heartbeat is None),
+            _holding(held.heartbeat, own=lease is None),
             _cancel_on_signals(control.cancel, enabled=handle_signals),
         ):
-            refused = _wait_for_slot(store, loaded, execution_id, control)
+            refused = _wait_for_slot(held.store, loaded, execution_id, control)
             if refused is not None:
                 return ExecutionResult(execution_id, loaded.flow.full_id, refused)
             return scheduler.run(execution_id, loaded, values, options, resume)
     finally:
         writer.close()
+
+
+@dataclass(frozen=True)
+class _Lease:
+    """An execution's lease as a run holds it: the heartbeat renewing it, and the store
+    the run writes through, fenced by the heartbeat if the lease is lost (runner.store.
+    fence): an owner that lost its lease kills its containers and writes nothing more."""
+
+    store: FencedStore
+    heartbeat: Heartbeat
+
+    @classmethod
+    def of(cls, store: Store, execution_id: str, owner: Owner, control: Control) -> _Lease:
+        fenced = FencedStore(store)
+        heartbeat = Heartbeat(fenced, execution_id, owner, control.cancel, on_lost=fenced.fence)
+        return cls(fenced, heartbeat)
 
 
 @contextmanager

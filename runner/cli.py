@@ -681,10 +681,9 @@ def serve(
     (OpenAPI at /openapi.json, docs at /docs); clients send a token of `runner token
     create`. SIGTERM or Ctrl-C stops it after --grace.
     """
+    from runner import api
     from runner.server.serve import ServeOptions
     from runner.server.serve import serve as run_server
-
-    from runner import api
 
     grace_s = api.parse_seconds(grace, what="--grace")
     _configure_logs(log_format, task_output=False)
@@ -701,7 +700,9 @@ def serve(
 
 @cli.command()
 @click.argument("flow", metavar="NAMESPACE.FLOW")
-@click.option("--trigger", "trigger_id", metavar="ID", help="The schedule (if the flow has several).")
+@click.option(
+    "--trigger", "trigger_id", metavar="ID", help="The schedule (if the flow has several)."
+)
 @click.option("--start", required=True, metavar="TIME", help="First time, inclusive (2019-01-01).")
 @click.option("--end", required=True, metavar="TIME", help="Last time, exclusive (2020-01-01).")
 @click.option("--dry-run", is_flag=True, help="Only list the times, and those already run.")
@@ -836,7 +837,10 @@ def _parse_time(text: str, option: str) -> datetime:
     try:
         return datetime.fromisoformat(text.strip())
     except ValueError:
-        _fail(f"{option} {text!r} is not a date or time like 2019-01-01 or 2019-01-01T02:00", EXIT_USAGE)
+        _fail(
+            f"{option} {text!r} is not a date or time like 2019-01-01 or 2019-01-01T02:00",
+            EXIT_USAGE,
+        )
 
 
 @cli.command()

@@ -134,6 +134,7 @@ class Heartbeat:
         owner: Owner,
         on_stop: Callable[[str], None],
         *,
+        on_lost: Callable[[str], None] | None = None,
         interval_s: float | None = None,
         lease_s: float | None = None,
     ) -> None:
@@ -141,6 +142,7 @@ class Heartbeat:
         self._execution_id = execution_id
         self._owner = owner
         self._on_stop = on_stop
+        self._on_lost = on_lost
         self._interval = heartbeat_seconds() if interval_s is None else interval_s
         lease = lease_seconds() if lease_s is None else lease_s
         # Stop one beat before the lease runs out, by this process's monotonic clock
@@ -172,11 +174,15 @@ class Heartbeat:
         self._thread.join(timeout=5)
         self._watchdog.join(timeout=5)
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, reason: str, *, lost: bool = False) -> None:
+        """Stop the run once; when the lease is lost, `on_lost` first (it fences the
+        run's store: from then on, nothing the run writes reaches the database)."""
         with self._stop_lock:
             if self._stopped:
                 return
             self._stopped = True
+        if lost and self._on_lost is not None:
+            self._on_lost(reason)
         self._on_stop(reason)
 
     def _loop(self) -> None:
@@ -197,7 +203,7 @@ class Heartbeat:
                 self._stop("killed by `runner kill`")
             else:
                 self._log.error("lease_lost")
-                self._stop("another runner took this execution over (its lease expired)")
+                self._stop("another runner took this execution over (its lease expired)", lost=True)
 
     def _watch(self) -> None:
         """Stop the run when the lease could not be renewed for `_stop_after` seconds,
@@ -212,6 +218,7 @@ class Heartbeat:
             self._log.error("lease_not_renewed", silent_s=round(silent_s, 1))
             self._stop(
                 f"could not renew its lease for {silent_s:.0f} s (the database did not"
-                " answer): stopped before another runner may take the execution over"
+                " answer): stopped before another runner may take the execution over",
+                lost=True,
             )
             return

@@ -145,9 +145,7 @@ def pick_paused_task(
     return names[0]
 
 
-def pause_outcome(
-    task: Task, given: Mapping[str, Any], *, timed_out: bool = False
-) -> TaskResult:
+def pause_outcome(task: Task, given: Mapping[str, Any], *, timed_out: bool = False) -> TaskResult:
     """How a pause task ends: resumed with `given` (values for the inputs it declares,
     which become its outputs; the others take their defaults), or timed out (FAILED, or
     resumed with the defaults if `on_timeout: resume`). InputError for a value that does

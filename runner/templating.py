@@ -69,7 +69,6 @@ from runner import settings
 from runner.errors import RunnerError
 from runner.flow import Flow
 from runner.messages import did_you_mean
-from runner.triggers.events import TRIGGER_FIELDS
 from runner.secrets import template_secret
 from runner.template_limits import (
     LimitedSandbox,
@@ -79,14 +78,15 @@ from runner.template_limits import (
     field_budget,
     run_budget,
 )
+from runner.triggers.events import TRIGGER_FIELDS
 
 __all__ = [
     "EXECUTION_FIELDS",
     "FLOW_FIELDS",
     "MAX_TEMPLATE_CODE",
     "TASK_FIELDS",
-    "Limits",
     "TRIGGER_FIELDS",
+    "Limits",
     "TemplateCodeTooLarge",
     "TemplateContext",
     "TemplateError",

@@ -155,9 +155,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(status, error, _details_of(exc))
 
     async def on_unauthorized(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(
-            401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="runner"'}
-        )
+        return error_response(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="runner"'})
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -277,7 +277,9 @@ class BackfillIn(_In):
     trigger: str | None = Field(
         default=None, description="The schedule trigger; needed if the flow has several."
     )
-    start: datetime = Field(description="The first time (inclusive); without a zone, the trigger's.")
+    start: datetime = Field(
+        description="The first time (inclusive); without a zone, the trigger's."
+    )
     end: datetime = Field(description="The last time (exclusive); without a zone, the trigger's.")
     dry_run: bool = False
 

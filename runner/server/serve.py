@@ -51,7 +51,9 @@ class ServeOptions:
 class _Server(uvicorn.Server):
     """uvicorn, with signals that drain the service before it stops serving."""
 
-    def __init__(self, config: uvicorn.Config, drain: Callable[[], None], hurry: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, drain: Callable[[], None], hurry: Callable[[], None]
+    ) -> None:
         super().__init__(config)
         self._drain = drain
         self._hurry = hurry
@@ -91,7 +93,9 @@ class _Server(uvicorn.Server):
 
 def serve(options: ServeOptions, *, announce: Callable[[str], None] | None = None) -> None:
     """Run the server until a signal drains and stops it."""
-    store = api.open_store(options.db_url, notify=lambda text: log.warning("serve_recovery", message=text))
+    store = api.open_store(
+        options.db_url, notify=lambda text: log.warning("serve_recovery", message=text)
+    )
     try:
         backend = api.default_backend()
     except BaseException:
@@ -129,9 +133,7 @@ def serve(options: ServeOptions, *, announce: Callable[[str], None] | None = Non
             lifespan="off",
             timeout_graceful_shutdown=int(GRACEFUL_HTTP_S),
         )
-        server = _Server(
-            config, drain=lambda: service.drain(options.grace_s), hurry=service.hurry
-        )
+        server = _Server(config, drain=lambda: service.drain(options.grace_s), hurry=service.hurry)
         server.run(sockets=[listener])
     finally:
         listener.close()

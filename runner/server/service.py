@@ -119,9 +119,7 @@ class Service:
             reason=f"killed: the server shut down (its grace period of {grace_s:g} s was over)",
         )
         self._drained.set()
-        log.info(
-            "serve_drained", seconds=round(time.monotonic() - started, 3), killed=len(killed)
-        )
+        log.info("serve_drained", seconds=round(time.monotonic() - started, 3), killed=len(killed))
 
     def hurry(self) -> None:
         """Kill every execution running here now (a second signal while draining)."""
@@ -143,7 +141,9 @@ class Service:
                 try:
                     api.record_flow_revision(self.store, loaded, at=self.clock())
                 except RunnerError as exc:
-                    log.warning("flow_revision_not_recorded", flow_id=loaded.flow.full_id, error=str(exc))
+                    log.warning(
+                        "flow_revision_not_recorded", flow_id=loaded.flow.full_id, error=str(exc)
+                    )
                 log.info(
                     "flow_loaded",
                     flow_id=loaded.flow.full_id,

@@ -104,7 +104,9 @@ def unpause_flow(
     return _set_paused(service, namespace, flow_id, paused=False)
 
 
-def _set_paused(service: Service, namespace: str, flow_id: str, *, paused: bool) -> schemas.FlowSummary:
+def _set_paused(
+    service: Service, namespace: str, flow_id: str, *, paused: bool
+) -> schemas.FlowSummary:
     loaded = service.catalog.get(namespace, flow_id)
     now = service.clock()
     if paused:

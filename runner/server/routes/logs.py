@@ -65,4 +65,6 @@ def stream_logs(
     if last_event_id is not None and last_event_id.strip().isdigit():
         cursor = int(last_event_id.strip())
     events = log_events(service, record.id, task_id=task, after=cursor)
-    return EventSourceResponse(events, headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
+    return EventSourceResponse(
+        events, headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+    )

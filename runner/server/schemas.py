@@ -176,6 +176,9 @@ class ExecutionOut(_Out):
     started_at: datetime | None
     ended_at: datetime | None
     duration_s: float | None
+    trigger: dict[str, Any] | None = Field(
+        description="What started it, if a trigger did: id, type, date, body, headers, upstream."
+    )
     task_runs: list[TaskRunOut]
 
 
@@ -194,6 +197,7 @@ class ExecutionSummary(_Out):
     started_at: datetime | None
     ended_at: datetime | None
     duration_s: float | None
+    trigger: dict[str, Any] | None
     task_states: dict[str, int] = Field(
         description="How many task runs (latest attempt of each) are in each state."
     )

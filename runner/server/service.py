@@ -25,6 +25,7 @@ from runner import api
 from runner.errors import RunnerError, UnavailableError
 from runner.logs import get_logger
 from runner.server.catalog import Changes, FlowCatalog
+from runner.server.triggers import TriggerLoop
 from runner.settings import DEFAULT_SERVE_WORKERS, FLOWS_POLL_SECONDS, TRIGGER_TICK_SECONDS
 
 if TYPE_CHECKING:
@@ -58,16 +59,16 @@ class Service:
         poll_s: float = FLOWS_POLL_SECONDS,
         tick_s: float = TRIGGER_TICK_SECONDS,
     ) -> None:
-        from runner.server.triggers import TriggerLoop
-
         self.store = store
         self.backend = backend
         self.clock = clock
         self.worker = api.Worker(store, backend=backend, max_running=workers, keep_results=False)
         self.catalog = FlowCatalog(flows_dir)
-        self.triggers = TriggerLoop(self, tick_s=tick_s)
-        self._poll_s = poll_s
         self._stopping = threading.Event()
+        self.triggers = TriggerLoop(
+            store, self.worker, self.catalog.flows, clock, self._stopping, tick_s=tick_s
+        )
+        self._poll_s = poll_s
         self._drained = threading.Event()
         self._threads: list[threading.Thread] = []
         self._refresh_lock = threading.Lock()

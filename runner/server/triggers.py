@@ -5,14 +5,18 @@ run in the background and obey `--workers`."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from runner import api
 from runner.logs import get_logger
 
 if TYPE_CHECKING:
-    from runner.server.service import Service
+    from runner.loader import LoadedFlow
+    from runner.store import Store
 
 __all__ = ["TriggerLoop"]
 
@@ -22,8 +26,21 @@ log = get_logger()
 
 
 class TriggerLoop:
-    def __init__(self, service: Service, *, tick_s: float) -> None:
-        self.service = service
+    def __init__(
+        self,
+        store: Store,
+        worker: api.Worker,
+        flows: Callable[[], list[LoadedFlow]],
+        clock: Callable[[], datetime],
+        stopping: threading.Event,
+        *,
+        tick_s: float,
+    ) -> None:
+        self.store = store
+        self.worker = worker
+        self.flows = flows
+        self.clock = clock
+        self.stopping = stopping
         self.tick_s = tick_s
         self._seen: set[str] = set()  # upstream executions already handled (flow triggers)
         self._pauses_checked = 0.0
@@ -35,21 +52,18 @@ class TriggerLoop:
                 self.tick()
             except Exception as exc:  # a bad tick must not end the loop
                 log.exception("trigger_tick_failed", error=str(exc))
-            if self.service.wait_stopping(self.tick_s):
+            if self.stopping.wait(self.tick_s):
                 return
 
     def tick(self) -> list[str]:
         """Fire what is due now; the ids of the executions started."""
-        service = self.service
-        if service.stopping:
+        if self.stopping.is_set():
             return []
-        now = service.clock()
-        started = api.fire_due(
-            service.store, service.worker, service.catalog.flows(), now=now, seen=self._seen
-        )
+        now = self.clock()
+        started = api.fire_due(self.store, self.worker, self.flows(), now=now, seen=self._seen)
         if len(self._seen) > 100_000:
             self._seen.clear()
         if time.monotonic() - self._pauses_checked >= PAUSE_CHECK_S:
             self._pauses_checked = time.monotonic()
-            started += api.expire_pauses(service.store, service.worker, now=now)
+            started += api.expire_pauses(self.store, self.worker, now=now)
         return started

@@ -266,9 +266,7 @@ tasks: [{id: t, image: BASE, command: "echo {{ trigger.date | date('%Y-%m-%d') }
         "b.daily: 1 execution(s) ran, 2 time(s) had already run: 1 SUCCESS"
     )
     listed = json.loads(cli("executions", "--json").stdout)
-    outputs = sorted(
-        cli("logs", e["id"]).stdout.split("│")[-1].strip() for e in listed
-    )
+    outputs = sorted(cli("logs", e["id"]).stdout.split("│")[-1].strip() for e in listed)
     assert outputs == ["2019-01-01", "2019-01-02", "2019-01-03"]
 
 
@@ -282,9 +280,10 @@ def test_sigterm_kills_what_still_runs_after_the_grace_period(
         quick = server.post("/executions/default/quick", json={}).json()["id"]
         server.wait_state(slow, "RUNNING")
         server.wait_state(quick, "RUNNING")
-        with server.client as client, client.stream(
-            "GET", f"/executions/{quick}/logs/stream"
-        ) as response:
+        with (
+            server.client as client,
+            client.stream("GET", f"/executions/{quick}/logs/stream") as response,
+        ):
             signalled = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             time.sleep(1.0)
@@ -324,9 +323,10 @@ tasks: [{id: t, image: BASE, command: "true"}]
 """,
     )
     cli = Cli(cwd=tmp_path, db_url=postgres_database_url)
-    with running_server(cli, flows, "--workers", "8") as one, running_server(
-        cli, flows, "--workers", "8"
-    ) as two:
+    with (
+        running_server(cli, flows, "--workers", "8") as one,
+        running_server(cli, flows, "--workers", "8") as two,
+    ):
         time.sleep(8)
         assert one.post("/flows/p/often/pause").status_code == 200
         time.sleep(1.0)

@@ -53,7 +53,9 @@ def test_changes_additions_and_removals_are_picked_up(tmp_path: Path) -> None:
     ]
     (tmp_path / "one.yml").unlink()
     assert catalog.scan().removed == ("team.one",)
-    with pytest.raises(NotFoundError, match=r"no flow team\.one in .*\(did you mean 'team\.two'\?\)"):
+    with pytest.raises(
+        NotFoundError, match=r"no flow team\.one in .*\(did you mean 'team\.two'\?\)"
+    ):
         catalog.get("team", "one")
 
 

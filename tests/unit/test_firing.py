@@ -381,10 +381,16 @@ def test_a_backfill_runs_each_time_once_oldest_first(
 def test_a_backfill_names_what_is_wrong(tmp_path: Path, store: InMemoryStore) -> None:
     loaded = flow(tmp_path, DAILY)
     with pytest.raises(UsageError, match="must come after the start"):
-        api.backfill(store, loaded, start=datetime(2019, 2, 1), end=datetime(2019, 1, 1), dry_run=True)
+        api.backfill(
+            store, loaded, start=datetime(2019, 2, 1), end=datetime(2019, 1, 1), dry_run=True
+        )
     with pytest.raises(UsageError, match=r"no schedule trigger 'dayly' \(did you mean 'daily'\?\)"):
         api.backfill(
-            store, loaded, start=datetime(2019, 1, 1), end=datetime(2019, 2, 1), trigger="dayly",
+            store,
+            loaded,
+            start=datetime(2019, 1, 1),
+            end=datetime(2019, 2, 1),
+            trigger="dayly",
             dry_run=True,
         )
     every_second = flow(tmp_path, DAILY.replace('"0 3 * * *"', '"* * * * * *"'))

@@ -26,17 +26,17 @@ tasks:
     type: pause
     depends_on: [build]
     timeout: 1h
-    on_timeout: {on_timeout}
+    on_timeout: ON_TIMEOUT
     inputs:
-      - {{id: reason, type: string, default: none given}}
-      - {{id: replicas, type: int, default: 1}}
+      - {id: reason, type: string, default: none given}
+      - {id: replicas, type: int, default: 1}
   - id: ship
     image: i
     depends_on: [approve]
-    command: "echo {{{{ outputs.approve.reason }}}} x{{{{ outputs.approve.replicas }}}}"
-  - {{id: side, image: i}}
+    command: "echo {{ outputs.approve.reason }} x{{ outputs.approve.replicas }}"
+  - {id: side, image: i}
 finally:
-  - {{id: report, image: i}}
+  - {id: report, image: i}
 """
 
 
@@ -51,8 +51,10 @@ def backend() -> FakeBackend:
     return FakeBackend()
 
 
-def run(tmp_path: Path, store: InMemoryStore, backend: FakeBackend, on_timeout: str = "fail") -> str:
-    loaded = parse_flow(APPROVAL.format(on_timeout=on_timeout), path=tmp_path / "deploy.yml")
+def run(
+    tmp_path: Path, store: InMemoryStore, backend: FakeBackend, on_timeout: str = "fail"
+) -> str:
+    loaded = parse_flow(APPROVAL.replace("ON_TIMEOUT", on_timeout), path=tmp_path / "deploy.yml")
     result = api.run_flow(loaded, store=store, backend=backend)
     assert result.state is ExecutionState.PAUSED
     return result.execution_id
@@ -145,7 +147,9 @@ def test_a_timed_out_pause_ends_as_on_timeout_says(
 ) -> None:
     execution_id = run(tmp_path, store, backend, on_timeout)
     paused_at = next(
-        r.started_at for r in api.get_execution(store, execution_id).task_runs if r.task_id == "approve"
+        r.started_at
+        for r in api.get_execution(store, execution_id).task_runs
+        if r.task_id == "approve"
     )
     assert paused_at is not None
     worker = api.Worker(store, backend=backend)
@@ -181,7 +185,7 @@ def test_a_failure_elsewhere_ends_the_execution_and_its_pause(
     tmp_path: Path, store: InMemoryStore, backend: FakeBackend
 ) -> None:
     backend.scripts["side"] = Script(exit_code=2)
-    loaded = parse_flow(APPROVAL.format(on_timeout="fail"), path=tmp_path / "deploy.yml")
+    loaded = parse_flow(APPROVAL.replace("ON_TIMEOUT", "fail"), path=tmp_path / "deploy.yml")
     result = api.run_flow(loaded, store=store, backend=backend)
     assert result.state is ExecutionState.FAILED
     record = api.get_execution(store, result.execution_id)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from runner import api
 from runner.errors import NotFoundError
 from runner.server import schemas
-from runner.server.routes.deps import service_of
-from runner.server.service import Service
+from runner.server.routes.deps import ServiceDep
 
 router = APIRouter(tags=["artifacts"])
 
@@ -22,9 +22,9 @@ router = APIRouter(tags=["artifacts"])
     responses={404: {"model": schemas.ErrorBody}},
 )
 def list_artifacts(
+    service: ServiceDep,
     execution_id: str,
-    task: str | None = Query(default=None, description="Only this task run's files."),
-    service: Service = Depends(service_of),
+    task: Annotated[str | None, Query(description="Only this task run's files.")] = None,
 ) -> schemas.ArtifactList:
     """The files copied out of the execution's task runs (`artifacts:` of a task)."""
     found = api.list_artifacts(service.store, execution_id, task_id=task)
@@ -53,9 +53,7 @@ def list_artifacts(
         404: {"model": schemas.ErrorBody},
     },
 )
-def download_artifact(
-    execution_id: str, artifact_id: int, service: Service = Depends(service_of)
-) -> FileResponse:
+def download_artifact(execution_id: str, artifact_id: int, service: ServiceDep) -> FileResponse:
     """One artifact's content, as a download named after the file."""
     artifact = api.get_artifact(service.store, execution_id, artifact_id)
     local = Path(artifact.local_path)

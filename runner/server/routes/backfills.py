@@ -3,12 +3,11 @@ for a time that already ran."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from runner import api
 from runner.server import schemas
-from runner.server.routes.deps import in_thread, service_of
-from runner.server.service import Service
+from runner.server.routes.deps import ServiceDep, in_thread
 
 router = APIRouter(tags=["backfills"])
 
@@ -22,9 +21,7 @@ router = APIRouter(tags=["backfills"])
         404: {"model": schemas.ErrorBody},
     },
 )
-async def create_backfill(
-    request: schemas.BackfillIn, service: Service = Depends(service_of)
-) -> schemas.BackfillOut:
+async def create_backfill(request: schemas.BackfillIn, service: ServiceDep) -> schemas.BackfillOut:
     """Start (in the background, within the flow's concurrency) one execution per
     scheduled time in [start, end), each with `trigger.date` at its time; times that
     already ran are listed with the execution that ran them. `dry_run` only lists."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from anyio import to_thread
-from fastapi import Request
+from fastapi import Depends, Request
 
 from runner.server.service import Service
 
@@ -16,6 +16,10 @@ T = TypeVar("T")
 def service_of(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
+
+
+ServiceDep = Annotated[Service, Depends(service_of)]
+"""A route's parameter `service: ServiceDep` is the app's service."""
 
 
 async def in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:

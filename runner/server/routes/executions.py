@@ -7,9 +7,9 @@ import re
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -19,8 +19,7 @@ from runner import api
 from runner.errors import ConflictError, InputError, UsageError
 from runner.loader import LoadedFlow
 from runner.server import schemas, views
-from runner.server.routes.deps import in_thread, service_of
-from runner.server.service import Service
+from runner.server.routes.deps import ServiceDep, in_thread
 from runner.values import InputType
 
 router = APIRouter(tags=["executions"])
@@ -40,54 +39,6 @@ def execution_url(execution_id: str) -> str:
 
 def _ref(execution_id: str, state: str) -> schemas.ExecutionRef:
     return schemas.ExecutionRef(id=execution_id, state=state, url=execution_url(execution_id))
-
-
-@router.post(
-    "/executions/{namespace}/{flow_id}",
-    status_code=201,
-    response_model=schemas.ExecutionRef,
-    responses={
-        404: {"model": schemas.ErrorBody},
-        422: {"model": schemas.ErrorBody, "description": "Inputs that do not fit the flow."},
-        503: {"model": schemas.ErrorBody, "description": "The server is shutting down."},
-    },
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {"schema": schemas.NewExecution.model_json_schema()},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "description": "One field per input; a file input as a file part.",
-                        "additionalProperties": True,
-                    }
-                },
-            }
-        }
-    },
-)
-async def create_execution(
-    namespace: str, flow_id: str, request: Request, service: Service = Depends(service_of)
-) -> schemas.ExecutionRef:
-    """Start an execution of the flow in the background; answers at once with its id
-    (then follow it with `GET /executions/{id}` and its logs). JSON: `{"inputs": {...},
-    "labels": {...}}`; multipart: one field per input, a file input as a file part."""
-    service.refuse_if_stopping()
-    loaded = service.catalog.get(namespace, flow_id)
-    content_type = request.headers.get("content-type", "")
-    labels: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="runner-upload-") as folder:
-        if content_type.startswith("multipart/form-data"):
-            inputs = await _form_inputs(request, loaded, Path(folder))
-        else:
-            new = _parse_json(await request.body(), schemas.NewExecution)
-            _refuse_file_paths(loaded, new.inputs)
-            inputs, labels = dict(new.inputs), dict(new.labels)
-        # The files are read into the workspace tar before `submit` returns.
-        execution_id = await in_thread(
-            api.submit, loaded, inputs, store=service.store, worker=service.worker, labels=labels
-        )
-    return _ref(execution_id, "CREATED")
 
 
 def _parse_json(body: bytes, model: type[Any]) -> Any:
@@ -132,20 +83,22 @@ async def _form_inputs(request: Request, loaded: LoadedFlow, folder: Path) -> di
 
 @router.get("/executions", response_model=schemas.ExecutionPageOut)
 def list_executions(
+    service: ServiceDep,
     namespace: str | None = None,
     flow_id: str | None = None,
-    state: list[str] = Query(default=[], description="Any of these states (repeat)."),
-    label: list[str] = Query(default=[], description="`key:value`; every one must match."),
+    state: Annotated[list[str] | None, Query(description="Any of these states (repeat).")] = None,
+    label: Annotated[
+        list[str] | None, Query(description="`key:value`; every one must match.")
+    ] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
-    after: str | None = Query(default=None, description="The `next` of the previous page."),
-    limit: int = Query(default=50, ge=1, le=MAX_PAGE),
-    service: Service = Depends(service_of),
-) -> dict[str, Any]:
+    after: Annotated[str | None, Query(description="The `next` of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> JSONResponse:
     """Executions newest first, one page at a time: pass `next` as `after` for the next
     page (executions started meanwhile do not shift the pages)."""
     labels = {}
-    for item in label:
+    for item in label or ():
         key, sep, value = item.partition(":")
         if not sep or not key:
             raise UsageError(f"label {item!r} must be key:value")
@@ -154,17 +107,20 @@ def list_executions(
         service.store,
         namespace=namespace,
         flow_id=flow_id,
-        states=state,
+        states=state or (),
         labels=labels,
         created_after=created_after,
         created_before=created_before,
         after=after,
         limit=limit,
     )
-    return {
-        "executions": [views.execution_summary(r) for r in page.executions],
-        "next": page.next_cursor,
-    }
+    # Written directly, as the execution document is: the list is on every page's path.
+    return JSONResponse(
+        {
+            "executions": [views.execution_summary(r) for r in page.executions],
+            "next": page.next_cursor,
+        }
+    )
 
 
 @router.get(
@@ -172,10 +128,11 @@ def list_executions(
     response_model=schemas.ExecutionOut,
     responses={404: {"model": schemas.ErrorBody}},
 )
-def get_execution(execution_id: str, service: Service = Depends(service_of)) -> dict[str, Any]:
+def get_execution(execution_id: str, service: ServiceDep) -> JSONResponse:
     """One execution with its task runs (the document of `runner show --json`); the id
     may be a unique prefix."""
-    return views.execution(api.get_execution(service.store, execution_id))
+    # Written as `runner show --json` writes it (times as isoformat gives them).
+    return JSONResponse(views.execution(api.get_execution(service.store, execution_id)))
 
 
 @router.post(
@@ -186,7 +143,7 @@ def get_execution(execution_id: str, service: Service = Depends(service_of)) -> 
         409: {"model": schemas.ErrorBody, "description": "It has already ended."},
     },
 )
-def kill_execution(execution_id: str, service: Service = Depends(service_of)) -> JSONResponse:
+def kill_execution(execution_id: str, service: ServiceDep) -> JSONResponse:
     """Kill a running, queued or paused execution, wherever it runs; 200 once it ended
     (KILLED), 202 if its runner has not answered yet."""
     record = api.get_execution(service.store, execution_id)
@@ -210,7 +167,7 @@ def kill_execution(execution_id: str, service: Service = Depends(service_of)) ->
     responses={409: {"model": schemas.ErrorBody, "description": "Not FAILED or KILLED."}},
 )
 async def restart_execution(
-    execution_id: str, request: Request, service: Service = Depends(service_of)
+    execution_id: str, request: Request, service: ServiceDep
 ) -> schemas.ExecutionRef:
     """Run a FAILED or KILLED execution again from where it failed (`{"from": TASK}`
     reruns that task and what follows too), in the background."""
@@ -230,7 +187,7 @@ async def restart_execution(
     },
 )
 async def resume_execution(
-    execution_id: str, request: Request, service: Service = Depends(service_of)
+    execution_id: str, request: Request, service: ServiceDep
 ) -> schemas.ExecutionRef:
     """Resume a PAUSED execution: `{"inputs": {...}}` gives the inputs its pause task
     declares (they become that task's outputs); `task` picks one of several paused."""
@@ -238,3 +195,52 @@ async def resume_execution(
     body: schemas.Resume = _parse_json(await request.body(), schemas.Resume)
     resumed = await in_thread(service.worker.resume, execution_id, body.inputs, task=body.task)
     return _ref(resumed, "CREATED")
+
+
+# Declared last: `/executions/{id}/kill` (and restart, resume) would match it otherwise.
+@router.post(
+    "/executions/{namespace}/{flow_id}",
+    status_code=201,
+    response_model=schemas.ExecutionRef,
+    responses={
+        404: {"model": schemas.ErrorBody},
+        422: {"model": schemas.ErrorBody, "description": "Inputs that do not fit the flow."},
+        503: {"model": schemas.ErrorBody, "description": "The server is shutting down."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": schemas.NewExecution.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "description": "One field per input; a file input as a file part.",
+                        "additionalProperties": True,
+                    }
+                },
+            }
+        }
+    },
+)
+async def create_execution(
+    namespace: str, flow_id: str, request: Request, service: ServiceDep
+) -> schemas.ExecutionRef:
+    """Start an execution of the flow in the background; answers at once with its id
+    (then follow it with `GET /executions/{id}` and its logs). JSON: `{"inputs": {...},
+    "labels": {...}}`; multipart: one field per input, a file input as a file part."""
+    service.refuse_if_stopping()
+    loaded = service.catalog.get(namespace, flow_id)
+    content_type = request.headers.get("content-type", "")
+    labels: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="runner-upload-") as folder:
+        if content_type.startswith("multipart/form-data"):
+            inputs = await _form_inputs(request, loaded, Path(folder))
+        else:
+            new = _parse_json(await request.body(), schemas.NewExecution)
+            _refuse_file_paths(loaded, new.inputs)
+            inputs, labels = dict(new.inputs), dict(new.labels)
+        # The files are read into the workspace tar before `submit` returns.
+        execution_id = await in_thread(
+            api.submit, loaded, inputs, store=service.store, worker=service.worker, labels=labels
+        )
+    return _ref(execution_id, "CREATED")

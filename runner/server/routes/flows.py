@@ -3,12 +3,14 @@ flow file, and pausing a flow's triggers."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 
 from runner import api
 from runner.errors import UsageError
 from runner.server import schemas, views
-from runner.server.routes.deps import in_thread, service_of
+from runner.server.routes.deps import ServiceDep, in_thread
 from runner.server.service import Service
 
 router = APIRouter(tags=["flows"])
@@ -18,7 +20,7 @@ MAX_FLOW_BYTES = 10 * 1024 * 1024
 
 
 @router.get("/flows", response_model=schemas.FlowList)
-def list_flows(service: Service = Depends(service_of)) -> schemas.FlowList:
+def list_flows(service: ServiceDep) -> schemas.FlowList:
     """Every flow of the folder (by namespace and id) with its triggers, their next times
     and whether it is paused; and the files that cannot be used, with their problems."""
     now = service.clock()
@@ -40,9 +42,7 @@ def list_flows(service: Service = Depends(service_of)) -> schemas.FlowList:
 
 
 @router.get("/flows/{namespace}/{flow_id}", response_model=schemas.FlowDetail)
-def get_flow(
-    namespace: str, flow_id: str, service: Service = Depends(service_of)
-) -> schemas.FlowDetail:
+def get_flow(namespace: str, flow_id: str, service: ServiceDep) -> schemas.FlowDetail:
     """One flow: its source, inputs (for a run form), task graph, triggers with their
     next times, and whether it is paused."""
     loaded = service.catalog.get(namespace, flow_id)
@@ -68,11 +68,11 @@ def get_flow(
     },
 )
 async def validate_flow(
+    service: ServiceDep,
     request: Request,
-    name: str = Query(
-        "flow.yml", description="The file name problems are reported under (`name:line`)."
-    ),
-    service: Service = Depends(service_of),
+    name: Annotated[
+        str, Query(description="The file name problems are reported under (`name:line`).")
+    ] = "flow.yml",
 ) -> schemas.Validated:
     """Check a flow file (the YAML text as the body) as `runner validate` does: 422 with
     every problem, each naming its line, as the CLI prints them."""
@@ -88,17 +88,13 @@ async def validate_flow(
 
 
 @router.post("/flows/{namespace}/{flow_id}/pause", response_model=schemas.FlowSummary)
-def pause_flow(
-    namespace: str, flow_id: str, service: Service = Depends(service_of)
-) -> schemas.FlowSummary:
+def pause_flow(namespace: str, flow_id: str, service: ServiceDep) -> schemas.FlowSummary:
     """Stop the flow's triggers from firing (runs started by hand still run)."""
     return _set_paused(service, namespace, flow_id, paused=True)
 
 
 @router.post("/flows/{namespace}/{flow_id}/unpause", response_model=schemas.FlowSummary)
-def unpause_flow(
-    namespace: str, flow_id: str, service: Service = Depends(service_of)
-) -> schemas.FlowSummary:
+def unpause_flow(namespace: str, flow_id: str, service: ServiceDep) -> schemas.FlowSummary:
     """Let the flow's triggers fire again; the times its schedules missed meanwhile follow
     each schedule's `recover_missed`."""
     return _set_paused(service, namespace, flow_id, paused=False)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from runner import api
-from runner.server.routes.deps import service_of
+from runner.server.routes.deps import ServiceDep
 from runner.server.schemas import Health
-from runner.server.service import Service
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +17,7 @@ router = APIRouter(tags=["health"])
     response_model=Health,
     responses={503: {"model": Health, "description": "Something is down, or the server stops."}},
 )
-def health(service: Service = Depends(service_of)) -> JSONResponse:
+def health(service: ServiceDep) -> JSONResponse:
     """`ok` when the database and the engine answer; 503 naming what is down, or
     `stopping` while the server drains (a load balancer should send no new work)."""
     found = api.check_health(service.store, service.backend)

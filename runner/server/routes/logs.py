@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse
 
 from runner import api
 from runner.server import schemas, views
-from runner.server.routes.deps import service_of
-from runner.server.service import Service
+from runner.server.routes.deps import ServiceDep
 from runner.server.sse import log_events
 
 router = APIRouter(tags=["logs"])
@@ -25,11 +24,11 @@ MAX_LINES = 10_000
     responses={404: {"model": schemas.ErrorBody}},
 )
 def get_logs(
+    service: ServiceDep,
     execution_id: str,
-    task: str | None = Query(default=None, description="Only this task run's lines."),
-    after: int | None = Query(default=None, ge=0, description="The last line id you have."),
-    limit: int = Query(default=1000, ge=1, le=MAX_LINES),
-    service: Service = Depends(service_of),
+    task: Annotated[str | None, Query(description="Only this task run's lines.")] = None,
+    after: Annotated[int | None, Query(ge=0, description="The last line id you have.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LINES)] = 1000,
 ) -> JSONResponse:
     """The stored lines of an execution in order, those after the line id `after`, at
     most `limit`; `next` is the id to pass as `after` for what follows (the same as
@@ -45,17 +44,24 @@ def get_logs(
 
 @router.get(
     "/executions/{execution_id}/logs/stream",
-    response_class=EventSourceResponse,
-    responses={404: {"model": schemas.ErrorBody}},
+    # The stream is a Response built here (after the 404 check), not a generator route.
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "`line` events (id: the line's id), `state` events, one `end`.",
+        },
+        404: {"model": schemas.ErrorBody},
+    },
 )
 def stream_logs(
+    service: ServiceDep,
     execution_id: str,
-    task: str | None = Query(default=None, description="Only this task run's lines."),
-    after: int | None = Query(default=None, ge=0, description="The last line id you have."),
-    last_event_id: str | None = Header(
-        default=None, description="Sent by EventSource on reconnection: resume after it."
-    ),
-    service: Service = Depends(service_of),
+    task: Annotated[str | None, Query(description="Only this task run's lines.")] = None,
+    after: Annotated[int | None, Query(ge=0, description="The last line id you have.")] = None,
+    last_event_id: Annotated[
+        str | None, Header(description="Sent by EventSource on reconnection: resume after it.")
+    ] = None,
 ) -> EventSourceResponse:
     """The execution's lines as Server-Sent Events: `line` events (id = the line's id),
     `state` events when the state changes, and one `end` event once it has ended and

@@ -4,17 +4,17 @@ cannot find out which flows exist."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from runner import api
 from runner.errors import NotFoundError
 from runner.server import schemas
-from runner.server.routes.deps import in_thread, service_of
+from runner.server.routes.deps import ServiceDep, in_thread
 from runner.server.routes.executions import execution_url
-from runner.server.service import Service
 
 router = APIRouter(tags=["webhooks"])
 
@@ -36,7 +36,7 @@ _HIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
     },
 )
 async def call_webhook(
-    namespace: str, flow_id: str, key: str, request: Request, service: Service = Depends(service_of)
+    namespace: str, flow_id: str, key: str, request: Request, service: ServiceDep
 ) -> schemas.ExecutionRef:
     """Start the flow for its webhook trigger with this key. The body is `trigger.body`
     for the trigger's `inputs` templates (parsed if it is JSON, else text) and the
@@ -51,10 +51,8 @@ async def call_webhook(
         raw = raw[:MAX_BODY]
     body: Any = raw.decode("utf-8", errors="replace")
     if "json" in request.headers.get("content-type", "") or body.lstrip().startswith(("{", "[")):
-        try:
+        with contextlib.suppress(ValueError):  # not JSON after all: kept as text
             body = json.loads(body) if body.strip() else None
-        except ValueError:
-            pass  # kept as text
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HIDDEN_HEADERS}
     execution_id = await in_thread(
         api.fire_webhook,

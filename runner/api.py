@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,7 +50,7 @@ from runner.errors import (
 from runner.execution import LABEL_EXECUTION, ExecutionResult, ExecutionState, TaskState
 from runner.flow import ConcurrencyBehavior
 from runner.inputs import file_inputs, resolve_inputs
-from runner.lease import Heartbeat, Lease, Owner
+from runner.lease import Heartbeat, KeptLease, Lease, LeaseKeeper, Owner
 from runner.loader import LoadedFlow, load_flow, parse_flow
 from runner.logs import get_logger
 from runner.policy import visible_env
@@ -323,8 +323,13 @@ class Worker:
         self._lock = threading.Lock()
         self._futures: dict[str, Future[ExecutionResult]] = {}
         self._controls: dict[str, Control] = {}
+        self._leases: dict[str, _Lease] = {}
         self._closed = False
         self._keep_results = keep_results
+        # One owner for every execution of this worker, so that one statement renews all
+        # their leases (a server may hold hundreds, most of them waiting for a thread).
+        self._owner = Owner.here()
+        self._keeper = LeaseKeeper(store, self._owner)
 
     def submit(
         self,
@@ -349,7 +354,7 @@ class Worker:
             labels=labels,
             trigger=trigger,
         )
-        owner = Owner.here()
+        owner = self._owner
         with self._lock:
             self._refuse_if_closed()
             execution_id = _create(self._store, prepared, owner)
@@ -378,7 +383,7 @@ class Worker:
         background; its id once it is CREATED again. ConflictError for another state."""
         with self._lock:
             self._refuse_if_closed()
-        owner = Owner.here()
+        owner = self._owner
         with _store_and_backend(self._store, self._backend) as (store, backend):
             restarted = _prepare_restart(store, backend, execution, from_task, owner)
 
@@ -404,7 +409,7 @@ class Worker:
         `timed_out`, the pause task ends as its `on_timeout` says."""
         with self._lock:
             self._refuse_if_closed()
-        owner = Owner.here()
+        owner = self._owner
         with _store_and_backend(self._store, self._backend) as (store, backend):
             resumed = _prepare_resume(
                 store, backend, execution, inputs or {}, task, owner, timed_out=timed_out
@@ -426,21 +431,44 @@ class Worker:
     def _start(self, execution_id: str, owner: Owner, job: _Job) -> None:
         """Lease the execution and queue `job` for a thread (the caller holds the lock)."""
         control = Control()
+        queued: list[Future[ExecutionResult]] = []
+
+        def stop(reason: str) -> None:
+            control.cancel(reason)
+            if queued and queued[0].cancel():  # still waiting for a thread: it never runs
+                self._never_ran(execution_id, control, lease)
+
         # Leased from now on, also while it waits for a thread: another process must
         # not take it for orphaned.
-        lease = _Lease.of(self._store, execution_id, owner, control)
+        lease = _Lease.of(
+            self._store, execution_id, owner, control, keeper=self._keeper, on_stop=stop
+        )
         lease.heartbeat.__enter__()
         self._controls[execution_id] = control
+        self._leases[execution_id] = lease
         future = self._pool.submit(self._run, job, execution_id, control, lease)
+        queued.append(future)
         self._futures[execution_id] = future
         if not self._keep_results:
             future.add_done_callback(lambda _: self._forget(execution_id, future))
+
+    def _never_ran(self, execution_id: str, control: Control, lease: _Lease) -> None:
+        """An execution killed while it waited for a thread: recorded KILLED now."""
+        lease.heartbeat.__exit__(None, None, None)
+        try:
+            lease.store.set_execution_state(
+                execution_id, ExecutionState.KILLED, error=control.kill_reason
+            )
+        except RunnerError as exc:
+            log.warning("kill_not_recorded", execution_id=execution_id, error=str(exc))
+        log.info("execution_killed", execution_id=execution_id, was="waiting for a thread")
 
     def _forget(self, execution_id: str, future: Future[ExecutionResult]) -> None:
         with self._lock:
             if self._futures.get(execution_id) is future:
                 del self._futures[execution_id]
                 self._controls.pop(execution_id, None)
+                self._leases.pop(execution_id, None)
 
     def _run(
         self, job: _Job, execution_id: str, control: Control, lease: _Lease
@@ -463,7 +491,12 @@ class Worker:
             future = self._futures.get(execution_id)
         if future is None:
             raise UsageError(f"execution {execution_id} was not submitted to this worker")
-        return future.result(timeout=timeout)
+        try:
+            return future.result(timeout=timeout)
+        except CancelledError:  # killed while it waited for a thread
+            record = self._store.get_execution(execution_id)
+            flow_id = f"{record.namespace}.{record.flow_id}"
+            return ExecutionResult(execution_id, flow_id, record.state)
 
     def running(self) -> list[str]:
         """The ids of the executions submitted here that have not ended."""
@@ -475,9 +508,12 @@ class Worker:
         with self._lock:
             control = self._controls.get(execution_id)
             future = self._futures.get(execution_id)
+            lease = self._leases.get(execution_id)
         if control is None or future is None or future.done():
             return False
         control.cancel(reason)
+        if future.cancel() and lease is not None:  # it had not started: it never will
+            self._never_ran(execution_id, control, lease)
         return True
 
     def shutdown(
@@ -502,6 +538,7 @@ class Worker:
             execution_id for execution_id in self.running() if self.kill(execution_id, reason)
         ]
         self._pool.shutdown(wait=True)
+        self._keeper.close()
         return killed
 
 
@@ -1597,17 +1634,31 @@ class _Lease:
     fence): an owner that lost its lease kills its containers and writes nothing more."""
 
     store: FencedStore
-    heartbeat: Heartbeat
+    heartbeat: Heartbeat | KeptLease
 
     @classmethod
-    def of(cls, store: Store, execution_id: str, owner: Owner, control: Control) -> _Lease:
+    def of(
+        cls,
+        store: Store,
+        execution_id: str,
+        owner: Owner,
+        control: Control,
+        *,
+        keeper: LeaseKeeper | None = None,
+        on_stop: Callable[[str], None] | None = None,
+    ) -> _Lease:
+        """The lease's own heartbeat thread, or (a worker's) a place in `keeper`; a kill
+        request or a lost lease calls `on_stop` (default: cancel the run)."""
         fenced = FencedStore(store)
-        heartbeat = Heartbeat(fenced, execution_id, owner, control.cancel, on_lost=fenced.fence)
+        stop = on_stop if on_stop is not None else control.cancel
+        if keeper is not None:
+            return cls(fenced, keeper.hold(execution_id, stop, on_lost=fenced.fence))
+        heartbeat = Heartbeat(fenced, execution_id, owner, stop, on_lost=fenced.fence)
         return cls(fenced, heartbeat)
 
 
 @contextmanager
-def _holding(heartbeat: Heartbeat, *, own: bool) -> Iterator[None]:
+def _holding(heartbeat: Heartbeat | KeptLease, *, own: bool) -> Iterator[None]:
     """Run `heartbeat` for the block if it is ours to start (a worker starts its own)."""
     if not own:
         yield

@@ -107,8 +107,9 @@ def running_server(
         for line in process.stderr:
             output.append(line.rstrip("\n"))
 
-    for target in (read_stdout, read_stderr):
-        threading.Thread(target=target, daemon=True).start()
+    readers = [threading.Thread(target=t, daemon=True) for t in (read_stdout, read_stderr)]
+    for reader in readers:
+        reader.start()
     try:
         if not ready.wait(READY_TIMEOUT_S):
             raise AssertionError("runner serve did not start:\n" + "\n".join(output[-40:]))
@@ -128,7 +129,12 @@ def running_server(
     finally:
         if process.poll() is None:
             process.kill()
-            process.wait(timeout=30)
+        process.wait(timeout=30)
+        for reader in readers:
+            reader.join(timeout=10)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def sse_events(text: str) -> list[dict[str, str]]:

@@ -105,6 +105,7 @@ __all__ = [
     "create_token",
     "default_backend",
     "describe_recovery",
+    "describe_triggers",
     "expire_pauses",
     "find_flow",
     "fire_due",
@@ -963,6 +964,37 @@ def parse_seconds(text: str, *, what: str) -> float:
         return Duration.parse(text).seconds
     except ValueError as exc:
         raise UsageError(f"{what}: {exc}") from None
+
+
+def describe_triggers(loaded: LoadedFlow, *, now: datetime | None = None) -> list[str]:
+    """One line per trigger of a flow, for `runner validate`: a schedule with its time
+    zone (saying so when it is the default, UTC) and its next time; a webhook's URL; a
+    flow trigger's upstream."""
+    from runner.triggers.models import FlowTrigger, ScheduleTrigger
+
+    moment = now or _utcnow()
+    flow = loaded.flow
+    lines = []
+    for trigger in flow.triggers:
+        off = " (disabled)" if trigger.disabled else ""
+        if isinstance(trigger, ScheduleTrigger):
+            zone = trigger.timezone
+            given = "timezone" in trigger.model_fields_set
+            where = zone if given else f"{zone} (no timezone given: the default)"
+            upcoming = trigger.schedule.next_after(moment)
+            nxt = f", next {upcoming.isoformat()}" if upcoming is not None else ""
+            lines.append(f"trigger {trigger.id}: schedule {trigger.cron!r} in {where}{nxt}{off}")
+        elif isinstance(trigger, FlowTrigger):
+            states = ", ".join(s.value for s in trigger.upstream.states)
+            lines.append(
+                f"trigger {trigger.id}: after flow {trigger.upstream.full_id} ends {states}{off}"
+            )
+        else:
+            lines.append(
+                f"trigger {trigger.id}: webhook POST /api/v1/webhooks/{flow.namespace}/"
+                f"{flow.id}/KEY{off}"
+            )
+    return lines
 
 
 def describe_recovery(

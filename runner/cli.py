@@ -420,6 +420,8 @@ def validate(flows: Sequence[str]) -> None:
             click.echo(f"warning: {warning}", err=True)
         said = f", {len(loaded.warnings)} warning(s)" if loaded.warnings else ""
         click.echo(f"{path}: ok ({len(loaded.flow.tasks)} tasks{said})")
+        for line in api.describe_triggers(loaded):
+            click.echo(f"  {line}")
     sys.exit(EXIT_USAGE if bad else EXIT_OK)
 
 

@@ -12,11 +12,9 @@ from runner.errors import UsageError
 from runner.server import schemas, views
 from runner.server.routes.deps import ServiceDep, in_thread
 from runner.server.service import Service
+from runner.settings import max_flow_bytes
 
 router = APIRouter(tags=["flows"])
-
-MAX_FLOW_BYTES = 10 * 1024 * 1024
-"""The largest flow file `POST /flows/validate` reads."""
 
 
 @router.get("/flows", response_model=schemas.FlowList)
@@ -77,8 +75,9 @@ async def validate_flow(
     """Check a flow file (the YAML text as the body) as `runner validate` does: 422 with
     every problem, each naming its line, as the CLI prints them."""
     body = await request.body()
-    if len(body) > MAX_FLOW_BYTES:
-        raise UsageError(f"a flow file is at most {MAX_FLOW_BYTES} bytes; this one has {len(body)}")
+    limit = max_flow_bytes()  # the limit `runner validate` reads files with
+    if len(body) > limit:
+        raise UsageError(f"a flow file is at most {limit} bytes; this one has {len(body)}")
     if "/" in name or "\\" in name or name.startswith("."):
         raise UsageError(f"name {name!r} must be a plain file name, like 'flow.yml'")
     loaded = await in_thread(api.validate_flow_text, body, service.catalog.folder / name)

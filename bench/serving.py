@@ -1,8 +1,9 @@
 """The `server` rows of bench/overhead.py: `runner serve` answering from a big history, and
 running executions submitted through its API.
 
-    python bench/server.py                   # both rows, the sizes of the issue
-    python bench/server.py --quick           # small sizes: a check that it all works
+    python bench/serving.py                  # the rows, at the sizes of the issue
+    python bench/serving.py --quick          # small sizes: a check that it all works
+    python bench/overhead.py --only server   # the same rows, in the overhead table
 
 Rows (group `server`):
 
@@ -46,10 +47,10 @@ for entry in (str(REPO), str(REPO / "bench")):
 
 import docker  # noqa: E402
 import httpx2  # noqa: E402
+import overhead  # noqa: E402
 from docker.utils import kwargs_from_env  # noqa: E402
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 
-import overhead  # noqa: E402
 from runner import api  # noqa: E402
 from runner.store.testing import POSTGRES_URL_ENV  # noqa: E402
 
@@ -156,8 +157,18 @@ def serve(url: str, flows: Path, workers: int, work: Path) -> Iterator[tuple[str
         store.close()
     env = {**os.environ, "RUNNER_DATABASE_URL": url, "RUNNER_LOG_FORMAT": "json"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "runner", "serve", "--port", "0", "--flows", str(flows),
-         "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "serve",
+            "--port",
+            "0",
+            "--flows",
+            str(flows),
+            "--workers",
+            str(workers),
+        ],
         cwd=work,
         env=env,
         stdout=subprocess.PIPE,
@@ -192,7 +203,9 @@ def median_ms(client: httpx2.Client, path: str, params: dict[str, Any], runs: in
     return statistics.median(times[2:])  # the first two warm the caches and the connection
 
 
-def bench_history(server_url: str, work: Path, executions: int, lines: int, runs: int, fresh: bool) -> list[dict[str, Any]]:
+def bench_history(
+    server_url: str, work: Path, executions: int, lines: int, runs: int, fresh: bool
+) -> list[dict[str, Any]]:
     url = history_url(server_url, executions, lines)
     noisy = fill_history(url, executions, lines, fresh=fresh)
     flows = work / "flows-empty"
@@ -212,7 +225,10 @@ def bench_history(server_url: str, work: Path, executions: int, lines: int, runs
                 "namespace+state": {"limit": 50, "namespace": "ns_3", "state": "FAILED"},
                 "label": {"limit": 50, "label": "owner:team_3"},
             }
-            found = {name: median_ms(client, "/executions", params, runs) for name, params in pages.items()}
+            found = {
+                name: median_ms(client, "/executions", params, runs)
+                for name, params in pages.items()
+            }
             say("  executions page: " + ", ".join(f"{k} {v:.1f} ms" for k, v in found.items()))
             worst = max(found.values())
             rows.append(
@@ -272,7 +288,8 @@ def api_fanout(base: str, token: str, n: int) -> None:
         waiting = set(ids)
         while waiting:
             page = client.get(
-                "/executions", params={"flow_id": "one", "limit": 1000, "state": ["SUCCESS", "FAILED", "KILLED"]}
+                "/executions",
+                params={"flow_id": "one", "limit": 1000, "state": ["SUCCESS", "FAILED", "KILLED"]},
             ).json()
             ended = {e["id"]: e["state"] for e in page["executions"]}
             failed = [i for i in waiting if ended.get(i) in ("FAILED", "KILLED")]
@@ -283,7 +300,9 @@ def api_fanout(base: str, token: str, n: int) -> None:
                 time.sleep(0.05)
 
 
-def bench_api_fanout(server_url: str | None, work: Path, n: int, concurrency: int, pairs: int) -> dict[str, Any]:
+def bench_api_fanout(
+    server_url: str | None, work: Path, n: int, concurrency: int, pairs: int
+) -> dict[str, Any]:
     client = docker.APIClient(**kwargs_from_env())
     flows = work / "flows-fanout"
     flows.mkdir(exist_ok=True)
@@ -322,8 +341,8 @@ def _sqlite(work: Path) -> Iterator[str]:
     yield f"sqlite:///{work / 'fanout.db'}"
 
 
-def rows(quick: bool, fresh: bool = False) -> list[dict[str, Any]]:
-    server_url = os.environ.get(POSTGRES_URL_ENV, "").strip() or None
+def rows(quick: bool, *, server_url: str | None, fresh: bool = False) -> list[dict[str, Any]]:
+    """The server rows; the history rows need a Postgres server (`server_url`)."""
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="runner-bench-server-") as folder:
         work = Path(folder)
@@ -344,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="generate the history again")
     args = parser.parse_args(argv)
-    found = rows(args.quick, args.fresh)
+    server_url = os.environ.get(POSTGRES_URL_ENV, "").strip() or None
+    found = rows(args.quick, server_url=server_url, fresh=args.fresh)
+    print(overhead.table(found), file=sys.stderr)
     print(json.dumps(found))
     return 0 if all(r.get("ok") is not False for r in found) or args.quick else 1
 

@@ -214,14 +214,15 @@ def bench_history(
     with serve(url, flows, 4, work) as (base, token):
         headers = {"Authorization": f"Bearer {token}"}
         with httpx2.Client(base_url=f"{base}/api/v1", headers=headers, timeout=60) as client:
-            deep = None
             page: dict[str, Any] = {"next": None}
-            for _ in range(100):  # the cursor of page 101
-                page = client.get("/executions", params={"limit": 50, "after": page["next"]}).json()
+            deep_page = min(100, executions // 50 - 1)
+            for _ in range(deep_page):  # the cursor of a deep page (101 in the full run)
+                params = {"limit": 50, **({"after": page["next"]} if page["next"] else {})}
+                page = client.get("/executions", params=params).json()
             deep = page["next"]
             pages = {
                 "first": {"limit": 50},
-                "page 101 (cursor)": {"limit": 50, "after": deep},
+                f"page {deep_page + 1} (cursor)": {"limit": 50, "after": deep},
                 "namespace+state": {"limit": 50, "namespace": "ns_3", "state": "FAILED"},
                 "label": {"limit": 50, "label": "owner:team_3"},
             }
@@ -341,20 +342,29 @@ def _sqlite(work: Path) -> Iterator[str]:
     yield f"sqlite:///{work / 'fanout.db'}"
 
 
-def rows(quick: bool, *, server_url: str | None, fresh: bool = False) -> list[dict[str, Any]]:
+def rows(
+    quick: bool,
+    *,
+    server_url: str | None,
+    fresh: bool = False,
+    only: tuple[str, ...] = ("history", "fanout"),
+) -> list[dict[str, Any]]:
     """The server rows; the history rows need a Postgres server (`server_url`)."""
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="runner-bench-server-") as folder:
         work = Path(folder)
-        if server_url:
+        if "history" not in only:
+            pass
+        elif server_url:
             executions, lines = (2_000, 100_000) if quick else (100_000, 10_000_000)
             say(f"server: history of {executions} executions, {lines} lines")
             out += bench_history(server_url, work, executions, lines, 5 if quick else 30, fresh)
         else:
             out.append(overhead.skipped_row("server", "history", f"{POSTGRES_URL_ENV} is not set"))
-        n, pairs = (20, 1) if quick else (200, 3)
-        say(f"server: api fanout of {n} executions")
-        out.append(bench_api_fanout(server_url, work, n, 8, pairs))
+        if "fanout" in only:
+            n, pairs = (20, 1) if quick else (200, 3)
+            say(f"server: api fanout of {n} executions")
+            out.append(bench_api_fanout(server_url, work, n, 8, pairs))
     return out
 
 
@@ -362,9 +372,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="generate the history again")
+    parser.add_argument("--only", choices=("history", "fanout"), action="append")
     args = parser.parse_args(argv)
     server_url = os.environ.get(POSTGRES_URL_ENV, "").strip() or None
-    found = rows(args.quick, server_url=server_url, fresh=args.fresh)
+    found = rows(
+        args.quick,
+        server_url=server_url,
+        fresh=args.fresh,
+        only=tuple(args.only or ("history", "fanout")),
+    )
     print(overhead.table(found), file=sys.stderr)
     print(json.dumps(found))
     return 0 if all(r.get("ok") is not False for r in found) or args.quick else 1

@@ -1402,10 +1402,19 @@ def get_logs(
 ) -> list[LogRecord]:
     """The stored lines of an execution (or one task run), in order, after the line id
     `after`, at most `limit` of them."""
-    record = store.get_execution(execution)
+    execution_id = _execution_id(store, execution)
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be at least 1, not {limit}")
-    return store.get_logs(record.id, task_id=task_id, after=after, limit=limit)
+    return store.get_logs(execution_id, task_id=task_id, after=after, limit=limit)
+
+
+def _execution_id(store: Store, execution: str) -> str:
+    """The id `execution` names (a whole id, or a unique prefix); NotFoundError if none.
+    A whole id is checked without reading the execution's task runs (a log viewer asks
+    for every page)."""
+    if len(execution) == 32 and execution in store.execution_states([execution]):
+        return execution
+    return store.get_execution(execution).id
 
 
 def list_artifacts(

@@ -168,11 +168,29 @@ def execution(record: ExecutionRecord) -> dict[str, Any]:
 
 
 def execution_summary(record: ExecutionRecord) -> dict[str, Any]:
-    data = record.to_dict()
-    del data["task_runs"]
+    """The execution document without its task runs (built directly: a page of the list
+    is on the hot path), with the task runs counted by state (latest attempts)."""
     counts = Counter(run.state.value for run in latest_attempts(record.task_runs).values())
-    data["task_states"] = dict(sorted(counts.items()))
-    return data
+    return {
+        "id": record.id,
+        "flow_id": record.flow_id,
+        "namespace": record.namespace,
+        "revision": record.revision,
+        "inputs": record.inputs,
+        "labels": record.labels,
+        "state": record.state.value,
+        "error": record.error,
+        "created_at": _iso(record.created_at),
+        "started_at": _iso(record.started_at),
+        "ended_at": _iso(record.ended_at),
+        "duration_s": record.duration_s,
+        "trigger": record.trigger,
+        "task_states": dict(sorted(counts.items())),
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def log_line(line: LogRecord) -> dict[str, Any]:

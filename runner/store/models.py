@@ -84,6 +84,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        if moment.tzinfo is UTC:  # Postgres sessions are in UTC (runner.store.engine)
+            return moment
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
@@ -105,8 +107,12 @@ class ExecutionRow(Base):
         Index("ix_executions_flow_id_created_at", "flow_id", "created_at"),
         Index("ix_executions_state", "state"),
         Index("ix_executions_namespace_flow_id_state", "namespace", "flow_id", "state"),
-        # Pages of the history, newest first (keyset on created_at, id).
+        # Pages of the history, newest first (keyset on created_at, id), also of one
+        # namespace or in one state, however few match (a scan of the whole history
+        # for a page that does not fill would take as long as the history is big).
         Index("ix_executions_created_at_id", "created_at", "id"),
+        Index("ix_executions_namespace_created_at_id", "namespace", "created_at", "id"),
+        Index("ix_executions_state_created_at_id", "state", "created_at", "id"),
         # A flow trigger's upstream executions that ended since it last looked.
         Index("ix_executions_namespace_flow_id_ended_at", "namespace", "flow_id", "ended_at"),
     )

@@ -914,7 +914,8 @@ class SqlStore:
             query = query.limit(check_log_limit(limit))
         with self._reading(f"read the logs of execution '{execution_id}'") as conn:
             rows = conn.execute(query).all()
-        return [LogRecord(r.id, r.task_run_id, r.task_id, r.time, r.stream, r.line) for r in rows]
+        # The query's columns are the record's fields, in order.
+        return [LogRecord._make(row) for row in rows]
 
     def count_logs(self, execution_id: str) -> int:
         """How many log lines an execution has."""

@@ -35,6 +35,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("trigger", JSON, nullable=True))
     # The newest page of the history, and every page after a cursor: (created_at, id).
     op.create_index("ix_executions_created_at_id", "executions", ["created_at", "id"])
+    # The same in one namespace, or in one state (FAILED): a filter that matches few
+    # executions must not walk the whole history to fill a page.
+    op.create_index(
+        "ix_executions_namespace_created_at_id", "executions", ["namespace", "created_at", "id"]
+    )
+    op.create_index(
+        "ix_executions_state_created_at_id", "executions", ["state", "created_at", "id"]
+    )
     # A flow trigger reads its upstream flow's executions that ended since it last looked.
     op.create_index(
         "ix_executions_namespace_flow_id_ended_at",
@@ -118,6 +126,8 @@ def downgrade() -> None:
     op.drop_table("flow_revisions")
     op.drop_table("api_tokens")
     op.drop_index("ix_executions_namespace_flow_id_ended_at", table_name="executions")
+    op.drop_index("ix_executions_state_created_at_id", table_name="executions")
+    op.drop_index("ix_executions_namespace_created_at_id", table_name="executions")
     op.drop_index("ix_executions_created_at_id", table_name="executions")
     with op.batch_alter_table("executions") as batch:
         batch.drop_column("trigger")

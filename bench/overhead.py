@@ -16,6 +16,10 @@ reports the median of the per-pair ratios with their range. Rows (the groups of 
     memory      peak RSS of `python -m runner run` on an N-task flow at concurrency 8
     startup     `runner --help` and `runner validate flows/hello.yml`, wall seconds beyond
                 `python -c pass` (both started the same way, in alternating pairs)
+    server      `runner serve` over HTTP: a page of 50 executions and a page of 1,000 log
+                lines from a history of 100,000 executions and 10 M lines in Postgres
+                (median ms), and 200 one-task executions POSTed at once against the raw
+                fan-out at the same concurrency (see bench/serving.py)
 
 The raw baseline uses docker-py's low-level `docker.APIClient`, as the runner does, and does
 per task what a fair minimal runner must: create the container with the same `/bin/sh -c`
@@ -72,7 +76,7 @@ IMAGE = "debian:bookworm-slim"
 TRIVIAL_COMMAND = "echo ok"
 LINE_BYTES = 100  # 99 characters and a newline
 BENCH_LABEL = "io.runner.bench"  # on the raw side's containers, to sweep them up on errors
-GROUPS = ("chain", "fanout", "logs", "planning", "memory", "startup")
+GROUPS = ("chain", "fanout", "logs", "planning", "memory", "startup", "server")
 
 TARGETS = {
     "chain": 1.15,  # runner time / raw time, at most
@@ -82,6 +86,9 @@ TARGETS = {
     "memory": 150.0,  # MB of peak RSS, under
     "startup --help": 0.15,  # seconds beyond `python -c pass`, at most
     "startup validate": 0.35,
+    "server executions page": 50.0,  # ms, under
+    "server logs page": 50.0,  # ms, under
+    "server api fanout": 1.10,  # runner time / raw time, at most
 }
 
 
@@ -585,6 +592,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             verdict = f"+{r['value']:.3f} s [{r['min']:.3f}-{r['max']:.3f}] n={r['runs']}"
             a, b = f"{r['runner_s']:.3f} s", f"{r['raw_s']:.3f} s"
             note = "raw column: python -c pass"
+        elif r["kind"] == "latency_ms":
+            verdict = f"{r['ms']:.1f} ms median, worst of {len(r['kinds_ms'])}"
+            a, b = f"{r['ms']:.1f} ms", "-"
+            note = ", ".join(f"{k} {v:.1f}" for k, v in r["kinds_ms"].items())
         elif r["kind"] == "seconds":
             verdict = f"{r['value']:.3f} s CPU [{r['min']:.3f}-{r['max']:.3f}]"
             a, b = f"{r['wall_s']:.3f} s", "-"
@@ -694,6 +705,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(bench_memory(work, sizes))
             if "startup" in only:
                 rows += bench_startup(work, sizes)
+            if "server" in only:
+                import serving  # bench/serving.py: it imports this module
+
+                rows += serving.rows(args.quick, server_url=args.postgres_url)
         finally:
             for leftover in client.containers(all=True, filters={"label": BENCH_LABEL}):
                 with contextlib.suppress(docker.errors.NotFound):  # another run's, gone

@@ -185,6 +185,57 @@ class Attempts:
             outcome = dataclasses.replace(outcome, state=TaskState.RETRYING)
         return self._finish(run_id, node.id, attempt, outcome, log)
 
+    def pause(
+        self,
+        ctx: TaskContext,
+        node: dag.Node,
+        attempt: int,
+        outputs: Mapping[str, Any],
+        skipped_tasks: frozenset[str],
+    ) -> tuple[TaskResult, int]:
+        """Settle a pause task that became ready, in the scheduler's thread: record it
+        PAUSED (it starts no container), or skipped if its `when` is false, or failed if
+        its `when` cannot be rendered. The result and its task run's id."""
+        task = ctx.flow.task(node.task_id)
+        log = get_logger(execution_id=ctx.execution_id, task_id=node.id, attempt=attempt)
+        run_id = self.store.create_task_run(
+            execution_id=ctx.execution_id, task_id=node.id, attempt=attempt, image=None
+        )
+        try:
+            if task.when is not None:
+                needed = referenced_outputs(task) & skipped_tasks
+                if needed:
+                    names = ", ".join(sorted(needed))
+                    reason = f"needs the outputs of skipped task(s) {names}"
+                    return self._skip_run(run_id, node.id, attempt, reason, log), run_id
+                tctx = ctx.templates.for_task(
+                    node.task_id, attempt=attempt, name=node.id, outputs=outputs
+                )
+                if not is_true(task.when, tctx, where="when"):
+                    reason = f"when: {task.when.strip()} is false"
+                    return self._skip_run(run_id, node.id, attempt, reason, log), run_id
+        except RunnerError as exc:
+            outcome = Outcome(TaskState.FAILED, str(exc))
+            return self._finish(run_id, node.id, attempt, outcome, log), run_id
+        started_at = _now()
+        self.store.pause_task_run(run_id, started_at=started_at)
+        log.info(
+            "task_paused",
+            timeout=task.timeout.text if task.timeout is not None else None,
+            on_timeout=(task.on_timeout or "fail") if task.timeout is not None else None,
+        )
+        result = TaskResult(
+            task_id=node.id, attempt=attempt, state=TaskState.PAUSED, started_at=started_at
+        )
+        return result, run_id
+
+    def _skip_run(
+        self, run_id: int, node_id: str, attempt: int, reason: str, log: Any
+    ) -> TaskResult:
+        self.store.finish_task_run(run_id, state=TaskState.SKIPPED, error=reason)
+        log.info("task_skipped", reason=reason)
+        return TaskResult(task_id=node_id, attempt=attempt, state=TaskState.SKIPPED, error=reason)
+
     def _retried(self, task: Task, outcome: Outcome, tries: int) -> bool:
         if outcome.state is not TaskState.FAILED or task.retry is None or not outcome.retryable:
             return False

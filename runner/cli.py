@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -22,7 +23,15 @@ from runner.settings import (
     DATABASE_URL_ENV,
     DEBUG_ENV,
     DEFAULT_ARTIFACTS_DIR,
+    DEFAULT_FLOWS_DIR,
+    DEFAULT_SERVE_GRACE,
+    DEFAULT_SERVE_HOST,
+    DEFAULT_SERVE_PORT,
+    DEFAULT_SERVE_WORKERS,
+    FLOWS_DIR_ENV,
     LOG_FORMAT_ENV,
+    SERVE_HOST_ENV,
+    SERVE_PORT_ENV,
     debug,
 )
 
@@ -76,6 +85,18 @@ def _db_option(func: F) -> F:
         envvar=DATABASE_URL_ENV,
         metavar="URL",
         help=f"SQLAlchemy database URL [env {DATABASE_URL_ENV}; default sqlite:///.runner/runner.db].",
+    )(func)
+
+
+def _flows_option(func: F) -> F:
+    return click.option(
+        "--flows",
+        "flows_dir",
+        envvar=FLOWS_DIR_ENV,
+        default=DEFAULT_FLOWS_DIR,
+        show_default=True,
+        metavar="DIR",
+        help=f"The folder of flow files [env {FLOWS_DIR_ENV}].",
     )(func)
 
 
@@ -133,12 +154,23 @@ def _warn(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _configure_logs(log_format: str, *, task_width: int = 12, quiet: bool = False) -> None:
+def _configure_logs(
+    log_format: str, *, task_width: int = 12, quiet: bool = False, task_output: bool = True
+) -> None:
     from runner import logs
 
     logs.configure(
-        "json" if log_format == "json" else "console", task_width=task_width, quiet=quiet
+        "json" if log_format == "json" else "console",
+        task_width=task_width,
+        quiet=quiet,
+        task_output=task_output,
     )
+
+
+def _stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -388,6 +420,8 @@ def validate(flows: Sequence[str]) -> None:
             click.echo(f"warning: {warning}", err=True)
         said = f", {len(loaded.warnings)} warning(s)" if loaded.warnings else ""
         click.echo(f"{path}: ok ({len(loaded.flow.tasks)} tasks{said})")
+        for line in api.describe_triggers(loaded):
+            click.echo(f"  {line}")
     sys.exit(EXIT_USAGE if bad else EXIT_OK)
 
 
@@ -588,6 +622,405 @@ def _print_info(found: Info) -> None:
         click.echo(f"schema     {_revision_text(found.schema)}")
     else:
         click.echo(f"schema     unknown: {found.database_error}")
+
+
+# -- the server and what it serves ------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--host",
+    envvar=SERVE_HOST_ENV,
+    default=DEFAULT_SERVE_HOST,
+    show_default=True,
+    help=f"Address to listen on (0.0.0.0: every interface) [env {SERVE_HOST_ENV}].",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    envvar=SERVE_PORT_ENV,
+    default=DEFAULT_SERVE_PORT,
+    show_default=True,
+    help=f"TCP port; 0 picks a free one [env {SERVE_PORT_ENV}].",
+)
+@_flows_option
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=DEFAULT_SERVE_WORKERS,
+    show_default=True,
+    help="Executions running at once (on top of each flow's own limits).",
+)
+@click.option(
+    "--grace",
+    default=DEFAULT_SERVE_GRACE,
+    show_default=True,
+    metavar="DURATION",
+    help="On SIGTERM or Ctrl-C, how long running executions may go on before they are killed.",
+)
+@_db_option
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    envvar=LOG_FORMAT_ENV,
+    default="console",
+    show_default=True,
+    help="How the server's events are printed on stderr.",
+)
+def serve(
+    host: str,
+    port: int,
+    flows_dir: str,
+    workers: int,
+    grace: str,
+    db_url: str | None,
+    log_format: str,
+) -> None:
+    """Serve the HTTP API, run the flows of the flows folder on their triggers.
+
+    Loads every flow file under --flows (and picks up changes), fires schedules, webhooks
+    and flow triggers, and runs executions in this process. The API is under /api/v1
+    (OpenAPI at /openapi.json, docs at /docs); clients send a token of `runner token
+    create`. SIGTERM or Ctrl-C stops it after --grace.
+    """
+    from runner import api
+    from runner.server.serve import ServeOptions
+    from runner.server.serve import serve as run_server
+
+    grace_s = api.parse_seconds(grace, what="--grace")
+    _configure_logs(log_format, task_output=False)
+    options = ServeOptions(
+        host=host,
+        port=port,
+        flows_dir=Path(flows_dir),
+        workers=workers,
+        grace_s=grace_s,
+        db_url=db_url,
+    )
+    run_server(options, announce=lambda text: click.echo(text))
+
+
+@cli.command()
+@click.argument("flow", metavar="NAMESPACE.FLOW")
+@click.option(
+    "--trigger", "trigger_id", metavar="ID", help="The schedule (if the flow has several)."
+)
+@click.option("--start", required=True, metavar="TIME", help="First time, inclusive (2019-01-01).")
+@click.option("--end", required=True, metavar="TIME", help="Last time, exclusive (2020-01-01).")
+@click.option("--dry-run", is_flag=True, help="Only list the times, and those already run.")
+@click.option("--wait", is_flag=True, help="Run them here and show their progress until all end.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Executions at once [default: the flow's concurrency limit, else 4].",
+)
+@_flows_option
+@_db_option
+def backfill(
+    flow: str,
+    trigger_id: str | None,
+    start: str,
+    end: str,
+    dry_run: bool,
+    wait: bool,
+    workers: int | None,
+    flows_dir: str,
+    db_url: str | None,
+) -> None:
+    """Run a flow once per time of its schedule in [--start, --end), oldest first.
+
+    Each execution sees its time as {{ trigger.date }}. A time already run (by the
+    schedule or an earlier backfill) is not run again. FLOW is NAMESPACE.FLOW_ID of a
+    flow in --flows, or a flow file. Times without a zone are in the trigger's. Without
+    --wait, the executions run in a background process (its log is named).
+    """
+    from runner import api
+
+    loaded = api.find_flow(flow, Path(flows_dir))
+    begin, until = _parse_time(start, "--start"), _parse_time(end, "--end")
+    store = _open_store(db_url)
+    try:
+        if dry_run or not wait:
+            planned = api.backfill(
+                store, loaded, start=begin, end=until, trigger=trigger_id, dry_run=True
+            )
+            if dry_run:
+                _print_backfill(planned, dry_run=True)
+                return
+            todo = [t for t in planned.times if not t.already_run]
+            if not todo:
+                click.echo(f"{planned.flow_id}: all {len(planned.times)} time(s) already ran")
+                return
+            pid, log_path = api.run_in_background(
+                ["backfill", flow, "--start", start, "--end", end, "--wait", "--flows", flows_dir]
+                + (["--trigger", trigger_id] if trigger_id else [])
+                + (["--workers", str(workers)] if workers else []),
+                db_url=db_url,
+                name=f"backfill-{loaded.flow.full_id}",
+            )
+            click.echo(
+                f"{planned.flow_id}: backfilling {len(todo)} time(s) in the background"
+                f" (pid {pid}, log {log_path}); {len(planned.times) - len(todo)} already ran"
+            )
+            return
+        _backfill_and_wait(store, loaded, begin, until, trigger_id, workers)
+    finally:
+        store.close()
+
+
+def _backfill_and_wait(
+    store: Store,
+    loaded: Any,
+    begin: datetime,
+    until: datetime,
+    trigger_id: str | None,
+    workers: int | None,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from runner import api
+
+    _configure_logs("console", quiet=True)
+    limit = loaded.flow.concurrency.limit
+    worker = api.Worker(store, max_running=workers or limit or 4)
+    ended: dict[str, int] = {}
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[states]}"),
+            console=_stderr(),
+            transient=False,
+        ) as progress:
+            bar = progress.add_task(f"backfill {loaded.flow.full_id}", total=None, states="")
+            done = api.backfill(
+                store, loaded, start=begin, end=until, trigger=trigger_id, worker=worker
+            )
+            started = done.started
+            progress.update(bar, total=len(started))
+            for execution_id in started:
+                try:
+                    state = worker.wait(execution_id).state.value
+                except RunnerError as exc:
+                    state = "FAILED"
+                    _warn(f"execution {execution_id}: {exc}")
+                ended[state] = ended.get(state, 0) + 1
+                text = " ".join(f"{k}={v}" for k, v in sorted(ended.items()))
+                progress.update(bar, advance=1, states=text)
+    finally:
+        worker.shutdown()
+    already = len(done.times) - len(started)
+    click.echo(
+        f"{done.flow_id}: {len(started)} execution(s) ran"
+        + (f", {already} time(s) had already run" if already else "")
+        + (": " + ", ".join(f"{n} {k}" for k, n in sorted(ended.items())) if ended else "")
+    )
+    failed = sum(n for k, n in ended.items() if k not in ("SUCCESS", "WARNING"))
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _print_backfill(planned: Any, *, dry_run: bool) -> None:
+    for item in planned.times:
+        when = item.scheduled_at.isoformat()
+        if item.already_run:
+            click.echo(f"{when}  already ran (execution {item.execution_id})")
+        else:
+            click.echo(f"{when}  would run" if dry_run else f"{when}  {item.execution_id}")
+    todo = sum(1 for t in planned.times if not t.already_run)
+    click.echo(
+        f"{planned.flow_id} ({planned.trigger_id}): {len(planned.times)} time(s),"
+        f" {todo} to run, {len(planned.times) - todo} already ran"
+    )
+
+
+def _parse_time(text: str, option: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        _fail(
+            f"{option} {text!r} is not a date or time like 2019-01-01 or 2019-01-01T02:00",
+            EXIT_USAGE,
+        )
+
+
+@cli.command()
+@click.argument("flow", metavar="NAMESPACE.FLOW")
+@_db_option
+def pause(flow: str, db_url: str | None) -> None:
+    """Stop a flow's triggers from firing (executions started by hand still run)."""
+    from runner import api
+
+    namespace, flow_id = _split_flow_id(flow)
+    store = _open_store(db_url)
+    try:
+        api.pause_flow(store, namespace, flow_id)
+    finally:
+        store.close()
+    click.echo(f"{namespace}.{flow_id} paused: its triggers do not fire until `runner unpause`")
+
+
+@cli.command()
+@click.argument("flow", metavar="NAMESPACE.FLOW")
+@_flows_option
+@_db_option
+def unpause(flow: str, flows_dir: str, db_url: str | None) -> None:
+    """Let a flow's triggers fire again; the times its schedules missed meanwhile follow
+    each schedule's recover_missed (all, last or none), as the flow file says now."""
+    from runner import api
+
+    namespace, flow_id = _split_flow_id(flow)
+    store = _open_store(db_url)
+    try:
+        api.unpause_flow(store, namespace, flow_id)
+    finally:
+        store.close()
+    click.echo(f"{namespace}.{flow_id} unpaused")
+    try:
+        loaded = api.find_flow(f"{namespace}.{flow_id}", Path(flows_dir))
+    except RunnerError:
+        return
+    store = _open_store(db_url)
+    try:
+        lines = api.describe_recovery(store, loaded)
+    finally:
+        store.close()
+    for line in lines:
+        click.echo(f"  {line}")
+
+
+def _split_flow_id(text: str) -> tuple[str, str]:
+    namespace, dot, flow_id = text.rpartition(".")
+    if not dot or not namespace or not flow_id:
+        _fail(f"{text!r} is not NAMESPACE.FLOW (like default.hello)", EXIT_USAGE)
+    return namespace, flow_id
+
+
+@cli.command()
+@click.argument("execution")
+@click.option(
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A value for an input the paused task declares; repeat for several.",
+)
+@click.option("--task", "task_id", metavar="ID", help="Which paused task (if several are).")
+@_db_option
+@_execution_options
+def resume(
+    execution: str,
+    inputs: Sequence[str],
+    task_id: str | None,
+    db_url: str | None,
+    concurrency: int | None,
+    log_format: str,
+    keep_workspace: bool,
+    allow_env: Sequence[str],
+    artifacts_dir: str | None,
+) -> None:
+    """Resume a PAUSED execution and run it on to its end, here.
+
+    The values given with -i become the outputs of the paused task (the inputs it
+    declares); the tasks waiting for it run. EXECUTION may be a unique id prefix.
+    """
+    from runner import api
+
+    values = api.parse_input_args(inputs)
+    _configure_logs(log_format)
+    store = _open_store(db_url)
+    try:
+
+        def announce(execution_id: str, task: str) -> None:
+            click.echo(f"execution {execution_id}: resumed at task {task}")
+
+        result = api.resume_execution(
+            execution,
+            values,
+            task=task_id,
+            store=store,
+            handle_signals=True,
+            on_resumed=announce,
+        )
+        record = api.get_execution(store, result.execution_id)
+    finally:
+        store.close()
+    _print_summary(record)
+    if result.state is ExecutionState.PAUSED:
+        click.echo(f"execution {record.id} is PAUSED again: resume it with `runner resume`")
+        sys.exit(EXIT_OK)
+    _exit_for(result.state)
+
+
+@cli.group()
+def token() -> None:
+    """Create, list and revoke the tokens clients of `runner serve` send.
+
+    A token is shown once, when it is created; the database keeps only its SHA-256
+    digest. Clients send it as `Authorization: Bearer TOKEN` (the CLI reads RUNNER_API_TOKEN).
+    """
+
+
+@token.command(name="create")
+@click.argument("name")
+@_db_option
+def token_create(name: str, db_url: str | None) -> None:
+    """Make a token named NAME and print it (this once)."""
+    from runner import api
+
+    store = _open_store(db_url)
+    try:
+        secret, _ = api.create_token(store, name)
+    finally:
+        store.close()
+    click.echo(secret)
+    _warn(f"token {name!r} created: it is shown only now; keep it as a secret")
+
+
+@token.command(name="list")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def token_list(db_url: str | None, as_json: bool) -> None:
+    """List the tokens: name, its first characters, when it was made."""
+    from runner import api
+
+    store = _open_store(db_url)
+    try:
+        found = api.list_tokens(store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {"name": t.name, "shown": t.shown, "created_at": t.created_at.isoformat()}
+                    for t in found
+                ],
+                indent=2,
+            )
+        )
+        return
+    for item in found:
+        click.echo(f"{item.name:<24} {item.shown:<12} {_when(item.created_at)}")
+    if not found:
+        click.echo("no tokens: make one with `runner token create NAME`")
+
+
+@token.command(name="revoke")
+@click.argument("name")
+@_db_option
+def token_revoke(name: str, db_url: str | None) -> None:
+    """Delete the token NAME: requests carrying it are refused from now on."""
+    from runner import api
+
+    store = _open_store(db_url)
+    try:
+        api.revoke_token(store, name)
+    finally:
+        store.close()
+    click.echo(f"token {name!r} revoked")
 
 
 @cli.group()

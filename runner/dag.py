@@ -101,6 +101,13 @@ class Progress:
         taken, self._ready = self._ready[:limit], self._ready[limit:]
         return taken
 
+    def claim(self, node_ids: Iterable[str]) -> None:
+        """Take nodes out of the ready set without running them (pause tasks settled
+        elsewhere); their dependents wait for `succeeded`."""
+        claimed = set(node_ids)
+        if claimed:
+            self._ready = [n for n in self._ready if n not in claimed]
+
     def succeeded(self, node_id: str) -> None:
         """Mark a node as done so that its dependents may become ready."""
         for child in self._plan.downstream[node_id]:
@@ -162,6 +169,13 @@ def find_problems(flow: Flow) -> list[tuple[Loc, str]]:
                 problems.extend(_matrix_problems((key, index, "matrix"), task))
     for key, tasks in lists[1:]:
         for index, task in enumerate(tasks):
+            if getattr(task, "is_pause", False):
+                problems.append(
+                    (
+                        (key, index, "type"),
+                        f"`{key}:` tasks cannot pause: they run once the execution has ended",
+                    )
+                )
             if task.depends_on:
                 named = [d for d in task.depends_on if d in known]
                 why = (

@@ -2,6 +2,9 @@
 
 RunnerError                 anything runner reports instead of a traceback
 ├── UsageError              a bad flag or argument (exit 2)
+│   └── ConflictError       an action the thing's state does not allow now (restart a
+│       │                   running execution, resume one that is not paused)
+│       └── AlreadyFiredError   a trigger's time that already ran
 ├── FlowError               a flow file that cannot be used; carries every Problem (exit 2)
 ├── InputError              input values that do not fit the flow's inputs (exit 2)
 ├── PolicyError             host access or environment the operator has not allowed (exit 2)
@@ -10,7 +13,8 @@ RunnerError                 anything runner reports instead of a traceback
 │   ├── ImageError          an image could not be pulled, found or built
 │   └── HostPathError       a bind source the engine cannot see (see runner/hostpaths.py)
 ├── StoreError              the database could not be opened or written
-└── NotFoundError           an execution id that matches nothing (exit 2)
+├── NotFoundError           an execution id that matches nothing (exit 2)
+└── UnavailableError        a server that takes no more work (it is shutting down)
 """
 
 from __future__ import annotations
@@ -27,6 +31,19 @@ class RunnerError(Exception):
 
 class UsageError(RunnerError):
     exit_code = 2
+
+
+class ConflictError(UsageError):
+    """What was asked does not fit the current state of what it names (HTTP 409)."""
+
+
+class AlreadyFiredError(ConflictError):
+    """A trigger's scheduled time (or upstream execution) was fired already, here or by
+    another process sharing the database: it is not run twice."""
+
+    def __init__(self, message: str, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
 
 
 Loc = tuple[str | int, ...]
@@ -104,3 +121,7 @@ class HostPathError(BackendError):
     """A bind mount's source has no path the engine can use: a Windows path on a Linux
     engine, a WSL or network path Docker Desktop cannot mount, or a folder inside the
     runner's own container that has no host equivalent."""
+
+
+class UnavailableError(RunnerError):
+    """A server that is shutting down refuses new work (HTTP 503)."""

@@ -23,6 +23,7 @@ class ExecutionState(StrEnum):
     KILLED = "KILLED"
     WARNING = "WARNING"  # a task failed, but it had `allow_failure: true`
     CANCELLED = "CANCELLED"  # never ran: the flow's concurrency limit said `cancel`
+    PAUSED = "PAUSED"  # a pause task waits to be resumed: no process, container or thread
 
     @property
     def is_final(self) -> bool:
@@ -30,6 +31,7 @@ class ExecutionState(StrEnum):
             ExecutionState.CREATED,
             ExecutionState.QUEUED,
             ExecutionState.RUNNING,
+            ExecutionState.PAUSED,
         )
 
 
@@ -41,10 +43,11 @@ class TaskState(StrEnum):
     SKIPPED = "SKIPPED"
     KILLED = "KILLED"
     RETRYING = "RETRYING"  # this attempt failed and another one follows
+    PAUSED = "PAUSED"  # a pause task, waiting to be resumed
 
     @property
     def is_final(self) -> bool:
-        return self not in (TaskState.CREATED, TaskState.RUNNING)
+        return self not in (TaskState.CREATED, TaskState.RUNNING, TaskState.PAUSED)
 
 
 Stream = Literal["stdout", "stderr"]

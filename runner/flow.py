@@ -266,8 +266,35 @@ def check_artifact_pattern(pattern: str) -> str:
 ArtifactPattern = Annotated[str, AfterValidator(check_artifact_pattern)]
 
 
+class TaskType(StrEnum):
+    CONTAINER = "container"  # the default: a command in a container
+    PAUSE = "pause"  # wait for a person (`runner resume`) or for `timeout`
+
+
+class OnTimeout(StrEnum):
+    FAIL = "fail"  # the pause task fails: what depends on it is skipped
+    RESUME = "resume"  # the execution goes on, inputs at their defaults
+
+
+# What a pause task may set: it runs no container, so no field of one applies.
+_PAUSE_FIELDS = frozenset(
+    {"id", "type", "description", "depends_on", "when", "timeout", "on_timeout", "inputs"}
+)
+
+
 class Task(_TaskFields):
+    """A task of `tasks:`, `errors:` or `finally:`.
+
+    `type: pause` holds the execution in state PAUSED until it is resumed (`runner
+    resume EXECUTION -i NAME=VALUE`, the API) or its `timeout` passes (`on_timeout`:
+    fail, the default, or resume). Its `inputs` are what a resume may give: they become
+    the task's outputs (`{{ outputs.approve.reason }}`).
+    """
+
     id: Identifier
+    type: Annotated[TaskType, BeforeValidator(_lower)] = TaskType.CONTAINER
+    on_timeout: Annotated[OnTimeout, BeforeValidator(_lower)] | None = None
+    inputs: tuple[FlowInput, ...] = ()
     depends_on: tuple[str, ...] = ()
     when: str | None = Field(default=None, min_length=1)
     matrix: (
@@ -296,8 +323,18 @@ class Task(_TaskFields):
             )
         return value
 
+    @property
+    def is_pause(self) -> bool:
+        return self.type is TaskType.PAUSE
+
     @model_validator(mode="after")
     def _check(self) -> Task:
+        if self.is_pause:
+            return self._check_pause()
+        if self.on_timeout is not None:
+            raise ValueError("`on_timeout` only applies to tasks of type pause")
+        if self.inputs:
+            raise ValueError("`inputs` only applies to tasks of type pause")
         if self.image is None and self.build is None:
             raise ValueError(
                 "give either `image` (an image reference) or `build` (a folder with a Dockerfile)"
@@ -320,6 +357,22 @@ class Task(_TaskFields):
             raise ValueError("interpreter must not be empty")
         if isinstance(self.command, tuple) and not self.command:
             raise ValueError("command must not be an empty list")
+        return self
+
+    def _check_pause(self) -> Task:
+        extra = sorted(self.model_fields_set - _PAUSE_FIELDS)
+        if extra:
+            fields = ", ".join(f"`{name}`" for name in extra)
+            raise ValueError(
+                f"a pause task runs no container: remove {fields} (it may set description,"
+                " depends_on, when, timeout, on_timeout and inputs)"
+            )
+        ids = [spec.id for spec in self.inputs]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"input {repeated[0]!r} is declared twice")
+        if any(spec.type is InputType.FILE for spec in self.inputs):
+            raise ValueError("a pause task's inputs cannot be files (they become outputs)")
         return self
 
 
@@ -373,7 +426,8 @@ class Flow(_Model):
         default_env = defaults.get("env")
         merged = []
         for task in tasks:
-            if not isinstance(task, dict):
+            if not isinstance(task, dict) or _lower(task.get("type")) == TaskType.PAUSE:
+                # A pause task runs no container: container defaults do not apply to it.
                 merged.append(task)
                 continue
             inherited = everything

@@ -31,7 +31,16 @@ from runner.settings import heartbeat_seconds, lease_seconds
 from runner.store.base import Store
 from runner.store.records import Beat, Lease
 
-__all__ = ["Beat", "Heartbeat", "Lease", "Owner", "boot_id", "is_expired"]
+__all__ = [
+    "Beat",
+    "Heartbeat",
+    "KeptLease",
+    "Lease",
+    "LeaseKeeper",
+    "Owner",
+    "boot_id",
+    "is_expired",
+]
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -222,3 +231,160 @@ class Heartbeat:
                 lost=True,
             )
             return
+
+
+class LeaseKeeper:
+    """Renews the leases of many executions of one process in one store call per beat,
+    from one thread, with one watchdog thread: what `Heartbeat` does for one execution,
+    for a server's worker that may hold hundreds (most of them queued).
+
+    Every lease it keeps is held with one owner's token (a worker's), so a beat is one
+    UPDATE of every held execution (`Store.heartbeat_many`). Each held lease behaves as a
+    Heartbeat does: `on_stop(reason)` once on a kill request, a lost lease, or a lease not
+    renewed for nearly the lease time (`on_lost` first in the last two cases)."""
+
+    def __init__(
+        self,
+        store: Store,
+        owner: Owner,
+        *,
+        interval_s: float | None = None,
+        lease_s: float | None = None,
+    ) -> None:
+        self._store = store
+        self._owner = owner
+        self._interval = heartbeat_seconds() if interval_s is None else interval_s
+        lease = lease_seconds() if lease_s is None else lease_s
+        self._stop_after = max(lease - self._interval, self._interval)
+        self._lock = threading.Lock()
+        self._held: dict[str, KeptLease] = {}
+        self._renewed_at = time.monotonic()  # before the last beat that worked
+        self._done = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def owner(self) -> Owner:
+        return self._owner
+
+    def hold(
+        self,
+        execution_id: str,
+        on_stop: Callable[[str], None],
+        *,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> KeptLease:
+        """A lease to keep while it is entered (`with keeper.hold(...)`, or __enter__ and
+        __exit__ as a Heartbeat's)."""
+        return KeptLease(self, execution_id, on_stop, on_lost)
+
+    def _add(self, held: KeptLease) -> None:
+        with self._lock:
+            if not self._held:
+                # No beat was due while nothing was held: count from now.
+                self._renewed_at = time.monotonic()
+            self._held[held.execution_id] = held
+            if not self._threads:
+                for name, target in (("leases", self._loop), ("leases-watchdog", self._watch)):
+                    thread = threading.Thread(target=target, name=name, daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
+
+    def _remove(self, held: KeptLease) -> None:
+        with self._lock:
+            if self._held.get(held.execution_id) is held:
+                del self._held[held.execution_id]
+
+    def close(self) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        log = get_logger()
+        while not self._done.wait(self._interval):
+            with self._lock:
+                held = dict(self._held)
+            if not held:
+                self._renewed_at = time.monotonic()
+                continue
+            sent = time.monotonic()
+            try:
+                beats = self._store.heartbeat_many(self._owner.token, list(held))
+            except StoreError as exc:
+                log.warning("heartbeat_failed", leases=len(held), error=str(exc))
+                continue
+            self._renewed_at = sent
+            for execution_id, beat in beats.items():
+                kept = held.get(execution_id)
+                if kept is None or beat is Beat.KEPT:
+                    continue
+                if beat is Beat.KILL:
+                    kept.log.warning("kill_requested")
+                    kept.stop("killed by `runner kill`")
+                else:
+                    kept.log.error("lease_lost")
+                    kept.stop(
+                        "another runner took this execution over (its lease expired)", lost=True
+                    )
+
+    def _watch(self) -> None:
+        """Stop the runs whose leases could not be renewed for nearly the lease time,
+        even while a beat hangs on an unanswering database."""
+        while True:
+            left = self._renewed_at + self._stop_after - time.monotonic()
+            if left > 0:
+                if self._done.wait(min(left, self._interval)):
+                    return
+                continue
+            silent_s = time.monotonic() - self._renewed_at
+            with self._lock:
+                held = list(self._held.values())
+            for kept in held:
+                kept.log.error("lease_not_renewed", silent_s=round(silent_s, 1))
+                kept.stop(
+                    f"could not renew its lease for {silent_s:.0f} s (the database did not"
+                    " answer): stopped before another runner may take the execution over",
+                    lost=True,
+                )
+            if self._done.wait(self._interval):
+                return
+
+
+class KeptLease:
+    """One execution's lease in a LeaseKeeper; a context manager, as a Heartbeat is."""
+
+    def __init__(
+        self,
+        keeper: LeaseKeeper,
+        execution_id: str,
+        on_stop: Callable[[str], None],
+        on_lost: Callable[[str], None] | None,
+    ) -> None:
+        self._keeper = keeper
+        self.execution_id = execution_id
+        self._on_stop = on_stop
+        self._on_lost = on_lost
+        self._stopped = False
+        self._stop_lock = threading.Lock()
+        self.log = get_logger(execution_id=execution_id)
+
+    def __enter__(self) -> KeptLease:
+        self._keeper._add(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._keeper._remove(self)
+
+    def stop(self, reason: str, *, lost: bool = False) -> None:
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if lost and self._on_lost is not None:
+            self._on_lost(reason)
+        self._on_stop(reason)

@@ -154,6 +154,7 @@ def _context_vars_bound() -> bool:
 
 
 _shortcut: _TaskLogShortcut | None = None
+_task_output = True  # False: task_log events are dropped (a server keeps lines in the store)
 
 _FilteringLogger: Any = structlog.make_filtering_bound_logger(0)
 _QuietLogger: Any = structlog.make_filtering_bound_logger(logging.WARNING)
@@ -163,6 +164,8 @@ class _BoundLogger(_FilteringLogger):  # type: ignore[misc]  # a class made at r
     """structlog's filtering bound logger, with `task_log` events on the short path."""
 
     def info(self, event: str, *args: Any, **kw: Any) -> Any:
+        if event == TASK_LOG and not _task_output:
+            return None
         shortcut = _shortcut
         if event == TASK_LOG and shortcut is not None and not args and kw.keys() == {"line"}:
             text = shortcut.render(self, kw["line"])
@@ -179,12 +182,15 @@ def configure(
     colors: bool | None = None,
     task_width: int = 12,
     quiet: bool = False,
+    task_output: bool = True,
 ) -> None:
     """Set up structlog for this process. Safe to call again (tests, several runs).
 
     `quiet` shows warnings and errors only (commands that merely read the database, but
-    may recover an orphaned execution on the way)."""
-    global _shortcut
+    may recover an orphaned execution on the way). Without `task_output` the lines tasks
+    print are not logged (a server: they are in the store, and its log is about itself)."""
+    global _shortcut, _task_output
+    _task_output = task_output
     out = stream if stream is not None else sys.stderr
     renderer: Any
     if fmt == "json":

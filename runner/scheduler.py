@@ -31,6 +31,7 @@ from runner.execution import (
     TaskResult,
     TaskState,
 )
+from runner.flow import Flow
 from runner.loader import LoadedFlow
 from runner.logs import get_logger
 from runner.secrets import Masker
@@ -51,6 +52,7 @@ class RunOptions:
     artifacts_dir: Path = Path(DEFAULT_ARTIFACTS_DIR)
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     workspace_files: bytes | None = None  # a tar copied into /workspace before the first task
+    trigger: Mapping[str, Any] | None = None  # `trigger.*` of templates (what started it)
     # Every secret of the run (secret inputs too), masked in what is stored and printed;
     # None: those of the runner's environment (runner.secrets).
     masker: Masker | None = None
@@ -58,11 +60,25 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class Resume:
-    """What a restarted execution keeps of its earlier run (see `runner.restart`)."""
+    """What a restarted or resumed execution keeps of its earlier run (see
+    `runner.restart`)."""
 
-    done: Mapping[str, TaskResult]  # node id -> its successful result: not run again
+    done: Mapping[str, TaskResult]  # node id -> its result (success, skip, allowed failure)
     first_attempt: Mapping[str, int]  # node id -> the attempt number its rerun starts at
     workspace_kept: bool  # the workspace volume is still there, with the files of `done`
+    resolved: Mapping[str, TaskResult] = field(default_factory=dict)
+    """Pause tasks just resumed (SUCCESS, their inputs as outputs) or timed out (FAILED):
+    recorded already, their dependents go on (or are skipped) from here."""
+    held: Mapping[str, Paused] = field(default_factory=dict)
+    """Pause tasks still waiting (another one of the execution was resumed)."""
+
+
+@dataclass(frozen=True)
+class Paused:
+    """A pause task waiting: its task run in the store."""
+
+    task_run_id: int
+    attempt: int
 
 
 @dataclass
@@ -77,6 +93,7 @@ class _Run:
     allowed_failures: set[str] = field(default_factory=set)  # failed, with allow_failure
     order: list[str] = field(default_factory=list)  # node ids of every plan run, in order
     timed_out: str | None = None  # "execution timed out after X", once it has
+    paused: dict[str, Paused] = field(default_factory=dict)  # pause tasks waiting
 
 
 _NOT_RUN = TaskResult(task_id="", attempt=0, state=TaskState.CREATED)
@@ -154,17 +171,21 @@ class Scheduler:
                 env=options.env,
                 revision=loaded.revision,
                 started_at=_now(),
+                trigger=options.trigger,
                 # A kill or the flow's timeout ends a render as it ends a container.
                 should_stop=self.control.stop_reason,
             ),
         )
         run = _Run()
         done: Mapping[str, TaskResult] = {}
+        resolved: Mapping[str, TaskResult] = {}
         if resume is not None:
             done = {n: r for n, r in resume.done.items() if n in plan.nodes}
+            resolved = {n: r for n, r in resume.resolved.items() if n in plan.nodes}
             self._first_attempt = resume.first_attempt
             for node_id, result in done.items():
-                self._reuse(plan.nodes[node_id], result, run)
+                self._reuse(ctx.flow, plan.nodes[node_id], result, run)
+            run.paused.update((n, p) for n, p in resume.held.items() if n in plan.nodes)
         state, execution_error, store_failed, lost = ExecutionState.FAILED, None, False, False
         try:
             self.backend.check()
@@ -183,10 +204,24 @@ class Scheduler:
                 log.info("workspace_seeded", bytes=len(options.workspace_files))
             deadline = None if flow.timeout is None else time.monotonic() + flow.timeout.seconds
             run.order += plan.order
-            self._run_plan(ctx, plan, options, run, log, deadline=deadline, done=frozenset(done))
-            self._skip_not_started(ctx, plan, run, log)
-            state = self._final_state(run)
-            state = self._run_handlers(ctx, state, options, run, log)
+            self._run_plan(
+                ctx,
+                plan,
+                options,
+                run,
+                log,
+                deadline=deadline,
+                done=frozenset(done),
+                resolved=resolved,
+            )
+            if self._stays_paused(run):
+                state = ExecutionState.PAUSED
+                log.info("execution_paused", tasks=sorted(run.paused))
+            else:
+                self._end_pauses(ctx, run, log)
+                self._skip_not_started(ctx, plan, run, log)
+                state = self._final_state(run)
+                state = self._run_handlers(ctx, state, options, run, log)
         except BackendError as exc:
             execution_error = masker.mask(str(exc))
             log.error("execution_error", error=execution_error)
@@ -222,15 +257,50 @@ class Scheduler:
         )
 
     @staticmethod
-    def _reuse(node: dag.Node, result: TaskResult, run: _Run) -> None:
-        """Take a task run's result from before a restart as if it had just ended."""
+    def _reuse(flow: Flow, node: dag.Node, result: TaskResult, run: _Run) -> None:
+        """Take a task run's result from before a restart (or a pause) as if it had just
+        ended: a success, a skip, or a failure its task allows."""
         run.results[node.id] = result
+        if result.state is TaskState.SKIPPED:
+            run.skipped_tasks.add(node.task_id)
+            return
+        if result.state is TaskState.FAILED and flow.task(node.task_id).allow_failure:
+            run.allowed_failures.add(node.id)
         if node.matrix:
             run.outputs.setdefault(node.task_id, {})[node.matrix_label] = dict(result.outputs)
         else:
             run.outputs[node.task_id] = dict(result.outputs)
 
+    def _stays_paused(self, run: _Run) -> bool:
+        """Whether the execution waits for its pause tasks: it does unless it was killed,
+        timed out or a task failed (then it ends, and its pause tasks with it)."""
+        if not run.paused or self.cancelled or run.timed_out:
+            return False
+        failed = {n for n, r in run.results.items() if r.state is TaskState.FAILED}
+        return not failed - run.allowed_failures
+
+    def _end_pauses(self, ctx: TaskContext, run: _Run, log: Any) -> None:
+        """Pause tasks of an execution that ends anyway: they end too, as does whatever
+        waited for them."""
+        if not run.paused:
+            return
+        reason = (
+            self.control.kill_reason
+            if self.cancelled
+            else run.timed_out or "the execution ended (a task failed) before it was resumed"
+        )
+        state = TaskState.KILLED if self.cancelled else TaskState.SKIPPED
+        for node_id, paused in run.paused.items():
+            self.store.finish_task_run(paused.task_run_id, state=state, error=reason)
+            run.results[node_id] = TaskResult(
+                task_id=node_id, attempt=paused.attempt, state=state, error=reason
+            )
+            log.info("task_unpaused", task_id=node_id, state=state.value, reason=reason)
+        run.paused.clear()
+
     def _error_of(self, state: ExecutionState, run: _Run) -> str | None:
+        if state is ExecutionState.PAUSED:
+            return None
         if state is ExecutionState.KILLED:
             return self.control.kill_reason
         failed = [n for n, r in run.results.items() if r.state is TaskState.FAILED]
@@ -307,10 +377,16 @@ class Scheduler:
         *,
         deadline: float | None = None,
         done: frozenset[str] = frozenset(),
+        resolved: Mapping[str, TaskResult] | None = None,
     ) -> None:
         """Run a plan to its end, but for the nodes in `done` (a restart). Past `deadline`
-        (monotonic), running tasks are stopped and no new one starts."""
+        (monotonic), running tasks are stopped and no new one starts. A pause task is not
+        run: it is recorded PAUSED and what depends on it waits (`run.paused`); those in
+        `resolved` were just resumed or timed out, and their dependents go on."""
         progress = dag.Progress(plan, done=done)
+        progress.claim([*(resolved or {}), *run.paused])
+        for node_id, result in (resolved or {}).items():
+            self._record_result(ctx, plan, progress, run, node_id, result, log)
         running: dict[Future[TaskResult], str] = {}
         halted = False
         with (
@@ -328,17 +404,42 @@ class Scheduler:
                     self.control.halt(f"stopped: {run.timed_out}")
                     self.attempts.stop_running(log)
                 elif not halted:
-                    for node_id in progress.take_ready(options.concurrency - len(running)):
-                        node = plan.nodes[node_id]
-                        snapshot = dict(run.outputs), frozenset(run.skipped_tasks)
-                        future = pool.submit(self._run_node, ctx, node, *snapshot)
-                        running[future] = node_id
+                    settled = True
+                    while settled:  # a pause task settles at once, and may free others
+                        settled = False
+                        for node_id in progress.take_ready(options.concurrency - len(running)):
+                            node = plan.nodes[node_id]
+                            if ctx.flow.task(node.task_id).is_pause:
+                                self._pause(ctx, plan, progress, run, node, log)
+                                settled = True
+                                continue
+                            snapshot = dict(run.outputs), frozenset(run.skipped_tasks)
+                            future = pool.submit(self._run_node, ctx, node, *snapshot)
+                            running[future] = node_id
                 if not running:
                     return
                 ended, _ = wait(running, timeout=_TICK_S, return_when=FIRST_COMPLETED)
                 for future in ended:
                     node_id = running.pop(future)
                     self._record_result(ctx, plan, progress, run, node_id, future.result(), log)
+
+    def _pause(
+        self,
+        ctx: TaskContext,
+        plan: dag.Plan,
+        progress: dag.Progress,
+        run: _Run,
+        node: dag.Node,
+        log: Any,
+    ) -> None:
+        """A pause task became ready: record it PAUSED (what depends on it waits), or
+        skipped if its `when` is false. In the main loop: it starts no container."""
+        snapshot = dict(run.outputs), frozenset(run.skipped_tasks)
+        result, task_run_id = self.attempts.pause(ctx, node, self._first(node.id), *snapshot)
+        if result.state is TaskState.PAUSED:
+            run.paused[node.id] = Paused(task_run_id, result.attempt)
+            return
+        self._record_result(ctx, plan, progress, run, node.id, result, log)
 
     @contextmanager
     def _killing_on_error(self, log: Any) -> Iterator[None]:
@@ -434,7 +535,9 @@ class Scheduler:
     ) -> None:
         """Containers always go; the workspace stays after a failure (for debugging) or if
         asked. `remove_all` (the store failed) treats a failure like a kill."""
-        keep = options.keep_workspace or (state is ExecutionState.FAILED and not remove_all)
+        keep = options.keep_workspace or (
+            state in (ExecutionState.FAILED, ExecutionState.PAUSED) and not remove_all
+        )
         try:
             if (state is ExecutionState.KILLED or remove_all) and not keep:
                 # Workers remove their own containers; the label sweep catches one created

@@ -111,6 +111,37 @@ TEMPLATE_TIMEOUT_ENV = "RUNNER_TEMPLATE_TIMEOUT"
 DEFAULT_TEMPLATE_TIMEOUT = 2.0
 
 
+# -- the server ----------------------------------------------------------------------------
+
+SERVE_HOST_ENV = "RUNNER_SERVE_HOST"
+DEFAULT_SERVE_HOST = "127.0.0.1"
+"""The address `runner serve` listens on (`--host`); 0.0.0.0 for every interface."""
+
+SERVE_PORT_ENV = "RUNNER_SERVE_PORT"
+DEFAULT_SERVE_PORT = 8080
+"""The TCP port of `runner serve` (`--port`); 0 picks a free one (logged at start)."""
+
+FLOWS_DIR_ENV = "RUNNER_FLOWS_DIR"
+DEFAULT_FLOWS_DIR = "flows"
+"""The folder `runner serve` loads flow files from and watches (`--flows`)."""
+
+API_TOKEN_ENV = "RUNNER_API_TOKEN"
+"""A token (`runner token create`) that clients send as `Authorization: Bearer TOKEN`."""
+
+DEFAULT_SERVE_WORKERS = 4
+"""Executions a server runs at once (`--workers`), on top of each flow's own limits."""
+
+DEFAULT_SERVE_GRACE = "30s"
+"""How long running executions may go on after SIGTERM before they are killed (`--grace`)."""
+
+FLOWS_POLL_SECONDS = 1.0
+"""How often `runner serve` looks for changed, added and removed flow files."""
+
+TRIGGER_TICK_SECONDS = 0.25
+"""How often `runner serve` looks for schedules that are due (a due time fires within
+about this much, and well within a second)."""
+
+
 # -- what flows may do to the host (see runner.policy, runner.secrets) ------------------------
 
 ALLOWED_MOUNTS_ENV = "RUNNER_ALLOWED_MOUNTS"
@@ -170,6 +201,29 @@ def seconds(
     if not math.isfinite(value) or value < minimum or (value == 0 and not allow_zero):
         least = f">= {minimum:g}" if allow_zero else f"> {minimum:g}"
         raise SettingError(f"{name} must be a number of seconds {least}, not {_shown(raw)}")
+    return value
+
+
+def integer(
+    name: str,
+    default: int,
+    *,
+    minimum: int,
+    maximum: int,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """A whole number from `name` in [minimum, maximum], or `default` when unset."""
+    raw = _raw(name, environ)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise SettingError(
+            f"{name} must be a whole number from {minimum} to {maximum}, not {_shown(raw)}"
+        )
     return value
 
 
@@ -286,6 +340,23 @@ def engine_wait_seconds(environ: Mapping[str, str] | None = None) -> float:
 
 def host_path_map(environ: Mapping[str, str] | None = None) -> str:
     return text(HOST_PATH_MAP_ENV, environ=environ)
+
+
+def serve_host(environ: Mapping[str, str] | None = None) -> str:
+    return text(SERVE_HOST_ENV, DEFAULT_SERVE_HOST, environ=environ)
+
+
+def serve_port(environ: Mapping[str, str] | None = None) -> int:
+    return integer(SERVE_PORT_ENV, DEFAULT_SERVE_PORT, minimum=0, maximum=65535, environ=environ)
+
+
+def flows_dir(environ: Mapping[str, str] | None = None) -> Path:
+    return Path(text(FLOWS_DIR_ENV, DEFAULT_FLOWS_DIR, environ=environ))
+
+
+def api_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The token a client sends to a server, or None when unset."""
+    return text(API_TOKEN_ENV, environ=environ) or None
 
 
 def debug(environ: Mapping[str, str] | None = None) -> bool:

@@ -33,6 +33,7 @@ from runner.templating import (
     FLOW_FIELDS,
     TASK_FIELDS,
     TASK_SCOPE,
+    TRIGGER_FIELDS,
     VARIABLE_SCOPE,
     VARIABLE_SCOPE_TEXT,
     TemplateCodeTooLarge,
@@ -266,7 +267,12 @@ class _Checker:
                     "this flow declares no variables",
                 )
             self.variables_used.append(key)
-        fields = {"execution": EXECUTION_FIELDS, "flow": FLOW_FIELDS, "task": TASK_FIELDS}
+        fields = {
+            "execution": EXECUTION_FIELDS,
+            "flow": FLOW_FIELDS,
+            "task": TASK_FIELDS,
+            "trigger": TRIGGER_FIELDS,
+        }
         if name in fields and key not in fields[name]:
             known = fields[name]
             return (

@@ -12,6 +12,9 @@ What a template can use:
     outputs.TASK.NAME  what a finished task printed as `::{"outputs": {...}}::`; for a
                        matrix task, `outputs.TASK['year=2019,month=1'].NAME`
     execution.id, execution.started_at
+    trigger.date, trigger.id, trigger.type, trigger.body, ...: what started the execution
+                       (a schedule, a webhook, another flow's execution; see
+                       runner.triggers.events); empty when a person started it
     flow.id, flow.namespace, flow.revision
     task.id, task.attempt, task.name (the run name, like `process[year=2019]`)
     env.NAME           the runner's environment: only names in `allowed_env` or given
@@ -35,6 +38,8 @@ Rules that differ from plain Jinja, each for a reason:
   shell (`rm {{ inputs.file | shell_quote }}`; a list becomes its items quoted, space
   separated), and `tojson` writes plain JSON (Jinja's escapes `<`, `>`, `&` and `'` for
   HTML). Jinja's `urlize` and `lipsum` are left out (see `runner.template_limits`).
+  `date(format)` formats a time (a datetime or ISO 8601 text such as `trigger.date`) with
+  strftime: `{{ trigger.date | date('%Y-%m') }}`.
 
 Pure: no I/O. `TemplateError` is defined here (not in `runner.errors`); it is a
 `RunnerError` with exit code 2.
@@ -73,12 +78,14 @@ from runner.template_limits import (
     field_budget,
     run_budget,
 )
+from runner.triggers.events import TRIGGER_FIELDS
 
 __all__ = [
     "EXECUTION_FIELDS",
     "FLOW_FIELDS",
     "MAX_TEMPLATE_CODE",
     "TASK_FIELDS",
+    "TRIGGER_FIELDS",
     "Limits",
     "TemplateCodeTooLarge",
     "TemplateContext",
@@ -140,10 +147,20 @@ EXECUTION_FIELDS = ("id", "started_at", "state", "failed_tasks")
 FLOW_FIELDS = ("id", "namespace", "revision")
 TASK_FIELDS = ("id", "attempt", "name")
 
-TASK_SCOPE = ("inputs", "variables", "outputs", "execution", "flow", "task", "env", "matrix")
-VARIABLE_SCOPE = ("inputs", "variables", "execution", "flow", "env")
+TASK_SCOPE = (
+    "inputs",
+    "variables",
+    "outputs",
+    "execution",
+    "flow",
+    "trigger",
+    "task",
+    "env",
+    "matrix",
+)
+VARIABLE_SCOPE = ("inputs", "variables", "execution", "flow", "trigger", "env")
 _NOT_IN_VARIABLES = tuple(name for name in TASK_SCOPE if name not in VARIABLE_SCOPE)
-VARIABLE_SCOPE_TEXT = "inputs, variables, execution, flow and env"
+VARIABLE_SCOPE_TEXT = "inputs, variables, execution, flow, trigger and env"
 
 _MARKER = re.compile(r"\{[{%#]")
 _FALSE_WORDS = frozenset({"", "false", "0", "no", "off", "none"})
@@ -254,6 +271,21 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     return _dumps(value, indent)
 
 
+def _date(value: Any, format: str = "%Y-%m-%d") -> str:
+    """A time (a datetime, or ISO 8601 text as `trigger.date` holds) formatted by strftime."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"date: {value!r} is not an ISO 8601 time") from None
+    if not isinstance(moment, datetime):
+        raise ValueError(f"date: expected a time, got {type(value).__name__}")
+    return moment.strftime(str(format))
+
+
 def _shquote(value: Any) -> str:
     """`value` as one shell word; a list as its items, each one word, space separated."""
     if isinstance(value, Undefined):
@@ -272,6 +304,7 @@ ENVIRONMENT = _Sandbox(
 ENVIRONMENT.filters["shell_quote"] = _shquote
 ENVIRONMENT.filters["shquote"] = _shquote  # the first name it had
 ENVIRONMENT.filters["tojson"] = _tojson
+ENVIRONMENT.filters["date"] = _date
 # `{{ secret('NAME') }}`, masked wherever the value shows (runner.secrets)
 ENVIRONMENT.globals["secret"] = template_secret
 
@@ -506,6 +539,8 @@ class TemplateContext:
     """Only the names a template may see (allowed_env or --env)."""
     matrix: Mapping[str, Any] = field(default_factory=dict)
     """This run's matrix combination; empty for a task without `matrix:`."""
+    trigger: Mapping[str, Any] = field(default_factory=dict)
+    """What started the execution (`TriggerEvent.template_values`); empty if a person did."""
     allowed_env: frozenset[str] = frozenset()
     """Names a template may read from env even if unset (for the error message)."""
     task_ids: tuple[str, ...] = ()
@@ -534,12 +569,14 @@ class TemplateContext:
         env: Mapping[str, str] | None = None,
         revision: str = "",
         started_at: datetime | None = None,
+        trigger: Mapping[str, Any] | None = None,
         should_stop: Callable[[], str | None] | None = None,
         limits: Limits | None = None,
     ) -> TemplateContext:
         """The context shared by every task of one execution. `env` holds only the names
-        templates may see (the caller filters by `allowed_env` and `--env`); `should_stop`
-        is asked while templates render (see the field)."""
+        templates may see (the caller filters by `allowed_env` and `--env`); `trigger`
+        what started it, if a trigger did; `should_stop` is asked while templates render
+        (see the field)."""
         visible = dict(env or {})
         return cls(
             inputs=inputs,
@@ -552,6 +589,7 @@ class TemplateContext:
             },
             flow={"id": flow.id, "namespace": flow.namespace, "revision": revision},
             env=visible,
+            trigger=dict(trigger or {}),
             allowed_env=frozenset(flow.allowed_env) | frozenset(visible),
             task_ids=tuple(task.id for task in flow.tasks),
             matrix_tasks=frozenset(task.id for task in flow.tasks if task.matrix),
@@ -644,6 +682,11 @@ class _ExecutionScope:
             "variables": _Variables(self),
             "execution": _Namespace(ctx.execution, "execution", _explain_fields("execution")),
             "flow": _Namespace(ctx.flow, "flow", _explain_fields("flow")),
+            "trigger": _Namespace(
+                ctx.trigger,
+                "trigger",
+                _explain_names("trigger fields", "no trigger started this execution"),
+            ),
             "env": _Namespace(ctx.env, "env", _explain_env(ctx.allowed_env)),
         }
         refused = f"variables cannot use '{{name}}'; they can use {VARIABLE_SCOPE_TEXT}"
@@ -657,7 +700,15 @@ class _ExecutionScope:
 
     @staticmethod
     def _parts_of(ctx: TemplateContext) -> tuple[object, ...]:
-        return (ctx.inputs, ctx.variables, ctx.execution, ctx.flow, ctx.env, ctx.allowed_env)
+        return (
+            ctx.inputs,
+            ctx.variables,
+            ctx.execution,
+            ctx.flow,
+            ctx.trigger,
+            ctx.env,
+            ctx.allowed_env,
+        )
 
     def belongs_to(self, ctx: TemplateContext) -> bool:
         """Whether `ctx` holds the very values this scope was made from (as `replace`

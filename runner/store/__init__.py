@@ -6,6 +6,7 @@
     LogWriter        a thread-safe buffer that batches log lines into Store.append_logs
     ExecutionRecord, TaskRunRecord, LogRecord, ArtifactRecord   what the reads return (frozen)
     ExecutionFilter, Page       what `list_executions` takes and returns
+    FlowState, TriggerState, TriggerFire   what a server keeps of flows and triggers
     NewLogLine       what a log line looks like on its way in
     ArtifactFile     what an artifact must offer to be recorded (runner.archives.Artifact)
     Lease, Beat      an execution's lease as stored, and what renewing it found
@@ -37,6 +38,7 @@ from runner.store.records import (
     Beat,
     ExecutionFilter,
     ExecutionRecord,
+    FlowState,
     Lease,
     LeaseOwner,
     LogRecord,
@@ -46,6 +48,8 @@ from runner.store.records import (
     StoreUnavailableError,
     TaskRunRecord,
     TransientStoreError,
+    TriggerFire,
+    TriggerState,
 )
 
 __all__ = [
@@ -54,6 +58,7 @@ __all__ = [
     "Beat",
     "ExecutionFilter",
     "ExecutionRecord",
+    "FlowState",
     "Lease",
     "LeaseOwner",
     "LogRecord",
@@ -65,6 +70,8 @@ __all__ = [
     "StoreUnavailableError",
     "TaskRunRecord",
     "TransientStoreError",
+    "TriggerFire",
+    "TriggerState",
     "db_retry_seconds",
     "default_database_url",
     "open_store",

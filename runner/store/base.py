@@ -31,13 +31,16 @@ from runner.store.records import (
     Beat,
     ExecutionFilter,
     ExecutionRecord,
+    FlowState,
     Lease,
     LeaseOwner,
     LogRecord,
     NewLogLine,
     Page,
     SchemaRevision,
+    TriggerFire,
 )
+from runner.tokens import ApiToken
 
 
 class Store(Protocol):
@@ -86,10 +89,17 @@ class Store(Protocol):
         labels: Mapping[str, Any],
         owner: LeaseOwner | None = None,
         flow_path: str | None = None,
+        trigger: Mapping[str, Any] | None = None,
+        fire: TriggerFire | None = None,
     ) -> None:
         """Record a new execution in state CREATED (`execution_id`: a uuid4 hex). With
         `owner`, its lease starts now by the store's clock. Creating the same id again is
-        a no-op when retried after a lost reply, a StoreError otherwise."""
+        a no-op when retried after a lost reply, a StoreError otherwise.
+
+        `trigger` is what started it (kept as JSON). With `fire`, the firing is recorded in
+        the same transaction under its key, unique per (namespace, flow, trigger): if the
+        key was recorded already (by this or any process) nothing is recorded and
+        `AlreadyFiredError` names the execution that has it."""
         ...
 
     def set_execution_state(
@@ -261,4 +271,109 @@ class Store(Protocol):
 
     def get_artifact(self, artifact_id: int) -> ArtifactRecord:
         """One artifact by its id. NotFoundError if there is none."""
+        ...
+
+    # -- the server: health, tokens, flows, triggers, pauses --------------------------
+
+    def ping(self) -> None:
+        """Raise a StoreError unless the store answers now (a health check)."""
+        ...
+
+    def add_token(self, token: ApiToken) -> None:
+        """Keep an API token (its digest, never the token). ConflictError if a token has
+        that name."""
+        ...
+
+    def find_token(self, digest: str) -> ApiToken | None:
+        """The token whose SHA-256 digest is `digest`, or None."""
+        ...
+
+    def list_tokens(self) -> list[ApiToken]:
+        """Every token, by name."""
+        ...
+
+    def remove_token(self, name: str) -> bool:
+        """Delete the token `name`; whether there was one."""
+        ...
+
+    def record_flow_revision(
+        self,
+        *,
+        namespace: str,
+        flow_id: str,
+        revision: str,
+        source: str,
+        path: str,
+        at: datetime,
+    ) -> bool:
+        """Keep a revision of a flow file (its text, where it was, when first loaded);
+        False if that revision was kept already (the first one stays)."""
+        ...
+
+    def flow_states(
+        self, *, namespace: str | None = None, flow_id: str | None = None
+    ) -> dict[tuple[str, str], FlowState]:
+        """By (namespace, flow id): whether each flow is paused and where its triggers
+        stand; only flows that are paused or have a trigger state, filtered if asked."""
+        ...
+
+    def set_flow_paused(self, namespace: str, flow_id: str, *, paused: bool, at: datetime) -> None:
+        """Pause a flow (from `at`; pausing a paused flow keeps its first time) or unpause
+        it; unpausing also lifts what `stop_after` disabled of its triggers."""
+        ...
+
+    def init_trigger(self, namespace: str, flow_id: str, trigger_id: str, *, at: datetime) -> None:
+        """Record a trigger first seen at `at` (its `created_at` and `last_at`); no-op if
+        it has a state already."""
+        ...
+
+    def advance_trigger(
+        self,
+        namespace: str,
+        flow_id: str,
+        trigger_id: str,
+        *,
+        last_at: datetime | None = None,
+        execution_id: str | None = None,
+        fired_at: datetime | None = None,
+    ) -> None:
+        """Move a trigger's state forward (never back: two servers may both write it):
+        `last_at` if later than the one kept; `execution_id` with `fired_at` if that is
+        not earlier than the one kept. A trigger without a state gets one."""
+        ...
+
+    def disable_trigger(
+        self, namespace: str, flow_id: str, trigger_id: str, *, reason: str, at: datetime
+    ) -> None:
+        """Disable a trigger (its `stop_after` matched), saying why."""
+        ...
+
+    def fired_times(
+        self, namespace: str, flow_id: str, trigger_id: str, *, start: datetime, end: datetime
+    ) -> dict[datetime, str]:
+        """The scheduled times of the trigger fired in [start, end) (UTC), each with the
+        execution that ran it."""
+        ...
+
+    def ended_executions(
+        self, namespace: str, flow_id: str, *, since: datetime, limit: int = 1000
+    ) -> list[ExecutionRecord]:
+        """The flow's executions that ended at or after `since`, in the order they ended
+        (then by id), each with its task runs; at most `limit`."""
+        ...
+
+    def pause_task_run(self, task_run_id: int, *, started_at: datetime) -> None:
+        """Mark a task run PAUSED (a pause task waiting). NotFoundError for an unknown id."""
+        ...
+
+    def take_paused(self, execution_id: str, owner: LeaseOwner) -> bool:
+        """Take a PAUSED execution to run it on (resume) or end it (kill): CREATED, no
+        error, no pending kill, leased by `owner`, atomically across processes. False if
+        it is not PAUSED (any more): someone else took it."""
+        ...
+
+    def heartbeat_many(self, token: str, execution_ids: Sequence[str]) -> dict[str, Beat]:
+        """Renew, in one statement, the leases of these executions held with `token` (one
+        process's worker holds them all with one token): by id, KEPT, KILL (a kill was
+        requested) or LOST (another owner holds it, or it is unknown)."""
         ...

@@ -145,6 +145,14 @@ def is_transient(exc: BaseException | None) -> bool:
 # -- engines -----------------------------------------------------------------------------------
 
 
+def _utc_session(dbapi_connection: Any, connection_record: Any) -> None:
+    """Times come back in UTC already (the store's records are in UTC): reading a page of
+    log lines then converts none of them."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
+
+
 def create(url: URL, where: str) -> Engine:
     """An engine for `url`, set up for runner; a StoreError naming `where` if it cannot be."""
     backend = url.get_backend_name()
@@ -154,7 +162,10 @@ def create(url: URL, where: str) -> Engine:
         connect_args: dict[str, Any] = {}
         if backend == "postgresql" and "connect_timeout" not in url.query:
             connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        if backend == "postgresql":
+            event.listen(engine, "connect", _utc_session)
+        return engine
     except sa_exc.NoSuchModuleError as exc:
         raise StoreError(
             f"cannot open {where}: unknown database driver '{url.drivername}'"

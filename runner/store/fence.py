@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from runner.errors import StoreError
@@ -22,12 +23,14 @@ from runner.store.records import (
     Beat,
     ExecutionFilter,
     ExecutionRecord,
+    FlowState,
     Lease,
     LeaseOwner,
     LogRecord,
     Page,
     SchemaRevision,
 )
+from runner.tokens import ApiToken
 
 
 class LeaseLostError(StoreError):
@@ -127,10 +130,37 @@ class FencedStore:
     def get_artifact(self, artifact_id: int) -> ArtifactRecord:
         return self._store.get_artifact(artifact_id)
 
+    def ping(self) -> None:
+        self._store.ping()
+
+    def find_token(self, digest: str) -> ApiToken | None:
+        return self._store.find_token(digest)
+
+    def list_tokens(self) -> list[ApiToken]:
+        return self._store.list_tokens()
+
+    def flow_states(
+        self, *, namespace: str | None = None, flow_id: str | None = None
+    ) -> dict[tuple[str, str], FlowState]:
+        return self._store.flow_states(namespace=namespace, flow_id=flow_id)
+
+    def fired_times(
+        self, namespace: str, flow_id: str, trigger_id: str, *, start: datetime, end: datetime
+    ) -> dict[datetime, str]:
+        return self._store.fired_times(namespace, flow_id, trigger_id, start=start, end=end)
+
+    def ended_executions(
+        self, namespace: str, flow_id: str, *, since: datetime, limit: int = 1000
+    ) -> list[ExecutionRecord]:
+        return self._store.ended_executions(namespace, flow_id, since=since, limit=limit)
+
     # -- the heartbeat's own round trip (it is how the loss is found) --------------------
 
     def heartbeat(self, execution_id: str, token: str) -> Beat:
         return self._store.heartbeat(execution_id, token)
+
+    def heartbeat_many(self, token: str, execution_ids: Sequence[str]) -> dict[str, Beat]:
+        return self._store.heartbeat_many(token, execution_ids)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -171,6 +201,35 @@ class FencedStore:
 
     def record_artifacts(self, **values: Any) -> None:
         self._write().record_artifacts(**values)
+
+    def pause_task_run(self, task_run_id: int, *, started_at: datetime) -> None:
+        self._write().pause_task_run(task_run_id, started_at=started_at)
+
+    def take_paused(self, execution_id: str, owner: LeaseOwner) -> bool:
+        return self._write().take_paused(execution_id, owner)
+
+    def add_token(self, token: ApiToken) -> None:
+        self._write().add_token(token)
+
+    def remove_token(self, name: str) -> bool:
+        return self._write().remove_token(name)
+
+    def record_flow_revision(self, **values: Any) -> bool:
+        return self._write().record_flow_revision(**values)
+
+    def set_flow_paused(self, namespace: str, flow_id: str, *, paused: bool, at: datetime) -> None:
+        self._write().set_flow_paused(namespace, flow_id, paused=paused, at=at)
+
+    def init_trigger(self, namespace: str, flow_id: str, trigger_id: str, *, at: datetime) -> None:
+        self._write().init_trigger(namespace, flow_id, trigger_id, at=at)
+
+    def advance_trigger(self, namespace: str, flow_id: str, trigger_id: str, **values: Any) -> None:
+        self._write().advance_trigger(namespace, flow_id, trigger_id, **values)
+
+    def disable_trigger(
+        self, namespace: str, flow_id: str, trigger_id: str, *, reason: str, at: datetime
+    ) -> None:
+        self._write().disable_trigger(namespace, flow_id, trigger_id, reason=reason, at=at)
 
 
 def _check(store: FencedStore) -> Store:  # mypy: a FencedStore is a Store

@@ -1,5 +1,6 @@
 """The tables runner keeps: one row an execution, one a task attempt, one a log line, one
-a file copied out of the workspace (an artifact).
+a file copied out of the workspace (an artifact); and what a server keeps besides: API
+tokens (digests), flow revisions, paused flows, trigger states and trigger firings.
 
 Declared with SQLAlchemy's typed declarative mapping so mypy sees the column types; the
 store itself uses the tables through SQLAlchemy Core, which is what the log path needs to
@@ -15,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -25,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -81,6 +84,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        if moment.tzinfo is UTC:  # Postgres sessions are in UTC (runner.store.engine)
+            return moment
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
@@ -102,6 +107,14 @@ class ExecutionRow(Base):
         Index("ix_executions_flow_id_created_at", "flow_id", "created_at"),
         Index("ix_executions_state", "state"),
         Index("ix_executions_namespace_flow_id_state", "namespace", "flow_id", "state"),
+        # Pages of the history, newest first (keyset on created_at, id), also of one
+        # namespace or in one state, however few match (a scan of the whole history
+        # for a page that does not fill would take as long as the history is big).
+        Index("ix_executions_created_at_id", "created_at", "id"),
+        Index("ix_executions_namespace_created_at_id", "namespace", "created_at", "id"),
+        Index("ix_executions_state_created_at_id", "state", "created_at", "id"),
+        # A flow trigger's upstream executions that ended since it last looked.
+        Index("ix_executions_namespace_flow_id_ended_at", "namespace", "flow_id", "ended_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -130,6 +143,9 @@ class ExecutionRow(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Set by `runner kill` in any process; the owner sees it at its next heartbeat.
     kill_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What started it, when a trigger did (`runner.triggers.events.TriggerEvent.to_json`):
+    # its templates see it as `trigger.*`, also when it is restarted or resumed.
+    trigger: Mapped[dict[str, Any] | None] = mapped_column(JSONValue)
 
 
 class FlowLockRow(Base):
@@ -206,9 +222,98 @@ class ArtifactRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class ApiTokenRow(Base):
+    """A token of the HTTP API (`runner token create`): only its SHA-256 digest is kept."""
+
+    __tablename__ = "api_tokens"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    shown: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class FlowRevisionRow(Base):
+    """Each revision of a flow file a server loaded: its text and where it was."""
+
+    __tablename__ = "flow_revisions"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    revision: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class FlowPauseRow(Base):
+    """A paused flow (`runner pause`): its triggers do not fire. No row: not paused."""
+
+    __tablename__ = "flow_pauses"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    paused_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TriggerStateRow(Base):
+    """Where one trigger of a flow stands: when it was first seen, the latest scheduled
+    time fired or passed over (a schedule) or upstream end seen (a flow trigger), the
+    last execution it started, and whether `stop_after` disabled it."""
+
+    __tablename__ = "trigger_states"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    trigger_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    execution_id: Mapped[str | None] = mapped_column(String(32))
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class TriggerFireRow(Base):
+    """A trigger's firing, recorded with its execution in one transaction. The key (a
+    scheduled time in UTC, or an upstream execution's id) is unique per flow and trigger:
+    of two servers (or a server and a backfill) firing the same time, one inserts it."""
+
+    __tablename__ = "trigger_fires"
+    __table_args__ = (
+        UniqueConstraint(
+            "namespace", "flow_id", "trigger_id", "fire_key", name="uq_trigger_fires_fire_key"
+        ),
+        Index(
+            "ix_trigger_fires_namespace_flow_id_trigger_id_scheduled_at",
+            "namespace",
+            "flow_id",
+            "trigger_id",
+            "scheduled_at",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(255))
+    flow_id: Mapped[str] = mapped_column(String(255))
+    trigger_id: Mapped[str] = mapped_column(String(255))
+    fire_key: Mapped[str] = mapped_column(String(64))
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    execution_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    backfill: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 # The Core tables, for the store's queries.
 executions: Table = ExecutionRow.__table__  # type: ignore[assignment]
 task_runs: Table = TaskRunRow.__table__  # type: ignore[assignment]
 log_lines: Table = LogLineRow.__table__  # type: ignore[assignment]
 artifacts: Table = ArtifactRow.__table__  # type: ignore[assignment]
 flow_locks: Table = FlowLockRow.__table__  # type: ignore[assignment]
+api_tokens: Table = ApiTokenRow.__table__  # type: ignore[assignment]
+flow_revisions: Table = FlowRevisionRow.__table__  # type: ignore[assignment]
+flow_pauses: Table = FlowPauseRow.__table__  # type: ignore[assignment]
+trigger_states: Table = TriggerStateRow.__table__  # type: ignore[assignment]
+trigger_fires: Table = TriggerFireRow.__table__  # type: ignore[assignment]

@@ -144,6 +144,8 @@ class ExecutionRecord:
     started_at: datetime | None
     ended_at: datetime | None
     task_runs: tuple[TaskRunRecord, ...] = ()
+    trigger: Mapping[str, Any] | None = None
+    """What started it, if a trigger did (`runner.triggers.events.TriggerEvent.to_json`)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -165,14 +167,60 @@ class ExecutionRecord:
             "started_at": _iso(self.started_at),
             "ended_at": _iso(self.ended_at),
             "duration_s": self.duration_s,
+            "trigger": None if self.trigger is None else dict(self.trigger),
             "task_runs": [run.to_dict() for run in self.task_runs],
         }
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
+@dataclass(frozen=True)
+class TriggerFire:
+    """A trigger firing, recorded with the execution it starts (`Store.create_execution`).
+    `key` is unique per (namespace, flow, trigger): the scheduled time in UTC for a
+    schedule or a backfill, the upstream execution's id for a flow trigger."""
+
+    trigger_id: str
+    key: str
+    scheduled_at: datetime | None = None
+    backfill: bool = False
+
+
+@dataclass(frozen=True)
+class TriggerState:
+    """Where one trigger of a flow stands (see `Store.advance_trigger`)."""
+
+    namespace: str
+    flow_id: str
+    trigger_id: str
+    created_at: datetime
+    """When a server first saw it: nothing from before is owed."""
+    last_at: datetime | None
+    """The latest scheduled time fired or passed over (a schedule), or the latest end of
+    an upstream execution seen (a flow trigger)."""
+    execution_id: str | None
+    """The last execution it started."""
+    fired_at: datetime | None
+    disabled_at: datetime | None
+    """Set when `stop_after` disabled it; cleared when its flow is unpaused."""
+    disabled_reason: str | None
+
+
+@dataclass(frozen=True)
+class FlowState:
+    """Whether a flow is paused, and where its triggers stand."""
+
+    namespace: str
+    flow_id: str
+    paused_at: datetime | None
+    triggers: Mapping[str, TriggerState] = field(default_factory=dict)
+
+
+class LogRecord(NamedTuple):
     """One stored log line. `id` grows with every line stored: it is the cursor of
-    `Store.get_logs(after=...)`."""
+    `Store.get_logs(after=...)`.
+
+    A NamedTuple (immutable, as the other records): a page of 1,000 lines is built on
+    every read of a log viewer, and a tuple is made three times faster than a frozen
+    dataclass (0.9 us against 2.5)."""
 
     id: int
     task_run_id: int

@@ -42,6 +42,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Interval,
+    Table,
     and_,
     case,
     delete,
@@ -58,7 +59,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import StaticPool
 
-from runner.errors import NotFoundError, StoreError, UsageError
+from runner.errors import AlreadyFiredError, ConflictError, NotFoundError, StoreError, UsageError
 from runner.execution import ExecutionState, TaskState
 from runner.settings import (
     DB_RETRY_FIRST_S,
@@ -70,8 +71,18 @@ from runner.settings import (
 from runner.store import engine as engines
 from runner.store.base import Store
 from runner.store.log_insert import insert_log_lines, sqlite_log_insert
+from runner.store.models import (
+    api_tokens,
+    executions,
+    flow_locks,
+    flow_pauses,
+    flow_revisions,
+    log_lines,
+    task_runs,
+    trigger_fires,
+    trigger_states,
+)
 from runner.store.models import artifacts as artifacts_table
-from runner.store.models import executions, flow_locks, log_lines, task_runs
 from runner.store.records import (
     MIN_PREFIX,
     ArtifactFile,
@@ -79,6 +90,7 @@ from runner.store.records import (
     Beat,
     ExecutionFilter,
     ExecutionRecord,
+    FlowState,
     Lease,
     LeaseOwner,
     LogRecord,
@@ -88,6 +100,8 @@ from runner.store.records import (
     StoreUnavailableError,
     TaskRunRecord,
     TransientStoreError,
+    TriggerFire,
+    TriggerState,
     ambiguous_prefix,
     check_limit,
     check_log_limit,
@@ -99,6 +113,7 @@ from runner.store.records import (
     no_match,
     not_restartable,
 )
+from runner.tokens import ApiToken
 
 # An execution in one of these states has (or should have) a process running it.
 _ACTIVE_STATES = (
@@ -351,10 +366,16 @@ class SqlStore:
         labels: Mapping[str, Any],
         owner: LeaseOwner | None = None,
         flow_path: str | None = None,
+        trigger: Mapping[str, Any] | None = None,
+        fire: TriggerFire | None = None,
     ) -> None:
         """Record a new execution in state CREATED; `execution_id` is a uuid4 hex.
 
-        `owner` is the process that runs it: its lease starts now (see `heartbeat`)."""
+        `owner` is the process that runs it: its lease starts now (see `heartbeat`). With
+        `fire`, the trigger firing is recorded in the same transaction, its key unique per
+        (namespace, flow, trigger): a key recorded before raises AlreadyFiredError and
+        nothing is recorded (Postgres waits for a concurrent insert of the key to commit or
+        roll back, so exactly one of two servers firing the same time wins)."""
         lease: dict[str, Any] = {}
         if owner is not None:
             lease = {**_owner_values(owner), "heartbeat_at": self._db_now()}
@@ -369,12 +390,17 @@ class SqlStore:
             "state": ExecutionState.CREATED.value,
             "created_at": _utcnow(),
             "flow_path": flow_path,
+            "trigger": None
+            if trigger is None
+            else clean_json(dict(trigger), f"the trigger of execution '{execution_id}'"),
             **lease,
         }
 
         def insert_row() -> str:
             with self._writing(f"record execution '{execution_id}'") as conn:
                 conn.execute(insert(executions).values(**values))
+                if fire is not None:
+                    self._record_fire(conn, fire, namespace, flow_id, execution_id)
             return execution_id
 
         def recorded() -> str | None:
@@ -384,6 +410,42 @@ class SqlStore:
             return None if found is None else str(found)
 
         self._retrying(insert_row, written=recorded)
+
+    def _record_fire(
+        self, conn: Connection, fire: TriggerFire, namespace: str, flow_id: str, execution_id: str
+    ) -> None:
+        """Insert the firing's row, or raise AlreadyFiredError (rolling back the caller's
+        transaction) if its key is taken."""
+        inserted = conn.execute(
+            _insert_or_ignore(conn, trigger_fires)
+            .values(
+                namespace=namespace,
+                flow_id=flow_id,
+                trigger_id=fire.trigger_id,
+                fire_key=fire.key,
+                scheduled_at=fire.scheduled_at,
+                execution_id=execution_id,
+                backfill=fire.backfill,
+                created_at=_utcnow(),
+            )
+            .on_conflict_do_nothing()
+            .returning(trigger_fires.c.id)
+        ).first()
+        if inserted is not None:
+            return
+        holder = conn.execute(
+            select(trigger_fires.c.execution_id).where(
+                trigger_fires.c.namespace == namespace,
+                trigger_fires.c.flow_id == flow_id,
+                trigger_fires.c.trigger_id == fire.trigger_id,
+                trigger_fires.c.fire_key == fire.key,
+            )
+        ).scalar_one_or_none()
+        raise AlreadyFiredError(
+            f"trigger {fire.trigger_id!r} of flow {namespace}.{flow_id} already fired for"
+            f" {fire.key} (execution {holder})",
+            execution_id=None if holder is None else str(holder),
+        )
 
     @_retried
     def set_execution_state(
@@ -689,12 +751,9 @@ class SqlStore:
         return []
 
     def _lock_flow(self, conn: Connection, key: str) -> None:
-        insert_row = (
-            pg_insert(flow_locks)
-            if conn.dialect.name == "postgresql"
-            else sqlite_insert(flow_locks)
+        conn.execute(
+            _insert_or_ignore(conn, flow_locks).values(flow_key=key).on_conflict_do_nothing()
         )
-        conn.execute(insert_row.values(flow_key=key).on_conflict_do_nothing())
         conn.execute(
             update(flow_locks).where(flow_locks.c.flow_key == key).values(touched_at=_utcnow())
         )
@@ -855,7 +914,8 @@ class SqlStore:
             query = query.limit(check_log_limit(limit))
         with self._reading(f"read the logs of execution '{execution_id}'") as conn:
             rows = conn.execute(query).all()
-        return [LogRecord(r.id, r.task_run_id, r.task_id, r.time, r.stream, r.line) for r in rows]
+        # The query's columns are the record's fields, in order.
+        return [LogRecord._make(row) for row in rows]
 
     def count_logs(self, execution_id: str) -> int:
         """How many log lines an execution has."""
@@ -931,8 +991,310 @@ class SqlStore:
             raise NotFoundError(f"no artifact has id {artifact_id}")
         return _artifact_record(row)
 
+    # -- the server: health, tokens, flows, triggers, pauses ----------------------------
+
+    def ping(self) -> None:
+        """Raise a StoreError unless the database answers now."""
+        with self._reading("reach the database") as conn:
+            conn.execute(select(literal(1))).scalar_one()
+
+    def add_token(self, token: ApiToken) -> None:
+        """Keep an API token's digest; ConflictError if a token has that name."""
+        with self._writing(f"record token '{token.name}'") as conn:
+            added = conn.execute(
+                _insert_or_ignore(conn, api_tokens)
+                .values(
+                    name=token.name,
+                    digest=token.digest,
+                    shown=token.shown,
+                    created_at=token.created_at,
+                )
+                .on_conflict_do_nothing()
+                .returning(api_tokens.c.name)
+            ).first()
+        if added is None:
+            raise ConflictError(
+                f"a token named {token.name!r} exists: revoke it first, or choose another name"
+            )
+
+    def find_token(self, digest: str) -> ApiToken | None:
+        with self._reading("look up a token") as conn:
+            row = conn.execute(
+                select(api_tokens).where(api_tokens.c.digest == digest)
+            ).one_or_none()
+        return None if row is None else _token_record(row)
+
+    def list_tokens(self) -> list[ApiToken]:
+        with self._reading("list tokens") as conn:
+            rows = conn.execute(select(api_tokens).order_by(api_tokens.c.name)).all()
+        return [_token_record(row) for row in rows]
+
+    def remove_token(self, name: str) -> bool:
+        with self._writing(f"revoke token '{name}'") as conn:
+            removed = conn.execute(delete(api_tokens).where(api_tokens.c.name == name)).rowcount
+        return bool(removed)
+
+    def record_flow_revision(
+        self,
+        *,
+        namespace: str,
+        flow_id: str,
+        revision: str,
+        source: str,
+        path: str,
+        at: datetime,
+    ) -> bool:
+        """Keep a revision of a flow file; False if it was kept already."""
+        with self._writing(f"record revision {revision} of flow {namespace}.{flow_id}") as conn:
+            added = conn.execute(
+                _insert_or_ignore(conn, flow_revisions)
+                .values(
+                    namespace=namespace,
+                    flow_id=flow_id,
+                    revision=revision,
+                    source=source,
+                    path=path,
+                    loaded_at=at,
+                )
+                .on_conflict_do_nothing()
+                .returning(flow_revisions.c.revision)
+            ).first()
+        return added is not None
+
+    def flow_states(
+        self, *, namespace: str | None = None, flow_id: str | None = None
+    ) -> dict[tuple[str, str], FlowState]:
+        """Paused flows and trigger states, by (namespace, flow id)."""
+        pauses = select(flow_pauses)
+        states = select(trigger_states)
+        if namespace is not None:
+            pauses = pauses.where(flow_pauses.c.namespace == namespace)
+            states = states.where(trigger_states.c.namespace == namespace)
+        if flow_id is not None:
+            pauses = pauses.where(flow_pauses.c.flow_id == flow_id)
+            states = states.where(trigger_states.c.flow_id == flow_id)
+        with self._reading("read the states of flows") as conn:
+            paused = {(r.namespace, r.flow_id): r.paused_at for r in conn.execute(pauses)}
+            triggers: dict[tuple[str, str], dict[str, TriggerState]] = {}
+            for row in conn.execute(states.order_by(trigger_states.c.trigger_id)):
+                found = _trigger_state(row)
+                triggers.setdefault((row.namespace, row.flow_id), {})[found.trigger_id] = found
+        return {
+            key: FlowState(key[0], key[1], paused.get(key), triggers.get(key, {}))
+            for key in sorted({*paused, *triggers})
+        }
+
+    def set_flow_paused(self, namespace: str, flow_id: str, *, paused: bool, at: datetime) -> None:
+        """Pause (keeping the first time) or unpause a flow; unpausing lifts `stop_after`."""
+        verb = "pause" if paused else "unpause"
+        with self._writing(f"{verb} flow {namespace}.{flow_id}") as conn:
+            if paused:
+                conn.execute(
+                    _insert_or_ignore(conn, flow_pauses)
+                    .values(namespace=namespace, flow_id=flow_id, paused_at=at)
+                    .on_conflict_do_nothing()
+                )
+                return
+            conn.execute(
+                delete(flow_pauses).where(
+                    flow_pauses.c.namespace == namespace, flow_pauses.c.flow_id == flow_id
+                )
+            )
+            conn.execute(
+                update(trigger_states)
+                .where(
+                    trigger_states.c.namespace == namespace,
+                    trigger_states.c.flow_id == flow_id,
+                    trigger_states.c.disabled_at.is_not(None),
+                )
+                # The execution that stopped it has ended: it must not stop it again.
+                .values(disabled_at=None, disabled_reason=None, execution_id=None)
+            )
+
+    def init_trigger(self, namespace: str, flow_id: str, trigger_id: str, *, at: datetime) -> None:
+        with self._writing(f"record trigger {trigger_id} of flow {namespace}.{flow_id}") as conn:
+            conn.execute(
+                _insert_or_ignore(conn, trigger_states)
+                .values(
+                    namespace=namespace,
+                    flow_id=flow_id,
+                    trigger_id=trigger_id,
+                    created_at=at,
+                    last_at=at,
+                )
+                .on_conflict_do_nothing()
+            )
+
+    def advance_trigger(
+        self,
+        namespace: str,
+        flow_id: str,
+        trigger_id: str,
+        *,
+        last_at: datetime | None = None,
+        execution_id: str | None = None,
+        fired_at: datetime | None = None,
+    ) -> None:
+        """Move a trigger's state forward, never back."""
+        values: dict[str, Any] = {}
+        if last_at is not None:
+            values["last_at"] = _later(trigger_states.c.last_at, last_at)
+        if execution_id is not None:
+            when = fired_at or _utcnow()
+            newer = literal(when, trigger_states.c.fired_at.type)
+            kept = or_(trigger_states.c.fired_at.is_(None), trigger_states.c.fired_at <= newer)
+            values["execution_id"] = case(
+                (kept, literal(execution_id, trigger_states.c.execution_id.type)),
+                else_=trigger_states.c.execution_id,
+            )
+            values["fired_at"] = case((kept, newer), else_=trigger_states.c.fired_at)
+        if not values:
+            return
+        key = (
+            trigger_states.c.namespace == namespace,
+            trigger_states.c.flow_id == flow_id,
+            trigger_states.c.trigger_id == trigger_id,
+        )
+        with self._writing(f"move trigger {trigger_id} of flow {namespace}.{flow_id}") as conn:
+            conn.execute(
+                _insert_or_ignore(conn, trigger_states)
+                .values(
+                    namespace=namespace,
+                    flow_id=flow_id,
+                    trigger_id=trigger_id,
+                    created_at=fired_at or last_at or _utcnow(),
+                )
+                .on_conflict_do_nothing()
+            )
+            conn.execute(update(trigger_states).where(*key).values(**values))
+
+    def disable_trigger(
+        self, namespace: str, flow_id: str, trigger_id: str, *, reason: str, at: datetime
+    ) -> None:
+        with self._writing(f"disable trigger {trigger_id} of flow {namespace}.{flow_id}") as conn:
+            conn.execute(
+                update(trigger_states)
+                .where(
+                    trigger_states.c.namespace == namespace,
+                    trigger_states.c.flow_id == flow_id,
+                    trigger_states.c.trigger_id == trigger_id,
+                )
+                .values(disabled_at=at, disabled_reason=clean_text(reason))
+            )
+
+    def fired_times(
+        self, namespace: str, flow_id: str, trigger_id: str, *, start: datetime, end: datetime
+    ) -> dict[datetime, str]:
+        """Scheduled times of the trigger fired in [start, end), with their executions."""
+        query = select(trigger_fires.c.scheduled_at, trigger_fires.c.execution_id).where(
+            trigger_fires.c.namespace == namespace,
+            trigger_fires.c.flow_id == flow_id,
+            trigger_fires.c.trigger_id == trigger_id,
+            trigger_fires.c.scheduled_at >= start,
+            trigger_fires.c.scheduled_at < end,
+        )
+        with self._reading(f"read the times trigger {trigger_id} fired") as conn:
+            rows = conn.execute(query).all()
+        return {row.scheduled_at: str(row.execution_id) for row in rows}
+
+    def ended_executions(
+        self, namespace: str, flow_id: str, *, since: datetime, limit: int = 1000
+    ) -> list[ExecutionRecord]:
+        """The flow's executions that ended at or after `since`, in the order they ended."""
+        query = (
+            select(executions)
+            .where(
+                executions.c.namespace == namespace,
+                executions.c.flow_id == flow_id,
+                executions.c.ended_at >= since,
+            )
+            .order_by(executions.c.ended_at, executions.c.id)
+            .limit(check_limit(limit))
+        )
+        with self._reading(f"read the ended executions of {namespace}.{flow_id}") as conn:
+            rows = conn.execute(query).all()
+            runs = self._task_runs_of(conn, [r.id for r in rows])
+        return [_execution_record(r, runs.get(r.id, ())) for r in rows]
+
+    def pause_task_run(self, task_run_id: int, *, started_at: datetime) -> None:
+        self._update_task_run(
+            task_run_id,
+            "mark task run {id} paused",
+            state=TaskState.PAUSED.value,
+            started_at=started_at,
+        )
+
+    def take_paused(self, execution_id: str, owner: LeaseOwner) -> bool:
+        """PAUSED -> CREATED, leased by `owner`, if it still is PAUSED (compare-and-set)."""
+        with self._writing(f"take paused execution '{execution_id}'") as conn:
+            taken = conn.execute(
+                update(executions)
+                .where(
+                    executions.c.id == execution_id,
+                    executions.c.state == ExecutionState.PAUSED.value,
+                )
+                .values(
+                    state=ExecutionState.CREATED.value,
+                    error=None,
+                    ended_at=None,
+                    kill_requested_at=None,
+                    heartbeat_at=self._db_now(),
+                    **_owner_values(owner),
+                )
+            ).rowcount
+        return taken == 1
+
+    def heartbeat_many(self, token: str, execution_ids: Sequence[str]) -> dict[str, Beat]:
+        """Renew the leases held with `token` of these executions, 500 ids a statement."""
+        ids = list(dict.fromkeys(execution_ids))
+        beats = dict.fromkeys(ids, Beat.LOST)
+        with self._writing(f"renew the leases of {len(ids)} executions") as conn:
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    update(executions)
+                    .where(
+                        executions.c.lease_token == token,
+                        executions.c.id.in_(ids[start : start + 500]),
+                    )
+                    .values(heartbeat_at=self._db_now())
+                    .returning(executions.c.id, executions.c.kill_requested_at)
+                ).all()
+                for row in rows:
+                    beats[row.id] = Beat.KILL if row.kill_requested_at is not None else Beat.KEPT
+        return beats
+
 
 # -- rows to records ------------------------------------------------------------------------------
+
+
+def _token_record(row: Any) -> ApiToken:
+    return ApiToken(name=row.name, digest=row.digest, shown=row.shown, created_at=row.created_at)
+
+
+def _trigger_state(row: Any) -> TriggerState:
+    return TriggerState(
+        namespace=row.namespace,
+        flow_id=row.flow_id,
+        trigger_id=row.trigger_id,
+        created_at=row.created_at,
+        last_at=row.last_at,
+        execution_id=row.execution_id,
+        fired_at=row.fired_at,
+        disabled_at=row.disabled_at,
+        disabled_reason=row.disabled_reason,
+    )
+
+
+def _insert_or_ignore(conn: Connection, table: Table) -> Any:
+    """An INSERT that can say ON CONFLICT DO NOTHING, in this connection's dialect."""
+    return pg_insert(table) if conn.dialect.name == "postgresql" else sqlite_insert(table)
+
+
+def _later(column: Any, value: datetime) -> Any:
+    """`column` moved to `value` if that is later (or the column is empty): two writers
+    never move it back. Compared in SQL, so the row's latest value counts."""
+    new = literal(value, column.type)
+    return case((or_(column.is_(None), column < new), new), else_=column)
 
 
 def _filter_conditions(where: ExecutionFilter) -> list[ColumnElement[bool]]:
@@ -977,6 +1339,7 @@ def _execution_record(row: Any, runs: tuple[TaskRunRecord, ...]) -> ExecutionRec
         started_at=row.started_at,
         ended_at=row.ended_at,
         task_runs=runs,
+        trigger=row.trigger,
     )
 
 

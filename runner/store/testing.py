@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import NotFoundError, StoreError, UsageError
+from runner.errors import AlreadyFiredError, ConflictError, NotFoundError, StoreError, UsageError
 from runner.execution import ExecutionState, TaskState
 from runner.store.records import (
     MIN_PREFIX,
@@ -32,6 +32,7 @@ from runner.store.records import (
     Beat,
     ExecutionFilter,
     ExecutionRecord,
+    FlowState,
     Lease,
     LeaseOwner,
     LogRecord,
@@ -40,6 +41,8 @@ from runner.store.records import (
     SchemaRevision,
     TaskRunRecord,
     TransientStoreError,
+    TriggerFire,
+    TriggerState,
     ambiguous_prefix,
     check_limit,
     check_log_limit,
@@ -51,6 +54,7 @@ from runner.store.records import (
     no_match,
     not_restartable,
 )
+from runner.tokens import ApiToken
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -99,6 +103,7 @@ class _Execution:
     lease_token: str | None = None
     heartbeat_at: datetime | None = None
     kill_requested_at: datetime | None = None
+    trigger: str | None = None  # JSON text
 
 
 class InMemoryStore:
@@ -116,6 +121,12 @@ class InMemoryStore:
         self._logs: dict[str, list[LogRecord]] = {}  # by execution, in id order
         self._logs_of_run: dict[int, int] = {}
         self._artifacts: dict[int, ArtifactRecord] = {}
+        self._tokens: dict[str, ApiToken] = {}
+        self._revisions: dict[tuple[str, str, str], datetime] = {}
+        self._pauses: dict[tuple[str, str], datetime] = {}
+        self._triggers: dict[tuple[str, str, str], TriggerState] = {}
+        # (namespace, flow, trigger, key) -> (scheduled_at, execution id)
+        self._fires: dict[tuple[str, str, str, str], tuple[datetime | None, str]] = {}
         self._next_id = {"task_run": 1, "log": 1, "artifact": 1}
         self._unreachable = False
         self.closed = False
@@ -186,15 +197,33 @@ class InMemoryStore:
         labels: Mapping[str, Any],
         owner: LeaseOwner | None = None,
         flow_path: str | None = None,
+        trigger: Mapping[str, Any] | None = None,
+        fire: TriggerFire | None = None,
     ) -> None:
         action = f"record execution '{execution_id}'"
         inputs_json = _json(dict(inputs), f"the inputs of execution '{execution_id}'")
         labels_json = _json(dict(labels), f"the labels of execution '{execution_id}'")
+        trigger_json = (
+            None
+            if trigger is None
+            else _json(dict(trigger), f"the trigger of execution '{execution_id}'")
+        )
         with self._call(action):
             if execution_id in self._executions:
                 raise StoreError(
                     f"cannot {action} in {self.description}: an execution has that id already"
                 )
+            if fire is not None:
+                key = (namespace, flow_id, fire.trigger_id, fire.key)
+                taken = self._fires.get(key)
+                if taken is not None:
+                    raise AlreadyFiredError(
+                        f"trigger {fire.trigger_id!r} of flow {namespace}.{flow_id} already"
+                        f" fired for {fire.key} (execution {taken[1]})",
+                        execution_id=taken[1],
+                    )
+                scheduled = None if fire.scheduled_at is None else _utc(fire.scheduled_at)
+                self._fires[key] = (scheduled, execution_id)
             row = _Execution(
                 id=execution_id,
                 flow_id=flow_id,
@@ -206,6 +235,7 @@ class InMemoryStore:
                 state=ExecutionState.CREATED,
                 created_at=self._clock(),
                 flow_path=flow_path,
+                trigger=trigger_json,
             )
             if owner is not None:
                 self._lease_to(row, owner)
@@ -268,6 +298,7 @@ class InMemoryStore:
             started_at=row.started_at,
             ended_at=row.ended_at,
             task_runs=tuple(_fresh_run(run) for run in runs),
+            trigger=None if row.trigger is None else json.loads(row.trigger),
         )
 
     def get_execution_source(self, execution_id: str) -> str:
@@ -618,6 +649,196 @@ class InMemoryStore:
         if found is None:
             raise NotFoundError(f"no artifact has id {artifact_id}")
         return found
+
+    # -- the server: health, tokens, flows, triggers, pauses ----------------------------
+
+    def ping(self) -> None:
+        with self._call("reach the store"):
+            pass
+
+    def add_token(self, token: ApiToken) -> None:
+        with self._call(f"record token '{token.name}'"):
+            if token.name in self._tokens:
+                raise ConflictError(
+                    f"a token named {token.name!r} exists: revoke it first, or choose another name"
+                )
+            self._tokens[token.name] = token
+
+    def find_token(self, digest: str) -> ApiToken | None:
+        with self._call("look up a token"):
+            return next((t for t in self._tokens.values() if t.digest == digest), None)
+
+    def list_tokens(self) -> list[ApiToken]:
+        with self._call("list tokens"):
+            return [self._tokens[name] for name in sorted(self._tokens)]
+
+    def remove_token(self, name: str) -> bool:
+        with self._call(f"revoke token '{name}'"):
+            return self._tokens.pop(name, None) is not None
+
+    def record_flow_revision(
+        self,
+        *,
+        namespace: str,
+        flow_id: str,
+        revision: str,
+        source: str,
+        path: str,
+        at: datetime,
+    ) -> bool:
+        with self._call(f"record revision {revision} of flow {namespace}.{flow_id}"):
+            key = (namespace, flow_id, revision)
+            if key in self._revisions:
+                return False
+            self._revisions[key] = _utc(at)
+            return True
+
+    def flow_states(
+        self, *, namespace: str | None = None, flow_id: str | None = None
+    ) -> dict[tuple[str, str], FlowState]:
+        def wanted(ns: str, fid: str) -> bool:
+            return namespace in (None, ns) and flow_id in (None, fid)
+
+        with self._call("read the states of flows"):
+            keys = {k for k in self._pauses if wanted(*k)}
+            keys |= {(ns, fid) for ns, fid, _ in self._triggers if wanted(ns, fid)}
+            return {
+                key: FlowState(
+                    key[0],
+                    key[1],
+                    self._pauses.get(key),
+                    {
+                        tid: state
+                        for (ns, fid, tid), state in sorted(self._triggers.items())
+                        if (ns, fid) == key
+                    },
+                )
+                for key in sorted(keys)
+            }
+
+    def set_flow_paused(self, namespace: str, flow_id: str, *, paused: bool, at: datetime) -> None:
+        with self._call(f"{'pause' if paused else 'unpause'} flow {namespace}.{flow_id}"):
+            key = (namespace, flow_id)
+            if paused:
+                self._pauses.setdefault(key, _utc(at))
+                return
+            self._pauses.pop(key, None)
+            for trigger_key, state in list(self._triggers.items()):
+                if trigger_key[:2] == key and state.disabled_at is not None:
+                    self._triggers[trigger_key] = replace(
+                        state, disabled_at=None, disabled_reason=None, execution_id=None
+                    )
+
+    def _trigger(self, key: tuple[str, str, str], at: datetime) -> TriggerState:
+        found = self._triggers.get(key)
+        if found is None:
+            found = self._triggers[key] = TriggerState(
+                key[0], key[1], key[2], _utc(at), None, None, None, None, None
+            )
+        return found
+
+    def init_trigger(self, namespace: str, flow_id: str, trigger_id: str, *, at: datetime) -> None:
+        with self._call(f"record trigger {trigger_id} of flow {namespace}.{flow_id}"):
+            key = (namespace, flow_id, trigger_id)
+            if key not in self._triggers:
+                self._triggers[key] = replace(self._trigger(key, at), last_at=_utc(at))
+
+    def advance_trigger(
+        self,
+        namespace: str,
+        flow_id: str,
+        trigger_id: str,
+        *,
+        last_at: datetime | None = None,
+        execution_id: str | None = None,
+        fired_at: datetime | None = None,
+    ) -> None:
+        with self._call(f"move trigger {trigger_id} of flow {namespace}.{flow_id}"):
+            key = (namespace, flow_id, trigger_id)
+            state = self._trigger(key, fired_at or last_at or self._clock())
+            if last_at is not None and (state.last_at is None or state.last_at < _utc(last_at)):
+                state = replace(state, last_at=_utc(last_at))
+            if execution_id is not None:
+                when = _utc(fired_at or self._clock())
+                if state.fired_at is None or state.fired_at <= when:
+                    state = replace(state, execution_id=execution_id, fired_at=when)
+            self._triggers[key] = state
+
+    def disable_trigger(
+        self, namespace: str, flow_id: str, trigger_id: str, *, reason: str, at: datetime
+    ) -> None:
+        with self._call(f"disable trigger {trigger_id} of flow {namespace}.{flow_id}"):
+            key = (namespace, flow_id, trigger_id)
+            if key in self._triggers:
+                self._triggers[key] = replace(
+                    self._triggers[key], disabled_at=_utc(at), disabled_reason=clean_text(reason)
+                )
+
+    def fired_times(
+        self, namespace: str, flow_id: str, trigger_id: str, *, start: datetime, end: datetime
+    ) -> dict[datetime, str]:
+        begin, until = _utc(start), _utc(end)
+        with self._call(f"read the times trigger {trigger_id} fired"):
+            return {
+                scheduled: execution_id
+                for (ns, fid, tid, _), (scheduled, execution_id) in self._fires.items()
+                if (ns, fid, tid) == (namespace, flow_id, trigger_id)
+                and scheduled is not None
+                and begin <= scheduled < until
+            }
+
+    def ended_executions(
+        self, namespace: str, flow_id: str, *, since: datetime, limit: int = 1000
+    ) -> list[ExecutionRecord]:
+        check_limit(limit)
+        after = _utc(since)
+        with self._call(f"read the ended executions of {namespace}.{flow_id}"):
+            rows = sorted(
+                (
+                    r
+                    for r in self._executions.values()
+                    if (r.namespace, r.flow_id) == (namespace, flow_id)
+                    and r.ended_at is not None
+                    and r.ended_at >= after
+                ),
+                key=lambda r: (r.ended_at, r.id),
+            )
+            return [self._record(r) for r in rows[:limit]]
+
+    def pause_task_run(self, task_run_id: int, *, started_at: datetime) -> None:
+        self._update_task_run(
+            task_run_id,
+            f"mark task run {task_run_id} paused",
+            state=TaskState.PAUSED,
+            started_at=_utc(started_at),
+        )
+
+    def take_paused(self, execution_id: str, owner: LeaseOwner) -> bool:
+        with self._call(f"take paused execution '{execution_id}'"):
+            row = self._execution(execution_id)
+            if row.state is not ExecutionState.PAUSED:
+                return False
+            row.state, row.error, row.ended_at, row.kill_requested_at = (
+                ExecutionState.CREATED,
+                None,
+                None,
+                None,
+            )
+            self._lease_to(row, owner)
+            return True
+
+    def heartbeat_many(self, token: str, execution_ids: Sequence[str]) -> dict[str, Beat]:
+        with self._call(f"renew the leases of {len(execution_ids)} executions"):
+            beats = {}
+            now = self._clock()
+            for execution_id in execution_ids:
+                row = self._executions.get(execution_id)
+                if row is None or row.lease_token != token:
+                    beats[execution_id] = Beat.LOST
+                    continue
+                row.heartbeat_at = now
+                beats[execution_id] = Beat.KILL if row.kill_requested_at is not None else Beat.KEPT
+            return beats
 
 
 def _fresh_run(run: TaskRunRecord) -> TaskRunRecord:

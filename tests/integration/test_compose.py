@@ -1,4 +1,5 @@
-"""The docker-compose deployment: the history in Postgres survives `down` and `up`.
+"""The docker-compose deployment: the history in Postgres survives `down` and `up`, and
+`docker compose up -d` brings up `runner serve` whose API answers on 127.0.0.1.
 
 Each test starts docker-compose.yml's `postgres` service under its own project name and
 host port, records executions through the Store, takes the project down and up again,
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from runner.store import open_store
@@ -84,6 +86,7 @@ class Compose:
     image: str
     port: int
     pgdata: str = ""  # "" -> the named volume; a path -> that host folder
+    http_port: int = 0  # where the runner service's API is published (0: not set)
     bind_folders: list[Path] = field(default_factory=list)
 
     @property
@@ -94,7 +97,9 @@ class Compose:
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("COMPOSE_", "RUNNER_PG", "RUNNER_POSTGRES", "POSTGRES_"))
+            if not key.startswith(
+                ("COMPOSE_", "RUNNER_PG", "RUNNER_POSTGRES", "POSTGRES_", "RUNNER_HTTP")
+            )
         }
         env.update(
             RUNNER_POSTGRES_IMAGE=self.image,
@@ -103,6 +108,7 @@ class Compose:
             POSTGRES_DB=DB,
             POSTGRES_USER=USER,
             POSTGRES_PASSWORD=PASSWORD,
+            RUNNER_HTTP_PORT=str(self.http_port or 8080),
             # The classic builder: BuildKit would look up the locally imported base image
             # in a registry.
             COMPOSE_DOCKER_CLI_BUILD="0",
@@ -300,3 +306,60 @@ def test_the_runner_service_waits_for_postgres_and_runs_a_flow(
     with open_store(compose.url) as store:
         execution = store.get_execution(execution_id)
     assert (execution.flow_id, execution.state) == ("hello", "SUCCESS"), execution
+
+
+SERVE_READY_S = 180.0
+
+
+def test_compose_up_serves_the_api_and_runs_a_flow(compose: Compose, docker_client: Any) -> None:
+    build = compose("build", "runner", check=False, timeout=540)
+    if build.returncode != 0:
+        text = build.stdout + build.stderr
+        if any(marker in text for marker in PYPI_UNREACHABLE):
+            missing_service("cannot build the runner image: PyPI is not reachable")
+        pytest.fail(f"compose build runner failed:\n{text[-3000:]}", pytrace=False)
+    compose.http_port = free_port()
+    compose("up", "-d")
+    base = f"http://127.0.0.1:{compose.http_port}/api/v1"
+    deadline = time.monotonic() + SERVE_READY_S
+    health: Any = None
+    while time.monotonic() < deadline:
+        try:
+            health = httpx2.get(f"{base}/health", timeout=5)
+            if health.status_code == 200:
+                break
+        except httpx2.HTTPError as exc:
+            health = exc
+        time.sleep(1)
+    else:
+        logs = compose("logs", "--tail", "40", "runner", check=False).stdout
+        pytest.fail(f"the API never answered: {health}\n{logs}", pytrace=False)
+    assert health.json() == {"status": "ok", "database": "ok", "engine": "ok"}
+    assert httpx2.get(f"{base}/flows", timeout=10).status_code == 401
+
+    made = compose("exec", "-T", "runner", "runner", "token", "create", "compose-test")
+    token = made.stdout.strip()
+    assert token.startswith("rnr_"), made.stdout + made.stderr
+    with httpx2.Client(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        flows = client.get("/flows").json()
+        assert ("examples", "hello") in {(f["namespace"], f["id"]) for f in flows["flows"]}
+        started = client.post("/executions/examples/hello", json={})
+        assert started.status_code == 201, started.text
+        execution_id = started.json()["id"]
+        deadline = time.monotonic() + 120
+        while (state := client.get(f"/executions/{execution_id}").json()["state"]) not in (
+            "SUCCESS",
+            "FAILED",
+        ):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+        assert state == "SUCCESS"
+        lines = client.get(f"/executions/{execution_id}/logs").json()["lines"]
+        assert any("Hello from" in line["line"] for line in lines)
+    # `stop` sends SIGTERM: the server drains and exits 0.
+    compose("stop", "runner", timeout=120)
+    container = compose("ps", "-a", "-q", "runner").stdout.strip()
+    state = docker_client.containers.get(container).attrs["State"]
+    assert state["ExitCode"] == 0, state

@@ -12,7 +12,7 @@ import pytest
 
 from runner import api
 from runner.backends.fake import FakeBackend, Script
-from runner.errors import InputError, UsageError
+from runner.errors import InputError, UnavailableError, UsageError
 from runner.execution import ExecutionState, TaskState
 from runner.loader import parse_flow
 from runner.store import Store
@@ -114,7 +114,8 @@ def test_shutdown_kills_what_still_runs_after_the_grace_period(
     record = api.get_execution(store, execution_id)
     assert record.state is ExecutionState.KILLED
     assert record.task_runs[0].state is TaskState.KILLED
-    with pytest.raises(UsageError, match="shut down"):
+    assert record.error == "killed: the worker running it shut down"
+    with pytest.raises(UnavailableError, match="shut down"):
         worker.submit(flow)
 
 

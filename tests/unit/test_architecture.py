@@ -187,6 +187,7 @@ def test_the_cli_goes_through_the_library_api_only() -> None:
         "runner.execution",  # the states it prints and turns into exit codes
         "runner.settings",  # the variables its options read
         "runner.logs",  # how events are rendered
+        "runner.server.serve",  # `runner serve` starts the server (itself built on api)
     }
     modules = _modules()
     used = {

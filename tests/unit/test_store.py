@@ -55,7 +55,7 @@ from runner.store.sql import SqlStore
 from runner.store.testing import InMemoryStore, temporary_postgres_database
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
 
 

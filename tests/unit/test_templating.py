@@ -235,7 +235,7 @@ def test_compiled_templates_are_reused() -> None:
         ),
         (
             "{{ input.color }}",
-            "command: {{ input }}: undefined 'input' (did you mean 'inputs'?); templates can use inputs, variables, outputs, execution, flow, task, env, matrix",
+            "command: {{ input }}: undefined 'input' (did you mean 'inputs'?); templates can use inputs, variables, outputs, execution, flow, trigger, task, env, matrix",
         ),
         (
             "{{ inputs['my key'] }}",
@@ -466,7 +466,7 @@ def test_variables_cannot_use_task_level_names(name: str) -> None:
     ctx = TemplateContext(variables={"v": f"{{{{ {name}.x }}}}"}, outputs={"x": {}}, task={"x": 1})
     assert fails("{{ variables.v }}", ctx) == (
         f"command: variables.v: {{{{ {name}.x }}}}: variables cannot use '{name}'; "
-        "they can use inputs, variables, execution, flow and env"
+        "they can use inputs, variables, execution, flow, trigger and env"
     )
 
 
@@ -633,7 +633,7 @@ UPSTREAM = {
 def test_find_template_problems_reports_each_with_its_loc() -> None:
     flow = Flow.model_validate(yaml.safe_load(CHECKED))
     problems = find_template_problems(flow, UPSTREAM.__getitem__)
-    scope = "they can use inputs, variables, execution, flow and env"
+    scope = "they can use inputs, variables, execution, flow, trigger and env"
     assert problems == [
         (
             ("variables", "uses_outputs"),
@@ -670,7 +670,7 @@ def test_find_template_problems_reports_each_with_its_loc() -> None:
         ),
         (
             ("tasks", 1, "script"),
-            "line 3: {{ inptus }}: unknown name 'inptus' (did you mean 'inputs'?); templates can use inputs, variables, outputs, execution, flow, task, env, matrix",
+            "line 3: {{ inptus }}: unknown name 'inptus' (did you mean 'inputs'?); templates can use inputs, variables, outputs, execution, flow, trigger, task, env, matrix",
         ),
         (
             ("tasks", 1, "when"),

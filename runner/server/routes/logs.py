@@ -45,8 +45,12 @@ def get_logs(
 
 @router.get(
     "/executions/{execution_id}/logs/stream",
-    response_class=EventSourceResponse,
-    responses={404: {"model": schemas.ErrorBody}},
+    # Not `response_class=EventSourceResponse`: with it FastAPI iterates what the route
+    # returns as the events, and this route returns the response itself (after its 404).
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The events."},
+        404: {"model": schemas.ErrorBody},
+    },
 )
 def stream_logs(
     execution_id: str,

@@ -251,3 +251,10 @@ async def resume_execution(
     body: schemas.Resume = _parse_json(await request.body(), schemas.Resume)
     resumed = await in_thread(service.worker.resume, execution_id, body.inputs, task=body.task)
     return _ref(resumed, "CREATED")
+
+
+# Starlette tries routes in order, and `POST /executions/{namespace}/{flow_id}` also
+# matches `POST /executions/{id}/kill` (and restart, resume): it is tried last.
+router.routes.sort(
+    key=lambda route: getattr(route, "path", "") == "/executions/{namespace}/{flow_id}"
+)

@@ -47,9 +47,8 @@ def launch(playwright: Any) -> Any:
 
 def logged_in(browser: Any, url: str, token: str, **options: Any) -> Any:
     """A browser context holding a session: logged in through /ui/login with `token`."""
-    context = browser.new_context(
-        base_url=url, timezone_id=TIME_ZONE, viewport={"width": 1400, "height": 1000}, **options
-    )
+    settings = {"timezone_id": TIME_ZONE, "viewport": {"width": 1400, "height": 1000}, **options}
+    context = browser.new_context(base_url=url, **settings)
     page = context.new_page()
     page.goto("/ui/login")
     page.get_by_label("API token").fill(token)

@@ -268,10 +268,10 @@ async function renderArtifacts() {
 // -- loading ------------------------------------------------------------------------------------
 
 let refreshing = null;
-async function refresh() {
+async function refresh(loading = null) {
   refreshing ??= (async () => {
     try {
-      const { data } = await api(`/executions/${enc(executionId)}`);
+      const { data } = await (loading ?? api(`/executions/${enc(executionId)}`));
       const wasFinal = execution && FINAL.has(execution.state);
       execution = data;
       renderHeader();
@@ -281,7 +281,10 @@ async function refresh() {
       status(statusLine, "");
       // Artifacts are copied out as task runs end: read them at first, then once it ended.
       const key = FINAL.has(data.state) ? `${data.state}:${data.task_runs.length}` : "running";
-      if (artifactsShown !== key) { artifactsShown = key; await renderArtifacts(); }
+      if (artifactsShown !== key) {
+        artifactsShown = key;
+        renderArtifacts().catch((error) => status(statusLine, error.message, "error"));
+      }
       if (!FINAL.has(data.state) && wasFinal) logs.reopen();
       schedule();
     } catch (error) {
@@ -304,17 +307,19 @@ function schedule() {
   poller.ms = ms;
 }
 
-// The flow first: its input types say which inputs are secrets, masked from the start.
+// Everything at once: the log stream (its lines are kept until drawn), the execution and
+// the flow it ran (whose input types say which inputs are secrets: the header waits for
+// it, so they are masked from the start).
 try {
+  logs.start();
+  const loading = api(`/executions/${enc(executionId)}`);
   flow = await api(`/executions/${enc(executionId)}/flow`).then((r) => r.data, (error) => {
     if (error instanceof ApiError && error.status !== 401) return null; // drawn from the task runs
     throw error;
   });
-  await refresh();
-  if (execution) {
-    logs.start();
-    document.getElementById("main").dataset.ready = "true";
-  }
+  await refresh(loading);
+  if (execution) document.getElementById("main").dataset.ready = "true";
+  else logs.stop();
 } catch (error) {
   if (error instanceof ApiError) status(statusLine, error.message, "error");
   else throw error;

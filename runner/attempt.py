@@ -24,13 +24,14 @@ from runner.backends.base import Backend, Workspace
 from runner.errors import BackendError, RunnerError
 from runner.execution import WORKSPACE_PATH, ContainerExit, TaskResult, TaskState
 from runner.flow import Task
+from runner.lineendings import crlf_message
 from runner.logs import TASK_LOG, get_logger
 from runner.outputs import merge_outputs, parse_output_line
 from runner.secrets import Masker
 from runner.specs import TaskContext, build_spec, image_source, render_task
 from runner.store import LogWriter, NewLogLine, Store
 from runner.template_checks import referenced_outputs
-from runner.templating import TemplateContext, is_true
+from runner.templating import TemplateContext, TemplateInterrupted, is_true
 
 STOP_GRACE_S = 10.0
 """How long a task stopped for a timeout has, after SIGTERM, before it is killed."""
@@ -171,7 +172,13 @@ class Attempts:
             run_id = self.store.create_task_run(
                 execution_id=ctx.execution_id, task_id=node.id, attempt=attempt, image=task.image
             )
-            return self._finish(run_id, node.id, attempt, Outcome(TaskState.FAILED, str(exc)), log)
+            # `when` stopped by a kill or the flow timeout: KILLED, as a container would be.
+            outcome = (
+                Outcome(TaskState.KILLED, exc.reason)
+                if isinstance(exc, TemplateInterrupted)
+                else Outcome(TaskState.FAILED, str(exc))
+            )
+            return self._finish(run_id, node.id, attempt, outcome, log)
         outcome, run_id = self._run_container(ctx, node, attempt, tctx, log)
         if self._retried(task, outcome, tries):
             outcome = dataclasses.replace(outcome, state=TaskState.RETRYING)
@@ -286,6 +293,10 @@ class Attempts:
                 state, error = verdict(task, ended)
                 if state is TaskState.SUCCESS and task.artifacts:
                     self._collect_artifacts(ctx, node.id, run_id, task.artifacts, log)
+                elif state is TaskState.FAILED and error is not None:
+                    error += _crlf_hint(ctx, rendered)
+        except TemplateInterrupted as exc:  # a render stopped by a kill or the timeout
+            state, error = TaskState.KILLED, exc.reason
         except RunnerError as exc:
             state = TaskState.KILLED if self.control.cancelled else TaskState.FAILED
             error = str(exc)
@@ -531,6 +542,16 @@ class Attempts:
             container_id=outcome.container_id,
             outputs=dict(outcome.outputs),
         )
+
+
+def _crlf_hint(ctx: TaskContext, task: Task) -> str:
+    """Why a failed task that runs a script of `files:` with Windows line endings failed."""
+    command = task.command if isinstance(task.command, str) else " ".join(task.command or ())
+    said = f"{task.script or ''} {command}"
+    for name in ctx.crlf_files:
+        if posixpath.basename(name) in said:
+            return f"; {crlf_message(name)}"
+    return ""
 
 
 def verdict(task: Task, ended: ContainerExit) -> tuple[TaskState, str | None]:

@@ -28,6 +28,7 @@ from pydantic_core import ErrorDetails
 from runner import dag, settings
 from runner.errors import FlowError, Loc, PolicyError, Problem
 from runner.flow import IDENTIFIER, Flow, Task
+from runner.lineendings import CRLF_SAMPLE_BYTES, crlf_message, has_crlf_shebang
 from runner.messages import did_you_mean, shorten
 from runner.policy import (
     MAX_VARIABLE_BYTES,
@@ -35,7 +36,7 @@ from runner.policy import (
     check_environment_size,
     check_inside_folder,
 )
-from runner.template_checks import find_template_problems
+from runner.template_checks import find_shell_warnings, find_template_problems
 from runner.templating import is_template
 from runner.triggers.models import find_trigger_problems
 from runner.values import InputType
@@ -181,6 +182,13 @@ class LoadedFlow:
     lines: LineMap = field(default_factory=LineMap, repr=False)
     file: str = ""
     """The path as the user gave it, for messages (defaults to `path`)."""
+    warnings: tuple[Problem, ...] = ()
+    """What is allowed but likely a mistake, with file and line, for `runner validate` to
+    print: a value given with `-i` reaching shell code unquoted, a script of `files:` with
+    Windows line endings."""
+    crlf_files: tuple[str, ...] = ()
+    """Files of `files:` (relative to the flow's folder) with CRLF endings and a `#!` line:
+    a task that runs one and fails says why."""
 
     def __post_init__(self) -> None:
         if not self.file:
@@ -293,6 +301,12 @@ def _load(text: str, raw: bytes, path: str | Path, policy: HostPolicy | None) ->
         report.add((), "the flow is not valid")
     if report.problems or flow is None:
         raise FlowError(report.sorted())
+    warnings = _Report(file, lines, data)
+    for loc, message in find_shell_warnings(flow):
+        warnings.add(loc, message)
+    crlf = _crlf_scripts(flow, absolute.parent)
+    for index, name in crlf:
+        warnings.add(("files", index), crlf_message(name))
     return LoadedFlow(
         flow=flow,
         path=absolute,
@@ -300,7 +314,40 @@ def _load(text: str, raw: bytes, path: str | Path, policy: HostPolicy | None) ->
         revision=hashlib.sha256(raw).hexdigest()[:12],
         lines=report.lines,
         file=file,
+        warnings=tuple(warnings.sorted()),
+        crlf_files=tuple(name for _, name in crlf),
     )
+
+
+_CRLF_SCAN_LIMIT = 1_000
+"""Files of `files:` looked at for CRLF endings (a flow that ships more is not slowed)."""
+
+
+def _crlf_scripts(flow: Flow, base_dir: Path) -> list[tuple[int, str]]:
+    """(index of the `files:` entry, file name) of every script it ships with Windows line
+    endings and a `#!` line, which fails in a Linux container with `$'\r': command not
+    found`. Reads the first bytes of at most `_CRLF_SCAN_LIMIT` files."""
+    found: list[tuple[int, str]] = []
+    seen = 0
+    for index, pattern in enumerate(flow.files):
+        root = base_dir / pattern
+        candidates = sorted(base_dir.glob(pattern)) if any(c in pattern for c in "*?[") else [root]
+        for candidate in candidates:
+            files = sorted(candidate.rglob("*")) if candidate.is_dir() else [candidate]
+            for path in files:
+                if seen >= _CRLF_SCAN_LIMIT:
+                    return found
+                if not path.is_file():
+                    continue
+                seen += 1
+                try:
+                    with path.open("rb") as handle:
+                        head = handle.read(CRLF_SAMPLE_BYTES)
+                except OSError:
+                    continue  # reported when the run packs the files
+                if has_crlf_shebang(head):
+                    found.append((index, path.relative_to(base_dir).as_posix()))
+    return found
 
 
 # --- YAML -> plain data with line marks ---------------------------------------------------

@@ -162,6 +162,7 @@ class Scheduler:
             inputs=inputs,
             env=options.env,
             artifacts_dir=options.artifacts_dir.resolve(),
+            crlf_files=loaded.crlf_files,
             templates=TemplateContext.for_execution(
                 flow,
                 execution_id=execution_id,
@@ -170,6 +171,8 @@ class Scheduler:
                 revision=loaded.revision,
                 started_at=_now(),
                 trigger=options.trigger,
+                # A kill or the flow's timeout ends a render as it ends a container.
+                should_stop=self.control.stop_reason,
             ),
         )
         run = _Run()

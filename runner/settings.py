@@ -95,6 +95,21 @@ A runner on the same machine whose process is gone is noticed at once. Default
 
 DEFAULT_LEASE_SECONDS = 30.0
 
+# -- templates ---------------------------------------------------------------------------------
+
+TEMPLATE_MAX_BYTES_ENV = "RUNNER_TEMPLATE_MAX_BYTES"
+"""The most one rendered template field may produce (a task's `script`, `command`, one `env`
+value, ...), and the largest string or list a template may build on the way: bytes, or a
+size like `512k`, `4m` (powers of 1024). Default `DEFAULT_TEMPLATE_MAX_BYTES`."""
+
+DEFAULT_TEMPLATE_MAX_BYTES = 1 << 20
+
+TEMPLATE_TIMEOUT_ENV = "RUNNER_TEMPLATE_TIMEOUT"
+"""How long the templates of one task attempt may take to render, in seconds. Default
+`DEFAULT_TEMPLATE_TIMEOUT`."""
+
+DEFAULT_TEMPLATE_TIMEOUT = 2.0
+
 
 # -- the server ----------------------------------------------------------------------------
 
@@ -212,6 +227,28 @@ def integer(
     return value
 
 
+_SIZE = re.compile(r"^(\d{1,15})\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)$")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size(
+    name: str, default: int, *, minimum: int = 1, environ: Mapping[str, str] | None = None
+) -> int:
+    """A number of bytes from `name` (`1048576`, `512k`, `4m`, `1g`: powers of 1024), or
+    `default` when unset. Raises SettingError for anything else, or a size below `minimum`."""
+    raw = _raw(name, environ)
+    if not raw:
+        return default
+    match = _SIZE.match(raw.lower())
+    value = int(match[1]) * _SIZE_UNITS[match[2][:1]] if match is not None else -1
+    if value < minimum:
+        raise SettingError(
+            f"{name} must be a size in bytes of at least {minimum} (like 1048576, 512k or 4m), "
+            f"not {_shown(raw)}"
+        )
+    return value
+
+
 def choice(
     name: str, default: str, choices: tuple[str, ...], *, environ: Mapping[str, str] | None = None
 ) -> str:
@@ -237,28 +274,6 @@ def flag(name: str, *, environ: Mapping[str, str] | None = None) -> bool:
 def text(name: str, default: str = "", *, environ: Mapping[str, str] | None = None) -> str:
     """The value of `name`, stripped, or `default` when unset."""
     return _raw(name, environ) or default
-
-
-_SIZE = re.compile(r"^(\d{1,18})\s*(?:([kmg])(?:i?b)?|b)?$", re.IGNORECASE)
-_SIZE_UNITS = {None: 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def size(
-    name: str, default: int, *, minimum: int = 1, environ: Mapping[str, str] | None = None
-) -> int:
-    """A number of bytes from `name` (`1048576`, `512k`, `10M`, `10MiB`, `1GB`: units are
-    powers of 1024), or `default` when unset. Raises SettingError for anything else."""
-    raw = _raw(name, environ)
-    if not raw:
-        return default
-    match = _SIZE.match(raw)
-    value = int(match[1]) * _SIZE_UNITS[match[2] and match[2].lower()] if match else 0
-    if value < minimum:
-        raise SettingError(
-            f"{name} must be a size in bytes of at least {minimum} (like 1048576, 512k or"
-            f" 10MiB), not {_shown(raw)}"
-        )
-    return value
 
 
 def names(name: str, *, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
@@ -294,6 +309,17 @@ def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
     # A lease shorter than three heartbeats would expire under a live owner.
     lease = seconds(LEASE_SECONDS_ENV, DEFAULT_LEASE_SECONDS, allow_zero=False, environ=environ)
     return max(lease, 3 * heartbeat_seconds(environ))
+
+
+def template_max_bytes(environ: Mapping[str, str] | None = None) -> int:
+    # Below 1 KiB a script with a few lines of shell would not fit.
+    return size(TEMPLATE_MAX_BYTES_ENV, DEFAULT_TEMPLATE_MAX_BYTES, minimum=1024, environ=environ)
+
+
+def template_timeout(environ: Mapping[str, str] | None = None) -> float:
+    return seconds(
+        TEMPLATE_TIMEOUT_ENV, DEFAULT_TEMPLATE_TIMEOUT, allow_zero=False, environ=environ
+    )
 
 
 def log_format(environ: Mapping[str, str] | None = None) -> str:

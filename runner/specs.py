@@ -33,7 +33,13 @@ from runner.execution import (
 from runner.flow import NAMED_VOLUME_RE, VOLUME_RE, Flow, Task, check_volume
 from runner.messages import shorten
 from runner.policy import HostPolicy, check_environment_size
-from runner.templating import TemplateContext, TemplateError, render, render_value
+from runner.templating import (
+    TemplateContext,
+    TemplateError,
+    render,
+    render_value,
+    shared_budget,
+)
 
 SCRIPT_PATH = "/.runner/script"
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -54,6 +60,7 @@ class TaskContext:
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     artifacts_dir: Path = Path(".runner/artifacts")
     templates: TemplateContext = field(default_factory=TemplateContext)  # execution-level
+    crlf_files: tuple[str, ...] = ()  # scripts of `files:` with CRLF endings (loader)
     # what the operator allows rendered volumes, networks and envs
     host_policy: HostPolicy = field(default_factory=HostPolicy.from_env)
     max_env_bytes: int = field(default_factory=settings.max_env_bytes)
@@ -120,33 +127,37 @@ def container_name(execution_id: str, run_name: str, task_run_id: int) -> str:
 
 
 def render_task(task: Task, tctx: TemplateContext) -> Task:
-    """The task with its templated fields rendered for this run (a copy; the model is frozen)."""
+    """The task with its templated fields rendered for this run (a copy; the model is frozen).
+
+    The fields share one time budget (RUNNER_TEMPLATE_TIMEOUT): forty `env` values cannot
+    take forty times as long. Raises TemplateError."""
     update: dict[str, Any] = {}
-    if task.script is not None:
-        update["script"] = render(task.script, tctx, where="script")
-    if task.command is not None:
-        update["command"] = render_value(task.command, tctx, where="command")
-    if task.env:
-        update["env"] = {k: render(v, tctx, where=f"env.{k}") for k, v in task.env.items()}
-    if task.volumes:
-        update["volumes"] = tuple(render_value(list(task.volumes), tctx, where="volumes"))
-        # a rendered volume is checked as the file's are (`:/x` from an
-        # empty input must be a task error, not a crash in parse_mount).
-        for index, volume in enumerate(update["volumes"]):
-            try:
-                check_volume(volume)
-            except ValueError as exc:
-                raise TemplateError(f"volumes[{index}]: {exc}") from None
-    update["working_dir"] = render(task.working_dir, tctx, where="working_dir")
+    with shared_budget(tctx):
+        if task.script is not None:
+            update["script"] = render(task.script, tctx, where="script")
+        if task.command is not None:
+            update["command"] = render_value(task.command, tctx, where="command")
+        if task.env:
+            update["env"] = {k: render(v, tctx, where=f"env.{k}") for k, v in task.env.items()}
+        if task.volumes:
+            update["volumes"] = tuple(render_value(list(task.volumes), tctx, where="volumes"))
+        update["working_dir"] = render(task.working_dir, tctx, where="working_dir")
+        if task.network is not None:
+            update["network"] = render(task.network, tctx, where="network")
+    # A rendered volume is checked as the file's are (`:/x` from an empty input must be
+    # a task error, not a crash in parse_mount).
+    for index, volume in enumerate(update.get("volumes", ())):
+        try:
+            check_volume(volume)
+        except ValueError as exc:
+            raise TemplateError(f"volumes[{index}]: {exc}") from None
     if not update["working_dir"].startswith("/"):
         raise TemplateError(
             f"working_dir: rendered to {shorten(repr(update['working_dir']))}, not an absolute"
             " path in the container"
         )
-    if task.network is not None:
-        update["network"] = render(task.network, tctx, where="network")
-        if not update["network"].strip():
-            raise TemplateError("network: rendered to nothing; give a network name")
+    if task.network is not None and not update["network"].strip():
+        raise TemplateError("network: rendered to nothing; give a network name")
     return task.model_copy(update=update)
 
 

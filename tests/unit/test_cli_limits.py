@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from runner.cli import _follow_in_background, main
+from runner.api import _follow_in_background
+from runner.cli import main
 from runner.lease import Lease
 
 
@@ -30,7 +31,7 @@ def test_a_huge_limit_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFix
         main(["executions", "--db", f"sqlite:///{tmp_path / 'r.db'}", "--limit", "9" * 20])
     assert caught.value.code == 2
     err = capsys.readouterr().err
-    assert "Invalid value for '--limit'" in err and "1<=x<=1000000" in err
+    assert "Invalid value for '--limit'" in err and "1<=x<=10000" in err
     assert "internal error" not in err and "Traceback" not in err
 
 
@@ -47,11 +48,12 @@ def test_the_background_recover_log_is_private(
     lease = Lease("0" * 32, "RUNNING", "elsewhere", 1, "t", None)
     old = os.umask(0o022)
     try:
-        _follow_in_background(f"sqlite:///{tmp_path / 'r.db'}")(lease)
+        said_lines: list[str] = []
+        _follow_in_background(f"sqlite:///{tmp_path / 'r.db'}", said_lines.append)(lease)
     finally:
         os.umask(old)
     log = tmp_path / f"runner-{os.getuid()}" / f"runner-recover-{'0' * 32}.log"
-    said = capsys.readouterr().err
+    said = "\n".join(said_lines)
     assert f"log {log})" in said
     pid = int(said.split("background (pid ")[1].split(",")[0])
     os.waitpid(pid, 0)  # `runner recover` of an execution that does not exist: an error

@@ -430,13 +430,13 @@ def test_a_rendered_volume_or_network_is_checked_like_a_written_one() -> None:
         net="bridge",
     )
     with pytest.raises(PolicyError) as caught:
-        build_spec(_context(flow), task, 1, "img")  # type: ignore[arg-type]
+        build_spec(_context(flow), task, 1, "img", task_run_id=1)  # type: ignore[arg-type]
     assert str(caught.value).startswith("volumes[0]: volume '/var/run/docker.sock:/data': ")
     flow, task = _rendered({"network": "{{ inputs.net }}"}, net="host")
     with pytest.raises(PolicyError, match=r"^network: network 'host' shares"):
-        build_spec(_context(flow), task, 1, "img")  # type: ignore[arg-type]
+        build_spec(_context(flow), task, 1, "img", task_run_id=1)  # type: ignore[arg-type]
     allowed = HostPolicy(allow_host_network=True)
-    assert build_spec(_context(flow, allowed), task, 1, "img").network == "host"  # type: ignore[arg-type]
+    assert build_spec(_context(flow, allowed), task, 1, "img", task_run_id=1).network == "host"  # type: ignore[arg-type]
 
 
 def test_an_empty_rendered_volume_is_a_template_error_not_a_crash() -> None:
@@ -452,7 +452,7 @@ def test_an_empty_rendered_volume_is_a_template_error_not_a_crash() -> None:
 def test_a_rendered_environment_over_the_limit() -> None:
     flow, task = _rendered({"env": {"BIG": "{{ inputs.big }}"}}, big="x" * 5000)
     with pytest.raises(PolicyError, match=r"^env: the environment is .* over the limit of 4,096"):
-        build_spec(_context(flow, max_env=4096), task, 1, "img")  # type: ignore[arg-type]
+        build_spec(_context(flow, max_env=4096), task, 1, "img", task_run_id=1)  # type: ignore[arg-type]
 
 
 def test_a_file_default_linking_out_of_the_folder(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ for entry in (str(REPO), str(REPO / "bench")):
         sys.path.insert(0, entry)
 
 import httpx2  # noqa: E402
-
 import server as server_bench  # noqa: E402
+
 from runner.store.testing import POSTGRES_URL_ENV  # noqa: E402
 from tests.integration import browser as ui  # noqa: E402
 
@@ -68,7 +68,9 @@ def record_wide(url: str, flows: Path, a: int, b: int) -> str:
     scripts = {t.id: Script(lines=(f"{t.id} done",), seconds=0.01) for t in loaded.flow.tasks}
     store = api.open_store(url, recover=False)
     try:
-        return api.run_flow(loaded, store=store, backend=FakeBackend(scripts), concurrency=32).execution_id
+        return api.run_flow(
+            loaded, store=store, backend=FakeBackend(scripts), concurrency=32
+        ).execution_id
     finally:
         store.close()
 
@@ -110,10 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         say(f"recording an execution of {a * b + 2} task runs...")
         wide = record_wide(url, flows, a, b)
         with server_bench.serve(url, flows, 4, work) as (base, token):
-            with httpx2.Client(base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {token}"}) as client:
+            with httpx2.Client(
+                base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {token}"}
+            ) as client:
                 cursor = None
                 for _ in range(20):  # the 21st page of 50: 1,000 executions down
-                    cursor = client.get("/executions", params={"limit": 50, "after": cursor} if cursor else {"limit": 50}).json()["next"]
+                    cursor = client.get(
+                        "/executions",
+                        params={"limit": 50, "after": cursor} if cursor else {"limit": 50},
+                    ).json()["next"]
             with sync_playwright() as playwright:
                 browser = ui.launch(playwright)
                 context = ui.logged_in(browser, base, token)
@@ -129,9 +136,17 @@ def main(argv: list[str] | None = None) -> int:
 
                 for name, path, ready in (
                     (f"list, first page ({executions:,} executions)", "/ui/executions", list_ready),
-                    ("list, page 21 by cursor", f"/ui/executions?after={cursor}&page=21", list_ready),
+                    (
+                        "list, page 21 by cursor",
+                        f"/ui/executions?after={cursor}&page=21",
+                        list_ready,
+                    ),
                     ("list, filtered (state FAILED)", "/ui/executions?state=FAILED", list_ready),
-                    (f"execution of {a * b + 2} task runs", f"/ui/executions/{wide}", execution_ready),
+                    (
+                        f"execution of {a * b + 2} task runs",
+                        f"/ui/executions/{wide}",
+                        execution_ready,
+                    ),
                 ):
                     seconds = timed(page, path, ready, args.runs)
                     rows.append({"row": name, "median_s": round(seconds, 3), "target_s": TARGET_S})
@@ -142,7 +157,13 @@ def main(argv: list[str] | None = None) -> int:
                 page.locator('[data-group="part"]').click()
                 expect(page.locator(".g-row.g-child")).to_have_count(a * b, timeout=60_000)
                 seconds = time.perf_counter() - started
-                rows.append({"row": f"open the timeline's {a * b} runs", "median_s": round(seconds, 3), "target_s": TARGET_S})
+                rows.append(
+                    {
+                        "row": f"open the timeline's {a * b} runs",
+                        "median_s": round(seconds, 3),
+                        "target_s": TARGET_S,
+                    }
+                )
                 say(f"  {'open the timeline of ' + str(a * b) + ' runs':<44} {seconds:6.2f} s")
                 browser.close()
     print(json.dumps({"group": "ui", "rows": rows}))

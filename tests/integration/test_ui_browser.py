@@ -276,6 +276,13 @@ def test_an_execution_of_200_matrix_runs_loads_quickly(
     toggle.click()
     expect(page.locator(".g-row.g-child")).to_have_count(200)
     expect(page.locator(".log-view .log-line")).to_have_count(202)
+    # A run of a few milliseconds is still a bar to click: it selects that run.
+    bar = page.locator(".g-row.g-child .g-bar").first
+    assert bar.bounding_box()["width"] >= 5
+    node = bar.get_attribute("data-node")
+    bar.click()
+    expect(page.locator("#task-title")).to_have_text(f"Task {node}")
+    expect(page.locator(".log-view .log-line")).to_have_count(1)
 
 
 def server_db(folder: Path) -> str:
@@ -345,3 +352,12 @@ def test_the_list_keeps_its_filters_in_the_url_and_pages_by_cursor(
     assert second and not set(first) & set(second)
     listed = [e["id"] for e in server.get("/executions", params={"limit": 4})["executions"]]
     assert first + second == listed[: len(first) + len(second)]
+
+    # Bulk restart of the failed one, picked in the list.
+    page.goto("/ui/executions?state=FAILED")
+    page.locator(f'tr[data-id="{failed}"] input[type=checkbox]').check()
+    expect(page.get_by_text("1 selected")).to_be_visible()
+    page.get_by_role("button", name="Restart selected").click()
+    page.locator("#confirm-ok").click()
+    server.wait_state(failed, "SUCCESS")
+    expect(page.locator(f'tr[data-id="{failed}"]')).to_have_count(0)  # no longer FAILED

@@ -107,8 +107,9 @@ def running_server(
         for line in process.stderr:
             output.append(line.rstrip("\n"))
 
-    for target in (read_stdout, read_stderr):
-        threading.Thread(target=target, daemon=True).start()
+    readers = [threading.Thread(target=t, daemon=True) for t in (read_stdout, read_stderr)]
+    for reader in readers:
+        reader.start()
     try:
         if not ready.wait(READY_TIMEOUT_S):
             raise AssertionError("runner serve did not start:\n" + "\n".join(output[-40:]))
@@ -129,6 +130,13 @@ def running_server(
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+        # The pipes end with the process: close them once read, or a later test gets
+        # their ResourceWarning when they are collected (and warnings are errors).
+        for reader in readers:
+            reader.join(timeout=10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def sse_events(text: str) -> list[dict[str, str]]:

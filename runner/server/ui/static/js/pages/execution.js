@@ -271,7 +271,9 @@ let refreshing = null;
 async function refresh(loading = null) {
   refreshing ??= (async () => {
     try {
+      const asked = performance.now();
       const { data } = await (loading ?? api(`/executions/${enc(executionId)}`));
+      fetchMs = performance.now() - asked;
       const wasFinal = execution && FINAL.has(execution.state);
       execution = data;
       renderHeader();
@@ -297,9 +299,13 @@ async function refresh(loading = null) {
   return refreshing;
 }
 
-// Fast while it runs, slow once it has ended (someone may restart it elsewhere).
+// Fast while it runs (but never more than a fifth of the time on fetching: an execution
+// of thousands of task runs is a big document), slow once it has ended or paused (someone
+// may restart or resume it elsewhere).
+let fetchMs = 0;
 function schedule() {
-  const ms = FINAL.has(execution.state) || execution.state === "PAUSED" ? 10000 : 1500;
+  const running = Math.max(1500, Math.ceil((fetchMs * 5) / 500) * 500);
+  const ms = FINAL.has(execution.state) || execution.state === "PAUSED" ? 10000 : running;
   if (poller?.ms === ms) return;
   poller?.stop();
   let first = true;
@@ -319,7 +325,10 @@ try {
   });
   await refresh(loading);
   if (execution) document.getElementById("main").dataset.ready = "true";
-  else logs.stop();
+  else {
+    logs.stop(); // no such execution: the status line says why (the API's 404 message)
+    document.querySelectorAll("main section, #execution-header").forEach((el) => { el.hidden = true; });
+  }
 } catch (error) {
   if (error instanceof ApiError) status(statusLine, error.message, "error");
   else throw error;

@@ -117,8 +117,9 @@ async function loadFlow() {
     renderTriggers(flow);
     status(statusLine, "");
   } catch (error) {
-    if (error instanceof ApiError) status(statusLine, error.message, "error");
-    else throw error;
+    if (!(error instanceof ApiError)) throw error;
+    status(statusLine, error.message, "error");
+    if (error.status === 404) document.querySelectorAll("main section, .columns").forEach((el) => { el.hidden = true; });
   }
 }
 

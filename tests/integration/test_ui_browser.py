@@ -45,8 +45,12 @@ def browser() -> Iterator[Any]:
     problem = ui.browser_problem()
     if problem is not None:
         missing_service(problem)
+    from playwright.sync_api import expect as playwright_expect
     from playwright.sync_api import sync_playwright
 
+    # A loaded CI machine (2 cores, containers starting) can take more than the default 5 s
+    # to draw what the next step waits for; the waits that cover runs set their own.
+    playwright_expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         launched = ui.launch(playwright)
         yield launched

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -1392,7 +1393,6 @@ class Info:
 def info(url: str | None = None, backend: Backend | None = None) -> Info:
     """Which backend and engine runner would use, and which database at which revision;
     what cannot be reached is said, not raised."""
-    from runner.store import describe_url
     from runner.store import open_store as open_database
 
     the_url = url or database_url()
@@ -1419,7 +1419,7 @@ def info(url: str | None = None, backend: Backend | None = None) -> Info:
             store.close()
     except RunnerError as exc:
         database_error = str(exc)
-        shown = describe_url(the_url)
+        shown = _without_password(the_url)
     return Info(
         engine.backend if engine is not None else name,
         engine,
@@ -1428,6 +1428,11 @@ def info(url: str | None = None, backend: Backend | None = None) -> Info:
         schema,
         database_error,
     )
+
+
+def _without_password(url: str) -> str:
+    """A database URL as messages may show it (the password as ***)."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 # -- the parts run and restart share ---------------------------------------------------------

@@ -28,12 +28,17 @@ from runner.lease import Beat, Heartbeat, Owner
 from runner.loader import parse_flow
 from runner.recovery import collect_garbage, recover_orphans
 from runner.store import NewLogLine, Store
+from runner.store.testing import InMemoryStore
 
 FLOW = "id: f\ntasks:\n- {id: work, image: i}\n- {id: after, image: i, depends_on: [work]}\n"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The in-memory double, and SQLite to show the double tells the truth."""
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
     opened = api.open_store(f"sqlite:///{tmp_path / 'runner.db'}", recover=False)
     yield opened
     opened.close()
@@ -49,7 +54,8 @@ def _dead_owner() -> Owner:
     """An owner on this host whose process has ended (and been reaped)."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    return Owner(host=Owner.here().host, pid=child.pid, token="dead-token")
+    here = Owner.here()
+    return Owner(host=here.host, pid=child.pid, token="dead-token", boot_id=here.boot_id)
 
 
 def _orphan(
@@ -204,7 +210,7 @@ def test_kill_of_an_orphan_kills_its_container_and_records_killed(
 
 def test_two_recoverers_take_an_orphan_once(store: Store, tmp_path: Path) -> None:
     execution_id, _ = _orphan(store, tmp_path, _dead_owner())
-    (lease,) = [lease for lease in store.active_leases() if lease.execution_id == execution_id]
+    (lease,) = [lease for lease in store.active_leases(lease_s=30) if lease.execution_id == execution_id]
     assert store.take_lease(lease, Owner.here())
     assert not store.take_lease(lease, Owner.here())  # the compare-and-set failed
 
@@ -239,7 +245,7 @@ def test_the_heartbeat_stops_a_runner_whose_lease_was_taken(store: Store, tmp_pa
         reasons.append(reason)
         stopped.set()
 
-    (lease,) = [lease for lease in store.active_leases() if lease.execution_id == execution_id]
+    (lease,) = [lease for lease in store.active_leases(lease_s=30) if lease.execution_id == execution_id]
     with Heartbeat(store, execution_id, owner, on_stop, interval_s=0.05):
         assert store.take_lease(lease, Owner(host="other", pid=2, token="other-token"))
         assert stopped.wait(5)

@@ -282,7 +282,9 @@ def test_an_execution_of_200_matrix_runs_loads_quickly(
     expect(page.locator(".log-view .log-line")).to_have_count(202)
     # A run of a few milliseconds is still a bar to click: it selects that run.
     bar = page.locator(".g-row.g-child .g-bar").first
-    assert bar.bounding_box()["width"] >= 5
+    bar.scroll_into_view_if_needed()
+    box = bar.bounding_box()
+    assert box is not None and box["width"] >= 5, (box, bar.evaluate("el => el.outerHTML"))
     node = bar.get_attribute("data-node")
     bar.click()
     expect(page.locator("#task-title")).to_have_text(f"Task {node}")

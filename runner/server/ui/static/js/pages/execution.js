@@ -268,6 +268,7 @@ async function renderArtifacts() {
 // -- loading ------------------------------------------------------------------------------------
 
 let refreshing = null;
+let drawn = "";
 async function refresh(loading = null) {
   refreshing ??= (async () => {
     try {
@@ -276,10 +277,17 @@ async function refresh(loading = null) {
       fetchMs = performance.now() - asked;
       const wasFinal = execution && FINAL.has(execution.state);
       execution = data;
-      renderHeader();
-      renderActions();
-      renderTasks();
-      renderOutputs();
+      // An ended execution that did not change is not drawn again (its timeline does not
+      // move any more, and a redraw would take the bar from under a pointer).
+      const signature = `${data.state}|${data.task_runs.map((r) => `${r.id}:${r.state}`).join(",")}`;
+      const same = FINAL.has(data.state) && signature === drawn;
+      drawn = signature;
+      if (!same) {
+        renderHeader();
+        renderActions();
+        renderTasks();
+        renderOutputs();
+      }
       status(statusLine, "");
       // Artifacts are copied out as task runs end: read them at first, then once it ended.
       const key = FINAL.has(data.state) ? `${data.state}:${data.task_runs.length}` : "running";

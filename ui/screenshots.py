@@ -108,8 +108,11 @@ def main() -> int:
                 page.locator("#logs").screenshot(path=args.out / "logs-search.png")
                 print("logs-search.png")
                 browser.close()
-            server.post(f"/executions/{slow}/kill")
-            server.wait_state(slow, "KILLED")
+            for execution_id in (slow, deploy):
+                server.post(f"/executions/{execution_id}/kill")
+                server.wait_state(execution_id, "KILLED")
+        out = cli("gc")  # the workspace the failed execution keeps for a restart
+        assert out.returncode == 0, out.stderr
     print(f"screenshots in {args.out}")
     return 0
 

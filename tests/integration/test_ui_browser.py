@@ -38,6 +38,17 @@ def server(folder: Path, docker_client: object) -> Iterator[Server]:
     ui.copy_demo_flows(folder / "flows")
     with running_server(cli, folder / "flows") as started:
         yield started
+        leave_nothing_behind(started, cli)
+
+
+def leave_nothing_behind(server: Server, cli: Cli) -> None:
+    """Kill what still runs or waits (a test that failed half way), then let `runner gc`
+    remove the workspaces failed executions keep for a restart."""
+    for state in ("RUNNING", "PAUSED", "QUEUED", "CREATED"):
+        for item in server.get("/executions", params={"state": state, "limit": 1000})["executions"]:
+            server.post(f"/executions/{item['id']}/kill")
+    out = cli("gc")
+    assert out.returncode == 0, out.stderr
 
 
 @pytest.fixture(scope="module")

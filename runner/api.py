@@ -107,6 +107,7 @@ __all__ = [
     "default_backend",
     "describe_recovery",
     "describe_triggers",
+    "execution_flow",
     "expire_pauses",
     "find_flow",
     "fire_due",
@@ -1371,6 +1372,13 @@ def list_executions(
 def get_execution(store: Store, execution: str) -> ExecutionRecord:
     """One execution with its task runs; `execution` may be a unique id prefix."""
     return store.get_execution(execution)
+
+
+def execution_flow(store: Store, execution: str) -> LoadedFlow:
+    """The flow as the execution ran it (the source of its revision, kept with it): the
+    flow file may have changed since. `execution` may be a unique id prefix."""
+    record = store.get_execution(execution)
+    return _stored_flow(store, record.id)
 
 
 def get_execution_state(store: Store, execution_id: str) -> ExecutionState:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -37,6 +37,7 @@ from runner.errors import (
 from runner.logs import get_logger
 from runner.server.routes import artifacts, backfills, executions, flows, health, logs, webhooks
 from runner.server.service import Service
+from runner.server.ui import UI_PREFIX, create_ui, session
 
 __all__ = ["API_PREFIX", "PUBLIC_PATHS", "create_app"]
 
@@ -59,13 +60,22 @@ class _Unauthorized(Exception):
 def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
-    """The name of the token the request carries; 401 without a valid one."""
+    """The name of the token the request carries; 401 without a valid one. The web UI's
+    session cookie holds a token too; a request it authenticates that changes something
+    must carry its page's CSRF token (403 without), see runner.server.ui.session."""
     service: Service = request.app.state.service
-    if credentials is None:
+    from_cookie = credentials is None and session.cookie_of(request) is not None
+    presented = credentials.credentials if credentials is not None else session.cookie_of(request)
+    if presented is None:
         raise _Unauthorized("missing token: send `Authorization: Bearer TOKEN`")
-    name = api.verify_token(service.store, credentials.credentials)
+    name = api.verify_token(service.store, presented)
     if name is None:
         raise _Unauthorized("invalid token (unknown or revoked)")
+    if from_cookie:
+        try:
+            session.check_csrf(request, presented)
+        except session.CsrfError as exc:
+            raise StarletteHTTPException(403, str(exc)) from None
     return name
 
 
@@ -85,9 +95,15 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(webhooks.router, prefix=API_PREFIX)
     for module in (flows, executions, logs, artifacts, backfills):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=secured)
+    app.mount(UI_PREFIX, create_ui(service))
+    app.add_route("/", _to_ui, include_in_schema=False)
     _install_error_handlers(app)
     app.add_middleware(_Guard)
     return app
+
+
+def _to_ui(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"{UI_PREFIX}/flows", 303)
 
 
 def _version() -> str:

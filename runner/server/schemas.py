@@ -99,6 +99,9 @@ class TaskOut(_Out):
     depends_on: list[str]
     matrix: dict[str, list[Any]] | None
     group: Literal["tasks", "errors", "finally"]
+    inputs: list[InputOut] = Field(
+        default_factory=list, description="A pause task's inputs: what a resume may give."
+    )
 
 
 class LastExecution(_Out):
@@ -122,6 +125,18 @@ class FlowSummary(_Out):
 
 
 class FlowDetail(FlowSummary):
+    source: str
+    inputs: list[InputOut]
+    graph: list[TaskOut]
+
+
+class ExecutionFlow(_Out):
+    """The flow as an execution ran it (its revision): a run page draws the DAG and
+    knows the input types (which are secrets) from it, even after the file changed."""
+
+    namespace: str
+    id: str
+    revision: str
     source: str
     inputs: list[InputOut]
     graph: list[TaskOut]

@@ -157,9 +157,22 @@ def _graph(flow: Flow) -> list[schemas.TaskOut]:
                     depends_on=depends_on,
                     matrix={k: list(v) for k, v in task.matrix.items()} if task.matrix else None,
                     group=group,
+                    inputs=[flow_input(spec) for spec in task.inputs],
                 )
             )
     return out
+
+
+def execution_flow(loaded: LoadedFlow) -> schemas.ExecutionFlow:
+    flow = loaded.flow
+    return schemas.ExecutionFlow(
+        namespace=flow.namespace,
+        id=flow.id,
+        revision=loaded.revision,
+        source=loaded.source,
+        inputs=[flow_input(spec) for spec in flow.inputs],
+        graph=_graph(flow),
+    )
 
 
 def execution(record: ExecutionRecord) -> dict[str, Any]:

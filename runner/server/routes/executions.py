@@ -135,6 +135,19 @@ def get_execution(execution_id: str, service: ServiceDep) -> JSONResponse:
     return JSONResponse(views.execution(api.get_execution(service.store, execution_id)))
 
 
+@router.get(
+    "/executions/{execution_id}/flow",
+    response_model=schemas.ExecutionFlow,
+    responses={404: {"model": schemas.ErrorBody}},
+)
+def get_execution_flow(
+    execution_id: str, service: Service = Depends(service_of)
+) -> schemas.ExecutionFlow:
+    """The flow as this execution ran it: the source of its revision, its inputs (with
+    their types) and its task graph, whatever the flow file has become since."""
+    return views.execution_flow(api.execution_flow(service.store, execution_id))
+
+
 @router.post(
     "/executions/{execution_id}/kill",
     response_model=schemas.ExecutionRef,

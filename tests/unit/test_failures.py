@@ -180,7 +180,7 @@ def test_a_template_that_fails_to_render_is_not_retried(store: Store, tmp_path: 
     backend = FakeBackend()
     flow = _load(
         "id: f\ntasks:\n"
-        "- {id: bad, image: i, retry: {attempts: 3, delay: 0s}, command: \"{{ 1 // 0 }}\"}\n",
+        '- {id: bad, image: i, retry: {attempts: 3, delay: 0s}, command: "{{ 1 // 0 }}"}\n',
         tmp_path,
     )
     result = run_flow(flow, store=store, backend=backend)

@@ -140,9 +140,7 @@ def get_execution(execution_id: str, service: ServiceDep) -> JSONResponse:
     response_model=schemas.ExecutionFlow,
     responses={404: {"model": schemas.ErrorBody}},
 )
-def get_execution_flow(
-    execution_id: str, service: Service = Depends(service_of)
-) -> schemas.ExecutionFlow:
+def get_execution_flow(execution_id: str, service: ServiceDep) -> schemas.ExecutionFlow:
     """The flow as this execution ran it: the source of its revision, its inputs (with
     their types) and its task graph, whatever the flow file has become since."""
     return views.execution_flow(api.execution_flow(service.store, execution_id))

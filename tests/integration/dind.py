@@ -85,35 +85,80 @@ def dind_engine(outer: docker.DockerClient, images: Sequence[str] = ()) -> Itera
     build_image(outer)
     timings["build"] = time.monotonic() - started
 
-    name = f"runner-test-dind-{uuid.uuid4().hex[:12]}"
-    labels = {TEST_LABEL: "dind"}
-    volume = outer.volumes.create(name, labels=labels)
-    container = None
-    inner = None
+    started = time.monotonic()
+    engine = launch(outer, f"runner-test-dind-{uuid.uuid4().hex[:12]}", {TEST_LABEL: "dind"})
     try:
-        started = time.monotonic()
-        container, mode = start_container(outer, name, volume.name, labels)
-        url = f"tcp://127.0.0.1:{published_port(container)}"
-        inner = wait_for_engine(url, container)
         timings["start_to_ping"] = time.monotonic() - started
         started = time.monotonic()
         for reference in images:
-            load_image(outer, inner, reference)
+            load_image(outer, engine.client, reference)
         timings["load_images"] = time.monotonic() - started
         yield DindEngine(
-            url=url,
-            client=inner,
-            container=container,
-            mode=mode,
-            storage_driver=str(inner.info().get("Driver", "?")),
+            url=engine.url,
+            client=engine.client,
+            container=engine.container,
+            mode=engine.mode,
+            storage_driver=str(engine.client.info().get("Driver", "?")),
             timings=timings,
         )
     finally:
-        if inner is not None:
-            inner.close()
+        engine.discard()
+
+
+@dataclass
+class Launched:
+    """A dind container whose engine answers, with the volume under its /var/lib/docker.
+    `url` and `client` change when the container is started again (`restart`): the port
+    published on 127.0.0.1 is a new one."""
+
+    container: Any  # docker.models.containers.Container of the outer engine
+    volume: Any  # docker.models.volumes.Volume of the outer engine
+    mode: str  # "privileged" or "fallback"
+    url: str
+    client: docker.DockerClient
+
+    def restart(self) -> None:
+        """Start the (stopped or killed) container again and wait for its engine."""
+        self.client.close()
+        self.container.start()
+        self.url = f"tcp://127.0.0.1:{published_port(self.container)}"
+        self.client = wait_for_engine(self.url, self.container)
+
+    def discard(self) -> None:
+        """Close the client, remove the container, then its volume; never raises for what
+        is already gone."""
+        self.client.close()
+        remove_container(self.container)
+        with suppress(docker.errors.NotFound):
+            self.volume.remove(force=True)
+
+
+def launch(
+    outer: docker.DockerClient,
+    name: str,
+    labels: dict[str, str],
+    *,
+    network: str | None = None,
+    hostname: str | None = None,
+    binds: Sequence[str] = (),
+) -> Launched:
+    """Start a dind container `name` (image already built) with a new volume of the same
+    name, optionally on a user `network` under `hostname` and with more `binds`, and wait
+    for its engine; on any failure remove what was created and raise DindError."""
+    volume = outer.volumes.create(name, labels=labels)
+    container = None
+    try:
+        container, mode = start_container(
+            outer, name, volume.name, labels, network=network, hostname=hostname, binds=binds
+        )
+        url = f"tcp://127.0.0.1:{published_port(container)}"
+        client = wait_for_engine(url, container)
+    except BaseException:
         if container is not None:
             remove_container(container)
         volume.remove(force=True)
+        raise
+    return Launched(container=container, volume=volume, mode=mode, url=url, client=client)
 
 
 def build_image(outer: docker.DockerClient) -> None:
@@ -129,20 +174,32 @@ def build_image(outer: docker.DockerClient) -> None:
 
 
 def start_container(
-    outer: docker.DockerClient, name: str, volume: str, labels: dict[str, str]
+    outer: docker.DockerClient,
+    name: str,
+    volume: str,
+    labels: dict[str, str],
+    *,
+    network: str | None = None,
+    hostname: str | None = None,
+    binds: Sequence[str] = (),
 ) -> tuple[Any, str]:
     """Start the dind container privileged, or with the fallback options where the runtime
     refuses --privileged; return it and which of the two worked."""
-    data = f"{volume}:/var/lib/docker:rw"
+    data = [f"{volume}:/var/lib/docker:rw", *binds]
+    where = {"network": network, "hostname": hostname}
     try:
-        return _create_and_start(outer, name, labels, privileged=True, binds=[data]), "privileged"
+        container = _create_and_start(outer, name, labels, privileged=True, binds=data, **where)
+        return container, "privileged"
     except docker.errors.APIError as exc:
         privileged_error = docker_reason(exc)
     # Any refusal falls back: the caps error is the known one, and should the fallback fail
     # too, both reasons are in the message.
     try:
-        binds = [data, "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
-        return _create_and_start(outer, name, labels, binds=binds, **FALLBACK_OPTIONS), "fallback"
+        cgroups = [*data, "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
+        container = _create_and_start(
+            outer, name, labels, binds=cgroups, **where, **FALLBACK_OPTIONS
+        )
+        return container, "fallback"
     except docker.errors.APIError as exc:
         raise DindError(
             f"cannot start {DIND_IMAGE}: with --privileged: {privileged_error}; "
@@ -151,12 +208,19 @@ def start_container(
 
 
 def _create_and_start(
-    outer: docker.DockerClient, name: str, labels: dict[str, str], **host_options: Any
+    outer: docker.DockerClient,
+    name: str,
+    labels: dict[str, str],
+    *,
+    network: str | None = None,
+    hostname: str | None = None,
+    **host_options: Any,
 ) -> Any:
     """Create and start; a container that fails to start is removed, so the name is free."""
     host_config = outer.api.create_host_config(
         # No TLS on 2375: only this machine may reach it.
         port_bindings={DIND_PORT: ("127.0.0.1", None)},
+        network_mode=network,
         **host_options,
     )
     if not host_options.get("privileged"):
@@ -174,6 +238,14 @@ def _create_and_start(
         environment={"DIND_CGROUP_PARENT": f"/{name}"},
         ports=[DIND_PORT],
         host_config=host_config,
+        hostname=hostname,
+        networking_config=(
+            # The stubs type the argument as one EndpointConfig; the engine (and docker-py)
+            # take a mapping network -> endpoint.
+            outer.api.create_networking_config({network: outer.api.create_endpoint_config()})  # type: ignore[arg-type]
+            if network
+            else None
+        ),
     )
     container = outer.containers.get(created["Id"])
     try:

@@ -227,7 +227,8 @@ def swarm_cluster(
         cleanup.callback(_remove_network, network)
         storage = outer.volumes.create(f"{prefix}-registry", labels=labels)
         cleanup.callback(_remove_volume, storage)
-        # The workers' containers are removed before the network (callbacks run last first).
+        # Registered after the network and the volume: ExitStack runs its callbacks last
+        # first, so the containers go before what they use.
         engines = _in_parallel(
             lambda hostname: dind.launch(
                 outer,
@@ -304,7 +305,8 @@ def load_images(
             archive.write(chunk)
 
         def load(client: docker.DockerClient) -> None:
-            with open(f"/proc/self/fd/{archive.fileno()}", "rb") as data:  # own offset
+            # Opened anew through /proc so that each thread reads with an offset of its own.
+            with open(f"/proc/self/fd/{archive.fileno()}", "rb") as data:
                 client.images.load(_chunks(data))  # type: ignore[arg-type]  # stub: bytes only
 
         _in_parallel(load, targets)

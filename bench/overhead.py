@@ -14,6 +14,8 @@ reports the median of the per-pair ratios with their range. Rows (the groups of 
                                                  vs the same container's logs read and dropped
     planning    loading (validating) and planning a generated N-task DAG; no containers
     memory      peak RSS of `python -m runner run` on an N-task flow at concurrency 8
+    startup     `runner --help` and `runner validate flows/hello.yml`, wall seconds beyond
+                `python -c pass` (both started the same way, in alternating pairs)
 
 The raw baseline uses docker-py's low-level `docker.APIClient`, as the runner does, and does
 per task what a fair minimal runner must: create the container with the same `/bin/sh -c`
@@ -54,6 +56,7 @@ if str(REPO) not in sys.path:  # run as `python bench/overhead.py` from a checko
     sys.path.insert(0, str(REPO))
 
 import docker  # noqa: E402  (after the sys.path line above)
+import docker.errors  # noqa: E402
 from docker.utils import kwargs_from_env  # noqa: E402
 
 from runner import api, dag, logs  # noqa: E402
@@ -69,7 +72,7 @@ IMAGE = "debian:bookworm-slim"
 TRIVIAL_COMMAND = "echo ok"
 LINE_BYTES = 100  # 99 characters and a newline
 BENCH_LABEL = "io.runner.bench"  # on the raw side's containers, to sweep them up on errors
-GROUPS = ("chain", "fanout", "logs", "planning", "memory")
+GROUPS = ("chain", "fanout", "logs", "planning", "memory", "startup")
 
 TARGETS = {
     "chain": 1.15,  # runner time / raw time, at most
@@ -77,6 +80,8 @@ TARGETS = {
     "logs": 0.5,  # runner lines/s / raw lines/s, at least
     "planning": 1.0,  # CPU seconds, under
     "memory": 150.0,  # MB of peak RSS, under
+    "startup --help": 0.15,  # seconds beyond `python -c pass`, at most
+    "startup validate": 0.35,
 }
 
 
@@ -92,6 +97,7 @@ class Sizes:
     plan_runs: int = 3
     memory_tasks: int = 1_000
     memory_concurrency: int = 8
+    startup_runs: int = 10
 
 
 QUICK = Sizes(
@@ -104,6 +110,7 @@ QUICK = Sizes(
     plan_tasks=500,
     plan_runs=1,
     memory_tasks=16,
+    startup_runs=2,
 )
 
 
@@ -495,6 +502,60 @@ def bench_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
     }
 
 
+def bench_startup(work: Path, sizes: Sizes) -> list[dict[str, Any]]:
+    """How long the CLI takes to start: the time a person waits for `--help`, and for
+    `validate` (which loads pydantic, YAML and Jinja). Each run is timed beside a bare
+    `python -c pass`, started alike, in alternating order; the row is the median of the
+    differences, so interpreter start-up and machine load cancel out."""
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # this checkout's runner
+    hello = REPO / "flows" / "hello.yml"
+    commands = {
+        "startup --help": [sys.executable, "-m", "runner", "--help"],
+        "startup validate": [sys.executable, "-m", "runner", "validate", str(hello)],
+    }
+    baseline = [sys.executable, "-c", "pass"]
+
+    def timed(argv: list[str]) -> float:
+        started = time.perf_counter()
+        subprocess.run(argv, cwd=work, env=env, check=True, capture_output=True)
+        return time.perf_counter() - started
+
+    rows = []
+    for name, argv in commands.items():
+        say(f"{name}: {sizes.startup_runs} runs beside `python -c pass`")
+        timed(argv)  # the first run compiles the bytecode: not what a person waits for
+        extra, own, bare = [], [], []
+        for i in range(sizes.startup_runs):
+            if i % 2 == 0:
+                a, b = timed(argv), timed(baseline)
+            else:
+                b, a = timed(baseline), timed(argv)
+            own.append(a)
+            bare.append(b)
+            extra.append(a - b)
+        value = statistics.median(extra)
+        target = TARGETS[name]
+        say(f"    median {value:.3f} s beyond python -c pass [{min(extra):.3f}-{max(extra):.3f}]")
+        rows.append(
+            {
+                "group": "startup",
+                "row": name,
+                "what": f"wall seconds of `{' '.join(argv[2:])}` beyond `python -c pass`",
+                "kind": "startup",
+                "value": round(value, 3),
+                "min": round(min(extra), 3),
+                "max": round(max(extra), 3),
+                "runner_s": round(statistics.median(own), 3),
+                "raw_s": round(statistics.median(bare), 3),
+                "target": f"<= {target:g} s",
+                "ok": value <= target,
+                "runs": len(extra),
+            }
+        )
+    return rows
+
+
 # -- output -------------------------------------------------------------------------------
 
 
@@ -519,6 +580,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             a = f"{r['runner_lines_per_s'] / 1000:.1f}k/s"
             b = f"{r['raw_lines_per_s'] / 1000:.1f}k/s"
             note = f"{r['lines_stored']} of {r['lines']} lines stored"
+        elif r["kind"] == "startup":
+            verdict = f"+{r['value']:.3f} s [{r['min']:.3f}-{r['max']:.3f}] n={r['runs']}"
+            a, b = f"{r['runner_s']:.3f} s", f"{r['raw_s']:.3f} s"
+            note = "raw column: python -c pass"
         elif r["kind"] == "seconds":
             verdict = f"{r['value']:.3f} s CPU [{r['min']:.3f}-{r['max']:.3f}]"
             a, b = f"{r['wall_s']:.3f} s", "-"
@@ -622,9 +687,12 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(bench_planning(work, sizes))
             if "memory" in only:
                 rows.append(bench_memory(work, sizes))
+            if "startup" in only:
+                rows += bench_startup(work, sizes)
         finally:
             for leftover in client.containers(all=True, filters={"label": BENCH_LABEL}):
-                client.remove_container(leftover["Id"], v=True, force=True)
+                with contextlib.suppress(docker.errors.NotFound):  # another run's, gone
+                    client.remove_container(leftover["Id"], v=True, force=True)
     report = {
         "bench": "runner-overhead",
         "quick": args.quick,

@@ -1,61 +1,176 @@
-"""The library API: what the CLI, a server and tests call. It wires the stages together:
+"""The library API: the one door the CLI, a server and tests go through.
 
-load_flow -> resolve_inputs -> Store.create_execution -> (a concurrency slot) ->
-Scheduler(backend, store).run, with the execution's lease renewed meanwhile.
+Running: `run_flow` (to its end, in this thread), `submit` (in a background worker; the
+id comes back at once), `restart_execution`, `kill_execution`, `recover`,
+`collect_garbage`. Reading: `list_executions` (filters, keyset pagination),
+`get_execution`, `get_logs` (after a line id, with a limit), `list_artifacts`, `info`.
+The database: `open_store` (which also ends the executions whose runner died: the
+recovery policy lives here, not in the CLI), `schema_revision`, `upgrade_schema`.
+
+It wires the stages together:
+
+    load_flow -> resolve_inputs -> store.create_execution -> (a concurrency slot) ->
+    Scheduler(backend, store).run, with the execution's lease renewed meanwhile.
+
+The heavy libraries (the engine's SDK, SQLAlchemy) are imported when a store or a
+backend is opened, not when this module is.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import dag, recovery
 from runner.archives import pack_files
-from runner.backends.base import Backend
-from runner.errors import BackendError, UsageError
+from runner.attempt import Control
+from runner.errors import BackendError, RunnerError, UsageError
 from runner.execution import ExecutionResult, ExecutionState
-from runner.flow import ConcurrencyBehavior, InputType
+from runner.flow import ConcurrencyBehavior
 from runner.inputs import file_inputs, resolve_inputs
-from runner.lease import Heartbeat, Lease, Owner, heartbeat_seconds, lease_seconds
+from runner.lease import Heartbeat, Lease, Owner
 from runner.loader import LoadedFlow, load_flow, parse_flow
 from runner.logs import get_logger
 from runner.recovery import Garbage, Recovered, recover_orphans
 from runner.restart import RestartPlan, plan_restart
 from runner.scheduler import Resume, RunOptions, Scheduler
-from runner.settings import DEFAULT_ARTIFACTS_DIR, DEFAULT_CONCURRENCY, QUEUE_POLL_SECONDS
-from runner.specs import workspace_name
-from runner.store import LogWriter, Store, default_database_url
+from runner.settings import (
+    DATABASE_URL_ENV,
+    DEFAULT_CONCURRENCY,
+    QUEUE_POLL_SECONDS,
+    artifacts_dir,
+    backend_name,
+    database_url,
+    heartbeat_seconds,
+    lease_seconds,
+)
+from runner.specs import execution_labels
+from runner.values import InputType, parse_input_args
+
+if TYPE_CHECKING:
+    from runner.backends.base import Backend, EngineInfo
+    from runner.store import (
+        ArtifactRecord,
+        ExecutionRecord,
+        LogRecord,
+        SchemaRevision,
+        Store,
+    )
 
 __all__ = [
+    "ExecutionPage",
+    "Info",
+    "Worker",
     "collect_garbage",
+    "default_backend",
+    "get_execution",
+    "get_logs",
+    "info",
     "kill_execution",
+    "list_artifacts",
+    "list_executions",
     "load_flow",
     "open_store",
+    "parse_input_args",
     "recover",
     "restart_execution",
     "run_flow",
+    "schema_revision",
+    "submit",
+    "task_run_names",
+    "upgrade_schema",
 ]
 
 log = get_logger()
 
+Notify = Callable[[str], None]
+"""Receives one line for a person (the CLI prints it on stderr; a server logs it)."""
 
-def open_store(url: str | None = None) -> Store:
-    """Open (and migrate) the database at `url`, or the default one."""
-    return Store.open(url or default_database_url())
+
+# -- flows -------------------------------------------------------------------------------------
+
+
+def task_run_names(flow: LoadedFlow) -> tuple[str, ...]:
+    """The names of the task runs a flow plans, in order (a matrix task gives one each:
+    `process[year=2019]`); the CLI sizes its columns by them."""
+    return tuple(dag.build_plan(flow.flow).order)
+
+
+# -- the database ----------------------------------------------------------------------------
+
+
+def open_store(
+    url: str | None = None, *, recover: bool = True, notify: Notify | None = None
+) -> Store:
+    """Open (and migrate) the database at `url`, or the default one (`RUNNER_DATABASE_URL`,
+    else SQLite in `.runner/runner.db`).
+
+    With `recover`, executions whose runner died are ended now (see `runner.recovery`);
+    one whose task still runs is handed to a detached `runner recover EXECUTION`, so that
+    opening the database never waits for a container. `notify` hears about each.
+    """
+    from runner.store import open_store as open_database
+
+    the_url = url or database_url()
+    store = open_database(the_url)
+    if not recover:
+        return store
+    try:
+        for recovered in _recover_now(store, follow=_follow_in_background(the_url, notify)):
+            if notify is not None:
+                notify(f"recovered {recovered}")
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def schema_revision(url: str | None = None) -> tuple[str, SchemaRevision]:
+    """The database's description and its schema revision, without upgrading it."""
+    from runner.store import open_store as open_database
+
+    store = open_database(url or database_url(), upgrade=False)
+    try:
+        return store.description, store.schema_revision()
+    finally:
+        store.close()
+
+
+def upgrade_schema(url: str | None = None) -> tuple[str, SchemaRevision, SchemaRevision]:
+    """Run the migrations up to the newest; the description, and the revisions before and
+    after."""
+    from runner.store import open_store as open_database
+
+    store = open_database(url or database_url(), upgrade=False)
+    try:
+        before = store.schema_revision()
+        return store.description, before, store.upgrade_schema()
+    finally:
+        store.close()
 
 
 def default_backend() -> Backend:
-    from runner.backends.docker import DockerBackend
+    """The backend `RUNNER_BACKEND` names (default: the Docker engine of DOCKER_HOST)."""
+    from runner.backends import create_backend
 
-    return DockerBackend.from_env()
+    return create_backend()
+
+
+# -- running ------------------------------------------------------------------------------------
 
 
 def run_flow(
@@ -79,40 +194,183 @@ def run_flow(
     execution id as soon as it is recorded. A flow with `concurrency.limit` waits in state
     QUEUED for a slot (or ends CANCELLED / FAILED, as its `behavior` says).
     """
-    loaded = flow if isinstance(flow, LoadedFlow) else load_flow(flow)
-    given = inputs or {}
-    values = resolve_inputs(loaded, given)
-    # Read local files before anything is recorded: a missing file is bad input, not a run.
-    workspace_files = _pack_workspace_files(loaded, given)
+    prepared = _prepare(flow, inputs, concurrency, keep_workspace, allow_env, artifacts_dir)
     with _store_and_backend(store, backend) as (the_store, the_backend):
-        execution_id = uuid.uuid4().hex
         owner = Owner.here()
-        the_store.create_execution(
-            execution_id=execution_id,
-            flow_id=loaded.flow.id,
-            namespace=loaded.flow.namespace,
-            revision=loaded.revision,
-            source=loaded.source,
-            inputs=values,
-            labels=dict(loaded.flow.labels),
-            owner=owner,
-            flow_path=str(loaded.path),
-        )
+        execution_id = _create(the_store, prepared, owner)
         if on_created is not None:
             on_created(execution_id)
-        options = _options(
-            loaded, concurrency, keep_workspace, allow_env, artifacts_dir, workspace_files
-        )
         return _execute(
             the_store,
             the_backend,
-            loaded,
+            prepared.loaded,
             execution_id,
-            values,
-            options,
+            prepared.values,
+            prepared.options,
             owner=owner,
+            control=Control(),
             handle_signals=handle_signals,
         )
+
+
+def submit(
+    flow: str | Path | LoadedFlow,
+    inputs: Mapping[str, str] | None = None,
+    *,
+    store: Store,
+    backend: Backend | None = None,
+    worker: Worker | None = None,
+    concurrency: int | None = None,
+    keep_workspace: bool = False,
+    allow_env: Iterable[str] = (),
+    artifacts_dir: str | Path | None = None,
+) -> str:
+    """Record a new execution and run it in a background worker; return its id at once.
+
+    Bad input (flow, inputs, files) raises here, before anything is recorded. `worker`
+    (default: one shared by the callers of this function with this store, running 4
+    executions at once) decides how many run together; the others wait, CREATED and
+    leased. `store` must stay open until the execution ends (`Worker.wait`)."""
+    the_worker = worker if worker is not None else _default_worker(store, backend)
+    return the_worker.submit(
+        flow,
+        inputs,
+        concurrency=concurrency,
+        keep_workspace=keep_workspace,
+        allow_env=allow_env,
+        artifacts_dir=artifacts_dir,
+    )
+
+
+class Worker:
+    """Runs submitted executions in background threads of this process, `max_running` at
+    a time (on top of each flow's own concurrency limit). A server holds one; `submit`
+    uses a shared one."""
+
+    def __init__(
+        self, store: Store, *, backend: Backend | None = None, max_running: int = 4
+    ) -> None:
+        if max_running < 1:
+            raise UsageError(f"a worker runs at least 1 execution at once, not {max_running}")
+        self._store = store
+        self._backend = backend
+        self._pool = ThreadPoolExecutor(max_workers=max_running, thread_name_prefix="execution")
+        self._lock = threading.Lock()
+        self._futures: dict[str, Future[ExecutionResult]] = {}
+        self._controls: dict[str, Control] = {}
+        self._closed = False
+
+    def submit(
+        self,
+        flow: str | Path | LoadedFlow,
+        inputs: Mapping[str, str] | None = None,
+        *,
+        concurrency: int | None = None,
+        keep_workspace: bool = False,
+        allow_env: Iterable[str] = (),
+        artifacts_dir: str | Path | None = None,
+    ) -> str:
+        """See `runner.api.submit`."""
+        prepared = _prepare(flow, inputs, concurrency, keep_workspace, allow_env, artifacts_dir)
+        owner = Owner.here()
+        control = Control()
+        with self._lock:
+            if self._closed:
+                raise UsageError("this worker is shut down: it takes no more executions")
+            execution_id = _create(self._store, prepared, owner)
+            # Leased from now on, also while it waits for a thread: another process must
+            # not take it for orphaned.
+            heartbeat = Heartbeat(self._store, execution_id, owner, control.cancel)
+            heartbeat.__enter__()
+            self._controls[execution_id] = control
+            self._futures[execution_id] = self._pool.submit(
+                self._run, prepared, execution_id, owner, control, heartbeat
+            )
+        return execution_id
+
+    def _run(
+        self,
+        prepared: _Prepared,
+        execution_id: str,
+        owner: Owner,
+        control: Control,
+        heartbeat: Heartbeat,
+    ) -> ExecutionResult:
+        try:
+            with _store_and_backend(self._store, self._backend) as (store, backend):
+                return _execute(
+                    store,
+                    backend,
+                    prepared.loaded,
+                    execution_id,
+                    prepared.values,
+                    prepared.options,
+                    owner=owner,
+                    control=control,
+                    handle_signals=False,
+                    heartbeat=heartbeat,
+                )
+        except RunnerError as exc:
+            # Recorded by the scheduler where it could be (an unreachable engine ends the
+            # execution FAILED); the caller of `wait` gets the error.
+            log.error("execution_failed", execution_id=execution_id, error=str(exc))
+            raise
+        finally:
+            heartbeat.__exit__(None, None, None)
+
+    def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionResult:
+        """Block until a submitted execution ends; its result (or the error it raised)."""
+        with self._lock:
+            future = self._futures.get(execution_id)
+        if future is None:
+            raise UsageError(f"execution {execution_id} was not submitted to this worker")
+        return future.result(timeout=timeout)
+
+    def running(self) -> list[str]:
+        """The ids of the executions submitted here that have not ended."""
+        with self._lock:
+            return [eid for eid, future in self._futures.items() if not future.done()]
+
+    def kill(self, execution_id: str, reason: str | None = None) -> bool:
+        """Kill an execution submitted here, at once (False if it is not running here)."""
+        with self._lock:
+            control = self._controls.get(execution_id)
+            future = self._futures.get(execution_id)
+        if control is None or future is None or future.done():
+            return False
+        control.cancel(reason)
+        return True
+
+    def shutdown(self, *, grace_s: float = 0.0) -> None:
+        """Take no more executions; let those running go on for `grace_s` seconds, then
+        kill them (recorded KILLED, as `runner kill` would) and wait for them to end."""
+        with self._lock:
+            self._closed = True
+            pending = [f for f in self._futures.values() if not f.done()]
+        deadline = time.monotonic() + grace_s
+        for future in pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                future.exception(timeout=left)
+            except TimeoutError:
+                break
+        for execution_id in self.running():
+            self.kill(execution_id, "killed: the worker running it shut down")
+        self._pool.shutdown(wait=True)
+
+
+_default_workers: dict[int, Worker] = {}
+_default_workers_lock = threading.Lock()
+
+
+def _default_worker(store: Store, backend: Backend | None) -> Worker:
+    with _default_workers_lock:
+        worker = _default_workers.get(id(store))
+        if worker is None:
+            worker = _default_workers[id(store)] = Worker(store, backend=backend)
+        return worker
 
 
 def restart_execution(
@@ -147,7 +405,8 @@ def restart_execution(
         loaded = parse_flow(source, path=flow_path or f"execution-{record.id}.yml")
         plan = dag.build_plan(loaded.flow)
         restart = plan_restart(plan, record.task_runs, from_task=from_task)
-        kept = the_backend.workspace_exists(workspace_name(record.id))
+        workspace = the_backend.workspace(record.id, execution_labels(record.id, loaded.flow))
+        kept = workspace.exists()
         workspace_files = None
         if not kept:
             if any(spec.type is InputType.FILE for spec in loaded.flow.inputs):
@@ -178,6 +437,7 @@ def restart_execution(
             dict(record.inputs),
             options,
             owner=owner,
+            control=Control(),
             handle_signals=handle_signals,
             resume=resume,
         )
@@ -219,11 +479,20 @@ def recover(
     backend: Backend | None = None,
     *,
     execution_id: str | None = None,
+) -> list[Recovered]:
+    """End the executions whose runner died, in the foreground: an execution whose task
+    still runs is followed to the end (`runner recover`). Without a reachable engine
+    nothing is done (a warning is logged)."""
+    return _recover_now(store, backend, execution_id=execution_id)
+
+
+def _recover_now(
+    store: Store,
+    backend: Backend | None = None,
+    *,
+    execution_id: str | None = None,
     follow: Callable[[Lease], None] | None = None,
 ) -> list[Recovered]:
-    """End the executions whose runner died (see `runner.recovery`); the CLI calls this
-    whenever it opens the database, with `follow` handing executions whose containers still
-    run to a background `runner recover`. Without a reachable engine nothing is done."""
     opened: list[Backend] = []
 
     def connect_once() -> Backend:
@@ -239,17 +508,259 @@ def recover(
         log.warning("recovery_postponed", error=str(exc))
         return []
     finally:
-        if backend is None:
-            for made in opened:
-                made.close()
+        for made in opened:
+            made.close()
+
+
+def _follow_in_background(db_url: str, notify: Notify | None) -> Callable[[Lease], None]:
+    """The policy for an orphan whose task still runs: a detached `runner recover ID`
+    follows it (a command that only lists executions must not wait for a container), its
+    output in a file only this user can read (task output may be confidential)."""
+
+    def follow(lease: Lease) -> None:
+        folder = _private_log_folder()
+        log_path = folder / f"runner-recover-{lease.execution_id}.log"
+        # The URL may hold a password: through the environment, not the command line.
+        env = {**os.environ, DATABASE_URL_ENV: db_url}
+        detach: dict[str, Any] = {"start_new_session": True}  # Ctrl-C here must not stop it
+        if sys.platform == "win32":
+            detach = {
+                "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
+            }
+        descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(descriptor, "ab") as out:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "runner", "recover", lease.execution_id],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                **detach,
+            )
+        if notify is not None:
+            notify(
+                f"execution {lease.execution_id}: its runner ({lease.holder}) died while a task"
+                f" still runs; following it in the background (pid {child.pid}, log {log_path})"
+            )
+
+    return follow
+
+
+def _private_log_folder() -> Path:
+    """A folder of this user's, mode 0700, for the logs of background recoveries."""
+    user = os.environ.get("USER") or os.environ.get("USERNAME") or str(os.getuid())
+    folder = Path(tempfile.gettempdir()) / f"runner-{user}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if sys.platform != "win32":
+        info = folder.lstat()
+        if folder.is_symlink() or info.st_uid != os.getuid():
+            raise UsageError(f"{folder} is not a folder of this user's: remove it and retry")
+        if info.st_mode & 0o077:
+            folder.chmod(0o700)
+    return folder
 
 
 def collect_garbage(
     store: Store, backend: Backend | None = None, *, dry_run: bool = False
 ) -> Garbage:
-    """Remove the containers and volumes of executions that have ended (`runner gc`)."""
+    """Remove the containers and workspaces of executions that have ended (`runner gc`)."""
     with _store_and_backend(store, backend) as (the_store, the_backend):
         return recovery.collect_garbage(the_store, the_backend, dry_run=dry_run)
+
+
+# -- reading the history ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecutionPage:
+    """One page of executions, newest first; `next_cursor` fetches the following page."""
+
+    executions: tuple[ExecutionRecord, ...]
+    next_cursor: str | None
+
+
+def list_executions(
+    store: Store,
+    *,
+    namespace: str | None = None,
+    flow_id: str | None = None,
+    states: Iterable[str] = (),
+    labels: Mapping[str, str] | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    after: str | None = None,
+    limit: int = 20,
+) -> ExecutionPage:
+    """Executions newest first, filtered; `after` is the cursor of the previous page."""
+    from runner.store import ExecutionFilter
+
+    if not 1 <= limit <= 10_000:
+        raise UsageError(f"limit must be between 1 and 10000, not {limit}")
+    wanted = ExecutionFilter(
+        namespace=namespace,
+        flow_id=flow_id,
+        states=tuple(s.upper() for s in states),
+        labels=dict(labels or {}),
+        created_after=created_after,
+        created_before=created_before,
+    )
+    page = store.list_executions(wanted, after=after, limit=limit)
+    return ExecutionPage(tuple(page.items), page.next_cursor)
+
+
+def get_execution(store: Store, execution: str) -> ExecutionRecord:
+    """One execution with its task runs; `execution` may be a unique id prefix."""
+    return store.get_execution(execution)
+
+
+def get_logs(
+    store: Store,
+    execution: str,
+    *,
+    task_id: str | None = None,
+    after: int | None = None,
+    limit: int | None = None,
+) -> list[LogRecord]:
+    """The stored lines of an execution (or one task run), in order, after the line id
+    `after`, at most `limit` of them."""
+    record = store.get_execution(execution)
+    if limit is not None and limit < 1:
+        raise UsageError(f"limit must be at least 1, not {limit}")
+    return store.get_logs(record.id, task_id=task_id, after=after, limit=limit)
+
+
+def list_artifacts(
+    store: Store, execution: str, *, task_id: str | None = None
+) -> list[ArtifactRecord]:
+    """The files copied out of an execution's task runs."""
+    record = store.get_execution(execution)
+    return store.list_artifacts(record.id, task_id=task_id)
+
+
+@dataclass(frozen=True)
+class Info:
+    """What `runner info` reports: which backend and engine, which database."""
+
+    backend: str
+    engine: EngineInfo | None
+    engine_error: str | None
+    database: str  # the URL without its password
+    schema: SchemaRevision | None
+    database_error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        engine = None
+        if self.engine is not None:
+            engine = {
+                "name": self.engine.name,
+                "version": self.engine.version,
+                "os": self.engine.os,
+                "address": self.engine.address,
+                "chosen_by": self.engine.chosen_by,
+            }
+        schema = None
+        if self.schema is not None:
+            schema = {
+                "revision": self.schema.current,
+                "head": self.schema.head,
+                "is_head": self.schema.is_head,
+            }
+        return {
+            "backend": self.backend,
+            "engine": engine,
+            "engine_error": self.engine_error,
+            "database": self.database,
+            "schema": schema,
+            "database_error": self.database_error,
+        }
+
+
+def info(url: str | None = None, backend: Backend | None = None) -> Info:
+    """Which backend and engine runner would use, and which database at which revision;
+    what cannot be reached is said, not raised."""
+    from runner.store import describe_url
+    from runner.store import open_store as open_database
+
+    the_url = url or database_url()
+    name = backend_name()
+    engine: EngineInfo | None = None
+    engine_error = None
+    try:
+        the_backend = backend if backend is not None else default_backend()
+        try:
+            engine = the_backend.describe()
+        finally:
+            if backend is None:
+                the_backend.close()
+    except RunnerError as exc:
+        engine_error = str(exc)
+    schema: SchemaRevision | None = None
+    database_error = None
+    try:
+        store = open_database(the_url, upgrade=False)
+        try:
+            schema = store.schema_revision()
+            shown = store.url
+        finally:
+            store.close()
+    except RunnerError as exc:
+        database_error = str(exc)
+        shown = describe_url(the_url)
+    return Info(
+        engine.backend if engine is not None else name,
+        engine,
+        engine_error,
+        shown,
+        schema,
+        database_error,
+    )
+
+
+# -- the parts run and restart share ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    loaded: LoadedFlow
+    values: Mapping[str, Any]
+    options: RunOptions
+
+
+def _prepare(
+    flow: str | Path | LoadedFlow,
+    inputs: Mapping[str, str] | None,
+    concurrency: int | None,
+    keep_workspace: bool,
+    allow_env: Iterable[str],
+    artifacts_dir_: str | Path | None,
+) -> _Prepared:
+    """Everything that can be refused as bad input, done before anything is recorded."""
+    loaded = flow if isinstance(flow, LoadedFlow) else load_flow(flow)
+    given = inputs or {}
+    values = resolve_inputs(loaded, given)
+    # Read local files now: a missing file is bad input, not a run.
+    workspace_files = _pack_workspace_files(loaded, given)
+    options = _options(
+        loaded, concurrency, keep_workspace, allow_env, artifacts_dir_, workspace_files
+    )
+    return _Prepared(loaded, values, options)
+
+
+def _create(store: Store, prepared: _Prepared, owner: Owner) -> str:
+    execution_id = uuid.uuid4().hex
+    loaded = prepared.loaded
+    store.create_execution(
+        execution_id=execution_id,
+        flow_id=loaded.flow.id,
+        namespace=loaded.flow.namespace,
+        revision=loaded.revision,
+        source=loaded.source,
+        inputs=prepared.values,
+        labels=dict(loaded.flow.labels),
+        owner=owner,
+        flow_path=str(loaded.path),
+    )
+    return execution_id
 
 
 def _options(
@@ -257,14 +768,14 @@ def _options(
     concurrency: int | None,
     keep_workspace: bool,
     allow_env: Iterable[str],
-    artifacts_dir: str | Path | None,
+    artifacts_dir_: str | Path | None,
     workspace_files: bytes | None,
 ) -> RunOptions:
     names = {*loaded.flow.allowed_env, *allow_env}
     return RunOptions(
         concurrency=concurrency or loaded.flow.concurrency.tasks or DEFAULT_CONCURRENCY,
         keep_workspace=keep_workspace,
-        artifacts_dir=Path(artifacts_dir) if artifacts_dir else Path(DEFAULT_ARTIFACTS_DIR),
+        artifacts_dir=Path(artifacts_dir_) if artifacts_dir_ else artifacts_dir(),
         env={name: os.environ[name] for name in sorted(names) if name in os.environ},
         workspace_files=workspace_files,
     )
@@ -279,18 +790,27 @@ def _execute(
     options: RunOptions,
     *,
     owner: Owner,
+    control: Control,
     handle_signals: bool,
     resume: Resume | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> ExecutionResult:
     """Hold the lease, wait for a concurrency slot, run; the part run and restart share."""
+    from runner.store import LogWriter
+
     writer = LogWriter(store)
-    scheduler = Scheduler(backend, store, writer)
+    scheduler = Scheduler(backend, store, writer, control)
+    lease = (
+        heartbeat
+        if heartbeat is not None
+        else Heartbeat(store, execution_id, owner, control.cancel)
+    )
     try:
         with (
-            Heartbeat(store, execution_id, owner, scheduler.cancel),
-            _cancel_on_signals(scheduler.cancel, enabled=handle_signals),
+            _holding(lease, own=heartbeat is None),
+            _cancel_on_signals(control.cancel, enabled=handle_signals),
         ):
-            refused = _wait_for_slot(store, loaded, execution_id, scheduler)
+            refused = _wait_for_slot(store, loaded, execution_id, control)
             if refused is not None:
                 return ExecutionResult(execution_id, loaded.flow.full_id, refused)
             return scheduler.run(execution_id, loaded, values, options, resume)
@@ -298,8 +818,18 @@ def _execute(
         writer.close()
 
 
+@contextmanager
+def _holding(heartbeat: Heartbeat, *, own: bool) -> Iterator[None]:
+    """Run `heartbeat` for the block if it is ours to start (a worker starts its own)."""
+    if not own:
+        yield
+        return
+    with heartbeat:
+        yield
+
+
 def _wait_for_slot(
-    store: Store, loaded: LoadedFlow, execution_id: str, scheduler: Scheduler
+    store: Store, loaded: LoadedFlow, execution_id: str, control: Control
 ) -> ExecutionState | None:
     """Take one of the flow's `concurrency.limit` slots, queueing (state QUEUED) or giving
     up as its `behavior` says. None once the execution may run, else its final state."""
@@ -310,9 +840,9 @@ def _wait_for_slot(
     elog = log.bind(execution_id=execution_id, flow_id=loaded.flow.full_id)
     queued = False
     while True:
-        if scheduler.cancelled:
+        if control.cancelled:
             store.set_execution_state(
-                execution_id, ExecutionState.KILLED, error=scheduler.kill_reason
+                execution_id, ExecutionState.KILLED, error=control.kill_reason
             )
             return ExecutionState.KILLED
         running = store.try_start(
@@ -344,7 +874,7 @@ def _wait_for_slot(
             queued = True
             store.set_execution_state(execution_id, ExecutionState.QUEUED)
             elog.info("execution_queued", limit=limit, running=len(running))
-        scheduler.wait_for_cancel(QUEUE_POLL_SECONDS)
+        control.wait(QUEUE_POLL_SECONDS)
 
 
 @contextmanager
@@ -353,7 +883,7 @@ def _store_and_backend(
 ) -> Iterator[tuple[Store, Any]]:
     """The given store and backend, or the defaults, closed after if opened here. With
     `lazy_backend`, the second value is a function connecting on first call."""
-    the_store = store if store is not None else open_store()
+    the_store = store if store is not None else open_store(recover=False)
     opened: list[Backend] = []
 
     def connect() -> Backend:
@@ -385,12 +915,18 @@ def _pack_workspace_files(loaded: LoadedFlow, given: Mapping[str, str]) -> bytes
 
 @contextmanager
 def _cancel_on_signals(cancel: Callable[[], None], *, enabled: bool) -> Iterator[None]:
-    """Route Ctrl-C and SIGTERM to `cancel` for the duration of a run (main thread only)."""
+    """Route Ctrl-C and SIGTERM to `cancel` for the duration of a run (main thread only).
+    A second Ctrl-C while the kill is under way exits at once."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
+    interrupts = 0
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if signum == signal.SIGINT and interrupts > 1:
+            raise KeyboardInterrupt
         cancel()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

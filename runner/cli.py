@@ -8,36 +8,37 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
-import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from runner import api, dag, logs
 from runner.errors import FlowError, RunnerError
 from runner.execution import ExecutionState
-from runner.inputs import parse_input_args
-from runner.lease import Lease
-from runner.loader import load_flow
-from runner.restart import RestartPlan
 from runner.settings import (
     ARTIFACTS_DIR_ENV,
     DATABASE_URL_ENV,
     DEBUG_ENV,
     DEFAULT_ARTIFACTS_DIR,
     LOG_FORMAT_ENV,
+    debug,
 )
-from runner.store import ExecutionRecord, SchemaRevision, Store, default_database_url
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from runner.api import Info
+    from runner.restart import RestartPlan
+    from runner.store import ExecutionRecord, SchemaRevision, Store
+
+# The CLI imports the library where each command needs it: `runner --help` must not pay
+# for the engine's SDK, SQLAlchemy, pydantic or Jinja (tests/unit/test_architecture.py).
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXECUTION_STATES = [state.value for state in ExecutionState]
+MAX_LIMIT = 10_000
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,6 +57,8 @@ _STATE_STYLE = {
 
 
 def _stdout() -> Console:
+    from rich.console import Console
+
     # Piped output is for scripts and logs: never cut columns to an assumed 80-wide screen.
     width = None if sys.stdout.isatty() else 1000
     return Console(highlight=False, soft_wrap=True, width=width)
@@ -117,46 +120,22 @@ def _execution_options(func: F) -> F:
 
 
 def _open_store(db_url: str | None) -> Store:
-    """Open the database and end the executions whose runner died, saying so. One whose
-    task still runs is followed by `runner recover` in the background: a command that
-    only lists executions must not wait for a container to end."""
-    url = db_url or default_database_url()
-    store = api.open_store(url)
-    try:
-        for recovered in api.recover(store, follow=_follow_in_background(url)):
-            click.echo(f"recovered {recovered}", err=True)
-    except BaseException:
-        store.close()
-        raise
-    return store
+    """Open the database; the executions whose runner died are ended, and said so."""
+    from runner import api
+
+    return api.open_store(db_url, notify=_warn)
 
 
-def _follow_in_background(db_url: str) -> Callable[[Lease], None]:
-    def follow(lease: Lease) -> None:
-        log_path = Path(tempfile.gettempdir()) / f"runner-recover-{lease.execution_id}.log"
-        # The URL may hold a password: through the environment, not the command line.
-        env = {**os.environ, DATABASE_URL_ENV: db_url}
-        detach: dict[str, Any] = {"start_new_session": True}  # Ctrl-C here must not stop it
-        if sys.platform == "win32":
-            detach = {
-                "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
-            }
-        with open(log_path, "ab") as out:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "runner", "recover", lease.execution_id],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                **detach,
-            )
-        click.echo(
-            f"execution {lease.execution_id}: its runner ({lease.holder}) died while a task"
-            f" still runs; following it in the background (pid {child.pid}, log {log_path})",
-            err=True,
-        )
+def _warn(message: str) -> None:
+    click.echo(message, err=True)
 
-    return follow
+
+def _configure_logs(log_format: str, *, task_width: int = 12, quiet: bool = False) -> None:
+    from runner import logs
+
+    logs.configure(
+        "json" if log_format == "json" else "console", task_width=task_width, quiet=quiet
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -165,7 +144,7 @@ def cli() -> None:
     """Run YAML flows of containers and keep a record of every run."""
     # Commands that read the database print only warnings (a recovered execution);
     # `run` and `restart` configure their own output.
-    logs.configure("console", quiet=True)
+    _configure_logs("console", quiet=True)
 
 
 @cli.command()
@@ -191,10 +170,12 @@ def run(
     artifacts_dir: str | None,
 ) -> None:
     """Run FLOW (a YAML file) and wait for it to end."""
-    values = parse_input_args(inputs)
-    loaded = load_flow(flow)
-    width = max(12, *(len(n) for n in dag.build_plan(loaded.flow).order))
-    logs.configure("json" if log_format == "json" else "console", task_width=width)
+    from runner import api
+
+    values = api.parse_input_args(inputs)
+    loaded = api.load_flow(flow)
+    width = max(12, *(len(name) for name in api.task_run_names(loaded)))
+    _configure_logs(log_format, task_width=width)
     store = _open_store(db_url)
     try:
 
@@ -212,7 +193,7 @@ def run(
             handle_signals=True,
             on_created=announce,
         )
-        record = store.get_execution(result.execution_id)
+        record = api.get_execution(store, result.execution_id)
     finally:
         store.close()
     _print_summary(record)
@@ -251,7 +232,9 @@ def restart(
     attempts in the same execution; the others keep their outputs and their files in the
     kept workspace. EXECUTION may be a unique id prefix.
     """
-    logs.configure("json" if log_format == "json" else "console")
+    from runner import api
+
+    _configure_logs(log_format)
     store = _open_store(db_url)
     try:
 
@@ -273,7 +256,7 @@ def restart(
             handle_signals=True,
             on_restarted=announce,
         )
-        record = store.get_execution(result.execution_id)
+        record = api.get_execution(store, result.execution_id)
     finally:
         store.close()
     _print_summary(record)
@@ -296,9 +279,12 @@ def kill(execution: str, db_url: str | None, wait_s: float | None) -> None:
     The process running it stops its containers and records KILLED; if that process is
     gone, this command does it. EXECUTION may be a unique id prefix.
     """
-    store = api.open_store(db_url)  # kill_execution takes over from a dead runner itself
+    from runner import api
+
+    # No recovery on opening: kill_execution takes over from a dead runner itself.
+    store = api.open_store(db_url, recover=False)
     try:
-        record = store.get_execution(execution)
+        record = api.get_execution(store, execution)
         if record.state.is_final:
             _fail(f"execution {record.id} already ended: {record.state.value}", EXIT_FAILED)
         state = api.kill_execution(record.id, store=store, wait_s=wait_s)
@@ -327,10 +313,12 @@ def recover(execution: str | None, db_url: str | None) -> None:
     task still runs to `runner recover EXECUTION` in the background; this command does
     it in the foreground (it waits for those tasks to end).
     """
-    logs.configure("console")
-    store = api.open_store(db_url)
+    from runner import api
+
+    _configure_logs("console")
+    store = api.open_store(db_url, recover=False)
     try:
-        execution_id = store.get_execution(execution).id if execution else None
+        execution_id = api.get_execution(store, execution).id if execution else None
         recovered = api.recover(store, execution_id=execution_id)
     finally:
         store.close()
@@ -349,6 +337,8 @@ def gc(db_url: str | None, dry_run: bool) -> None:
     Kept workspaces of failed executions go too (a restart then reruns every task).
     Those of running executions, and of executions this database does not know, stay.
     """
+    from runner import api
+
     store = _open_store(db_url)
     try:
         garbage = api.collect_garbage(store, dry_run=dry_run)
@@ -376,10 +366,12 @@ def gc(db_url: str | None, dry_run: bool) -> None:
 @click.argument("flows", nargs=-1, required=True, type=click.Path(path_type=str))
 def validate(flows: Sequence[str]) -> None:
     """Check flow files; report every problem of each file at once."""
+    from runner import api
+
     bad = 0
     for path in flows:
         try:
-            loaded = load_flow(path)
+            loaded = api.load_flow(path)
         except FlowError as exc:
             bad += 1
             for problem in exc.problems:
@@ -394,22 +386,27 @@ def validate(flows: Sequence[str]) -> None:
 @click.option("--flow", "flow_id", metavar="ID", help="Only executions of this flow.")
 @click.option(
     "--state",
-    type=click.Choice([s.value for s in ExecutionState], case_sensitive=False),
+    type=click.Choice(EXECUTION_STATES, case_sensitive=False),
     help="Only executions in this state.",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def executions(
     db_url: str | None, flow_id: str | None, state: str | None, limit: int, as_json: bool
 ) -> None:
     """List executions, newest first."""
+    from rich.table import Table
+
+    from runner import api
+
     store = _open_store(db_url)
     try:
-        records = store.list_executions(
-            flow_id=flow_id, state=state.upper() if state else None, limit=limit
+        page = api.list_executions(
+            store, flow_id=flow_id, states=[state] if state else [], limit=limit
         )
     finally:
         store.close()
+    records = page.executions
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
@@ -436,9 +433,13 @@ def executions(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def show(execution: str, db_url: str | None, as_json: bool) -> None:
     """Show an execution and its task runs (EXECUTION may be a unique id prefix)."""
+    from rich.table import Table
+
+    from runner import api
+
     store = _open_store(db_url)
     try:
-        record = store.get_execution(execution)
+        record = api.get_execution(store, execution)
     finally:
         store.close()
     if as_json:
@@ -484,10 +485,11 @@ def show(execution: str, db_url: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def logs_command(execution: str, db_url: str | None, task_id: str | None, as_json: bool) -> None:
     """Print the recorded output of an execution's tasks."""
+    from runner import api
+
     store = _open_store(db_url)
     try:
-        record = store.get_execution(execution)
-        lines = store.get_logs(record.id, task_id=task_id)
+        lines = api.get_logs(store, execution, task_id=task_id)
     finally:
         store.close()
     if as_json:
@@ -520,10 +522,13 @@ def logs_command(execution: str, db_url: str | None, task_id: str | None, as_jso
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def artifacts(execution: str, db_url: str | None, task_id: str | None, as_json: bool) -> None:
     """List the artifacts copied out of an execution's tasks."""
+    from rich.table import Table
+
+    from runner import api
+
     store = _open_store(db_url)
     try:
-        record = store.get_execution(execution)
-        found = store.list_artifacts(record.id, task_id=task_id)
+        found = api.list_artifacts(store, execution, task_id=task_id)
     finally:
         store.close()
     if as_json:
@@ -543,6 +548,38 @@ def artifacts(execution: str, db_url: str | None, task_id: str | None, as_json: 
     _stdout().print(table)
 
 
+@cli.command()
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def info(db_url: str | None, as_json: bool) -> None:
+    """Show which backend and engine runner uses, and which database at which revision."""
+    from runner import api
+
+    found = api.info(db_url)
+    if as_json:
+        click.echo(json.dumps(found.to_dict(), indent=2))
+    else:
+        _print_info(found)
+    sys.exit(EXIT_FAILED if found.engine_error or found.database_error else EXIT_OK)
+
+
+def _print_info(found: Info) -> None:
+    click.echo(f"backend    {found.backend}")
+    if found.engine is not None:
+        engine = found.engine
+        click.echo(f"engine     {engine.name} {engine.version} at {engine.address}")
+        if engine.chosen_by:
+            click.echo(f"           chosen because {engine.chosen_by}")
+        click.echo(f"engine os  {engine.os}")
+    else:
+        click.echo(f"engine     unreachable: {found.engine_error}")
+    click.echo(f"database   {found.database}")
+    if found.schema is not None:
+        click.echo(f"schema     {_revision_text(found.schema)}")
+    else:
+        click.echo(f"schema     unknown: {found.database_error}")
+
+
 @cli.group()
 def db() -> None:
     """Show or upgrade the database schema (runner's Alembic migrations).
@@ -557,12 +594,10 @@ def db() -> None:
 @click.option("--check", is_flag=True, help="Exit 1 unless the schema is at the head.")
 def db_current(db_url: str | None, check: bool) -> None:
     """Show the database's schema revision and whether it is the newest (head)."""
-    store = Store.open(db_url or default_database_url(), upgrade=False)
-    try:
-        revision = store.schema_revision()
-    finally:
-        store.close()
-    click.echo(f"{store.description}: {_revision_text(revision)}")
+    from runner import api
+
+    description, revision = api.schema_revision(db_url)
+    click.echo(f"{description}: {_revision_text(revision)}")
     sys.exit(EXIT_FAILED if check and not revision.is_head else EXIT_OK)
 
 
@@ -570,19 +605,16 @@ def db_current(db_url: str | None, check: bool) -> None:
 @_db_option
 def db_upgrade(db_url: str | None) -> None:
     """Run the migrations up to the newest revision (head)."""
-    store = Store.open(db_url or default_database_url(), upgrade=False)
-    try:
-        before = store.schema_revision()
-        after = store.upgrade_schema()
-    finally:
-        store.close()
+    from runner import api
+
+    description, before, after = api.upgrade_schema(db_url)
     if before.current == after.current:
-        click.echo(f"{store.description}: already at {_revision_text(after)}")
+        click.echo(f"{description}: already at {_revision_text(after)}")
     elif before.current is None:
-        click.echo(f"{store.description}: created the tables, {_revision_text(after)}")
+        click.echo(f"{description}: created the tables, {_revision_text(after)}")
     else:
         click.echo(
-            f"{store.description}: upgraded from revision {before.current} to {_revision_text(after)}"
+            f"{description}: upgraded from revision {before.current} to {_revision_text(after)}"
         )
 
 
@@ -600,6 +632,8 @@ def _revision_text(revision: SchemaRevision) -> str:
 
 
 def _print_summary(record: ExecutionRecord) -> None:
+    from rich.table import Table
+
     attempts: dict[str, int] = {}
     last: dict[str, Any] = {}
     for run in record.task_runs:
@@ -659,16 +693,22 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except click.exceptions.Abort:
         sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
+        # A second Ctrl-C during a run: leave at once, without waiting for the worker
+        # threads (what was recorded stays; the next command recovers the execution).
         click.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except FlowError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(exc.exit_code)
-    except RunnerError as exc:
-        _fail(str(exc), exc.exit_code)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     except Exception as exc:
-        if os.environ.get(DEBUG_ENV):
+        if isinstance(exc, FlowError):
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            sys.exit(exc.exit_code)
+        if isinstance(exc, RunnerError):
+            _fail(str(exc), exc.exit_code)
+        if debug():
+            import traceback
+
             traceback.print_exc()
         _fail(
             f"internal error: {exc!r} (set {DEBUG_ENV}=1 for the traceback, and please report it)",

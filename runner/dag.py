@@ -6,7 +6,6 @@ and Woodpecker). Once any task declares it, the flow is a DAG and only declared 
 
 from __future__ import annotations
 
-import difflib
 import gc
 import itertools
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -15,11 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
-from runner.errors import CycleError
+from runner.errors import CycleError, Loc
 from runner.flow import Flow, Task
-
-Loc = tuple[str | int, ...]
-
+from runner.messages import did_you_mean
 
 MatrixCombination = Mapping[str, str | int | float | bool]
 
@@ -420,9 +417,3 @@ def _points_back(edges: Mapping[str, Collection[str]]) -> bool:
             return False
         listed.add(node)
     return True
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` for a near miss, else an empty string."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""

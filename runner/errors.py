@@ -6,7 +6,8 @@ RunnerError                 anything runner reports instead of a traceback
 ├── InputError              input values that do not fit the flow's inputs (exit 2)
 ├── CycleError              tasks that depend on each other in a loop
 ├── BackendError            the container engine failed or refused (exit 1)
-│   └── ImageError          an image could not be pulled, found or built
+│   ├── ImageError          an image could not be pulled, found or built
+│   └── HostPathError       a bind source the engine cannot see (see runner/hostpaths.py)
 ├── StoreError              the database could not be opened or written
 └── NotFoundError           an execution id that matches nothing (exit 2)
 """
@@ -25,6 +26,10 @@ class RunnerError(Exception):
 
 class UsageError(RunnerError):
     exit_code = 2
+
+
+Loc = tuple[str | int, ...]
+"""Where a value is in a flow file: the keys and indexes from the top (`("tasks", 0, "id")`)."""
 
 
 @dataclass(frozen=True)
@@ -84,3 +89,9 @@ class StoreError(RunnerError):
 
 class NotFoundError(RunnerError):
     exit_code = 2
+
+
+class HostPathError(BackendError):
+    """A bind mount's source has no path the engine can use: a Windows path on a Linux
+    engine, a WSL or network path Docker Desktop cannot mount, or a folder inside the
+    runner's own container that has no host equivalent."""

@@ -85,6 +85,7 @@ class Mount:
     source: str
     target: str
     read_only: bool = False
+    written: str = ""  # as the flow wrote it (`./data:/data`), for messages
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class ContainerSpec:
     command: tuple[str, ...] | None
     env: Mapping[str, str]
     labels: Mapping[str, str]
-    workspace: str  # name of the execution's workspace volume, mounted at WORKSPACE_PATH
+    workspace: str  # the name of the execution's workspace (Workspace.name), at WORKSPACE_PATH
     mounts: tuple[Mount, ...] = ()
     files: tuple[FileToCopy, ...] = ()
     working_dir: str = "/workspace"
@@ -137,10 +138,11 @@ class ContainerStatus:
 
 @dataclass(frozen=True)
 class ManagedResource:
-    """A container or volume runner created, found by its labels (for `runner gc`)."""
+    """A container or a workspace (a volume, for Docker) runner created, found by its
+    labels (for `runner gc`)."""
 
     kind: Literal["container", "volume"]
-    name: str  # a container id, or a volume name
+    name: str  # a container id, or the workspace's name
     execution_id: str
     running: bool = False
 
@@ -179,5 +181,5 @@ LABEL_PREFIX = "io.runner."
 LABEL_MANAGED = LABEL_PREFIX + "managed"
 LABEL_EXECUTION = LABEL_PREFIX + "execution"
 LABEL_FLOW = LABEL_PREFIX + "flow"
-LABEL_TASK = LABEL_PREFIX + "task"
+LABEL_TASK_RUN = LABEL_PREFIX + "task-run"  # the task run's id in the store: one per attempt
 LABEL_ATTEMPT = LABEL_PREFIX + "attempt"

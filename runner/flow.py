@@ -25,6 +25,8 @@ from pydantic import (
 )
 
 from runner.durations import MAX_DURATION, Duration, MemorySize
+from runner.triggers.models import Trigger
+from runner.values import InputType, coerce_value
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -47,19 +49,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 
 
-class InputType(StrEnum):
-    STRING = "string"
-    INT = "int"
-    FLOAT = "float"
-    BOOL = "bool"
-    ENUM = "enum"
-    JSON = "json"
-    ARRAY = "array"
-    DATETIME = "datetime"
-    DATE = "date"
-    FILE = "file"
-
-
 class FlowInput(_Model):
     """A typed value given at run time with `-i id=value`."""
 
@@ -73,9 +62,6 @@ class FlowInput(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> FlowInput:
-        # inputs is pure; imported late to keep it free of models
-        from runner.inputs import coerce_value
-
         enum_like = self.type is InputType.ENUM or self.item_type is InputType.ENUM
         if enum_like and not self.values:
             raise ValueError("an enum input needs `values`, the list of accepted values")
@@ -343,6 +329,8 @@ class Flow(_Model):
     allowed_env: tuple[str, ...] = ()
     files: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     timeout: Timeout = None  # the whole execution, `errors:` and `finally:` aside
+    # What starts the flow without a person; ids are checked unique by the loader.
+    triggers: tuple[Trigger, ...] = ()
     tasks: tuple[Task, ...] = Field(min_length=1)
     errors: tuple[Task, ...] = ()
     # `finally` is a Python keyword, hence the alias.

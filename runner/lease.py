@@ -23,32 +23,7 @@ from typing import Protocol
 
 from runner.errors import StoreError
 from runner.logs import get_logger
-from runner.settings import (
-    DEFAULT_HEARTBEAT_SECONDS,
-    DEFAULT_LEASE_SECONDS,
-    HEARTBEAT_SECONDS_ENV,
-    LEASE_SECONDS_ENV,
-)
-
-
-def _seconds(env: str, default: float) -> float:
-    raw = os.environ.get(env, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        return default
-    return value if value > 0 else default
-
-
-def heartbeat_seconds() -> float:
-    return _seconds(HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS)
-
-
-def lease_seconds() -> float:
-    # A lease shorter than three heartbeats would expire under a live owner.
-    return max(_seconds(LEASE_SECONDS_ENV, DEFAULT_LEASE_SECONDS), 3 * heartbeat_seconds())
+from runner.settings import heartbeat_seconds
 
 
 @dataclass(frozen=True)

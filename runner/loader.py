@@ -19,17 +19,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from runner import dag
-from runner.dag import Loc
-from runner.errors import FlowError, Problem
+from runner.errors import FlowError, Loc, Problem
 from runner.flow import IDENTIFIER, Flow, Task
-from runner.templating import find_template_problems
+from runner.messages import did_you_mean
+from runner.template_checks import find_template_problems
+from runner.triggers.models import find_trigger_problems
 
 __all__ = ["LineMap", "LoadedFlow", "load_flow", "parse_flow"]
 
@@ -251,6 +252,9 @@ def _load(text: str, raw: bytes, path: str | Path) -> LoadedFlow:
                 upstream = dag.task_upstream(flow)
                 for loc, message in find_template_problems(flow, upstream.__getitem__):
                     report.add(loc, message)
+        if flow is not None:
+            for loc, message in find_trigger_problems(flow):
+                report.add(loc, message)
         _check_input_ids(data, report)
         _check_build_folders(data, absolute.parent, report)
     if flow is None and not report.problems:  # not expected: every path above reports why
@@ -597,7 +601,7 @@ class _Report:
 
     def _label(self, loc: Loc) -> str | None:
         """The id of the task or input at `loc`, when the file gives a usable one."""
-        if len(loc) != 2 or loc[0] not in ("tasks", "errors", "finally", "inputs"):
+        if len(loc) != 2 or loc[0] not in ("tasks", "errors", "finally", "inputs", "triggers"):
             return None
         item = _follow(self.data, loc)
         ident = item.get("id") if isinstance(item, dict) else None
@@ -667,17 +671,21 @@ class _Error:
                 # a tag, not a step into the data.
                 if union_at is None:
                     union_at, union = len(loc), members
-                annotation = next((m for m in members if _tag(m) == part), Any)
+                annotation = next((m for m in members if part in _tags(m)), Any)
                 continue
             container = members[0]
             loc.append(part)
             annotation = _child(container, part)
+        ctx = error.get("ctx") or {}
+        if error["type"] == "union_tag_invalid":  # placed on the tag's own line (`type:`)
+            container, annotation = annotation, Any
+            loc.append(str(ctx.get("discriminator", "")).strip("'"))
         return cls(
             kind=error["type"],
             loc=tuple(loc),
             value=error.get("input"),
             msg=error["msg"],
-            ctx=error.get("ctx") or {},
+            ctx=ctx,
             expected=annotation,
             container=container,
             union_at=union_at,
@@ -699,8 +707,24 @@ def _members(annotation: Any) -> tuple[Any, ...]:
     return (annotation,)
 
 
-def _tag(annotation: Any) -> str:
-    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+def _tags(annotation: Any) -> tuple[str, ...]:
+    """What pydantic names a union member in a loc: its type's name or, in a union with a
+    discriminator, the value of its tag field (`schedule` for a schedule trigger)."""
+    if not isinstance(annotation, type):
+        return (str(annotation),)
+    return (annotation.__name__, *_literals(annotation))
+
+
+def _literals(model: Any) -> tuple[str, ...]:
+    """The values of a model's `Literal` fields: its tags in a discriminated union."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ()
+    return tuple(
+        str(value)
+        for info in model.model_fields.values()
+        if get_origin(info.annotation) is Literal
+        for value in get_args(info.annotation)
+    )
 
 
 def _child(annotation: Any, part: str | int) -> Any:
@@ -798,19 +822,27 @@ def _message(error: _Error) -> str:
             if isinstance(model, type) and issubclass(model, BaseModel)
             else []
         )
-        hint = dag.did_you_mean(key, allowed)
+        hint = did_you_mean(key, allowed)
         if not hint and allowed:
             hint = f"; known fields: {', '.join(allowed)}"
         return f"unknown field {key!r}{hint}"
     if kind == "missing":
         return f"required field {key!r} is missing"
+    if kind == "union_tag_invalid":  # the `type:` of a trigger names no kind of trigger
+        tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        tag = str(ctx.get("tag", ""))
+        return f"unknown {key} {tag!r}{did_you_mean(tag, tags)}; use one of {', '.join(map(repr, tags))}"
+    if kind == "union_tag_not_found":
+        field = str(ctx.get("discriminator", "")).strip("'")
+        tags = [tag for member in _members(error.expected) for tag in _literals(member)]
+        return f"required field {field!r} is missing: one of {', '.join(map(repr, tags))}"
     if kind in ("enum", "literal_error"):
         expected = _strip(error.expected)
         if isinstance(expected, type) and issubclass(expected, Enum):
             choices = [str(member.value) for member in expected]
         else:
             choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        hint = dag.did_you_mean(error.value, choices) if isinstance(error.value, str) else ""
+        hint = did_you_mean(error.value, choices) if isinstance(error.value, str) else ""
         return f"expected one of {', '.join(map(repr, choices))}, got {got}{hint}"
     if kind in ("value_error", "assertion_error"):
         cause = ctx.get("error")

@@ -16,24 +16,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from runner import dag
-from runner.backends.base import Backend
+from runner.attempt import Attempts, Control
+from runner.backends.base import Backend, Workspace
 from runner.errors import BackendError, FlowError, RunnerError
 from runner.execution import (
-    LABEL_ATTEMPT,
     LABEL_EXECUTION,
-    LABEL_TASK,
+    LABEL_TASK_RUN,
     ContainerStatus,
     ExecutionState,
     ManagedResource,
     TaskState,
 )
-from runner.lease import Heartbeat, Lease, Owner, is_expired, lease_seconds
+from runner.lease import Heartbeat, Lease, Owner, is_expired
 from runner.loader import LoadedFlow, parse_flow
 from runner.logs import get_logger
 from runner.restart import latest_attempts
-from runner.scheduler import Scheduler
-from runner.settings import DEFAULT_ARTIFACTS_DIR
-from runner.specs import TaskContext, workspace_name
+from runner.settings import DEFAULT_ARTIFACTS_DIR, lease_seconds
+from runner.specs import TaskContext, execution_labels
 from runner.store import ExecutionRecord, LogWriter, Store, TaskRunRecord
 
 log = get_logger()
@@ -116,23 +115,29 @@ def _recover(
     """End one orphaned execution whose lease `owner` has taken; while its containers are
     followed, the lease is renewed and a `runner kill` is obeyed."""
     writer = LogWriter(store)
-    scheduler = Scheduler(backend, store, writer)
+    control = Control()
 
     def stop(reason: str) -> None:
-        scheduler.cancel(reason)
+        control.cancel(reason)
         for container in backend.find_containers({LABEL_EXECUTION: lease.execution_id}):
             if container.running:
                 backend.kill(container.id)
 
     try:
         with Heartbeat(store, lease.execution_id, owner, stop):
-            return _end(store, backend, scheduler, lease, kill=kill)
+            return _end(store, backend, writer, control, lease, kill=kill)
     finally:
         writer.close()
 
 
 def _end(
-    store: Store, backend: Backend, scheduler: Scheduler, lease: Lease, *, kill: bool
+    store: Store,
+    backend: Backend,
+    writer: LogWriter,
+    control: Control,
+    lease: Lease,
+    *,
+    kill: bool,
 ) -> Recovered:
     execution_id = lease.execution_id
     record = store.get_execution(execution_id)
@@ -152,7 +157,13 @@ def _end(
         return Recovered(execution_id, state, (), (), lease.holder)
 
     loaded = _stored_flow(store, record)
-    containers = {_key(c): c for c in backend.find_containers(labels)}
+    containers = {c.labels.get(LABEL_TASK_RUN, ""): c for c in backend.find_containers(labels)}
+    workspace = (
+        backend.workspace(execution_id, execution_labels(execution_id, loaded.flow))
+        if loaded is not None
+        else None
+    )
+    attempts = Attempts(backend, store, writer, control, workspace)
     adopted, lost = [], []
     for run in record.task_runs:
         if run.state.is_final:
@@ -161,8 +172,8 @@ def _end(
         if container is not None and not kill and loaded is not None:
             # Still running: followed to its end. Already ended while nobody watched:
             # its exit code and the rest of its lines are still on the engine.
-            scheduler.adopt(
-                _context(record, loaded),
+            attempts.adopt(
+                _context(record, loaded, workspace),
                 run.task_id,
                 run.attempt,
                 run.id,
@@ -182,10 +193,10 @@ def _end(
         lost.append(run.task_id)
     # Containers of attempts the store never heard of (created just before the crash).
     backend.cleanup(labels, volumes=False)
-    kill = kill or scheduler.cancelled  # `runner kill` while its tasks were followed
+    kill = kill or control.cancelled  # `runner kill` while its tasks were followed
     state, error = _final_state(store, execution_id, loaded, died, kill=kill)
     if state is not ExecutionState.FAILED:
-        backend.remove_workspace(workspace_name(execution_id))
+        _remove_workspace(backend, execution_id)
     store.set_execution_state(execution_id, state, error=error)
     elog.info("execution_recovered", state=state.value, adopted=adopted, lost=lost)
     return Recovered(execution_id, state, tuple(adopted), tuple(lost), lease.holder)
@@ -233,26 +244,29 @@ def _stored_flow(store: Store, record: ExecutionRecord) -> LoadedFlow | None:
         return None
 
 
-def _context(record: ExecutionRecord, loaded: LoadedFlow) -> TaskContext:
+def _remove_workspace(backend: Backend, execution_id: str) -> None:
+    """Remove an execution's workspace (its labels matter only to create one)."""
+    backend.workspace(execution_id, {}).remove()
+
+
+def _context(
+    record: ExecutionRecord, loaded: LoadedFlow, workspace: Workspace | None
+) -> TaskContext:
     return TaskContext(
         execution_id=record.id,
         flow=loaded.flow,
         base_dir=loaded.base_dir,
-        workspace=workspace_name(record.id),
+        workspace=workspace.name if workspace is not None else "",
         revision=loaded.revision,
         inputs=record.inputs,
         artifacts_dir=Path(DEFAULT_ARTIFACTS_DIR).resolve(),
     )
 
 
-def _key(container: ContainerStatus) -> tuple[str, str]:
-    return container.labels.get(LABEL_TASK, ""), container.labels.get(LABEL_ATTEMPT, "")
-
-
 def _container_of(
-    run: TaskRunRecord, containers: dict[tuple[str, str], ContainerStatus]
+    run: TaskRunRecord, containers: dict[str, ContainerStatus]
 ) -> ContainerStatus | None:
-    found = containers.get((run.task_id, str(run.attempt)))
+    found = containers.get(str(run.id))
     if found is None and run.container_id:
         found = next((c for c in containers.values() if c.id == run.container_id), None)
     return found
@@ -293,10 +307,7 @@ def collect_garbage(store: Store, backend: Backend, *, dry_run: bool = False) ->
             continue
         if not dry_run:
             try:
-                if resource.kind == "container":
-                    backend.remove(resource.name)
-                else:
-                    backend.remove_workspace(resource.name)
+                backend.remove_managed(resource)
             except RunnerError as exc:
                 log.warning("gc_remove_failed", resource=resource.name, error=str(exc))
                 continue

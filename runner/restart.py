@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from runner import dag
 from runner.errors import UsageError
 from runner.execution import TaskResult, TaskState
+from runner.messages import did_you_mean
 from runner.store import TaskRunRecord
 
 
@@ -42,7 +43,7 @@ def plan_restart(
             listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
             raise UsageError(
                 f"--from {from_task!r}: the flow has no such task"
-                f"{dag.did_you_mean(from_task, known)} (its tasks: {listed})"
+                f"{did_you_mean(from_task, known)} (its tasks: {listed})"
             )
         again.update(starts)
     for node_id in list(again):

@@ -1,18 +1,70 @@
-"""Every default of runner in one place, and the environment variables that change them."""
+"""Every setting of runner in one place: its environment variable, its default, and one
+rule for a bad value.
+
+Settings are read from the environment when they are needed (not once at import), so a
+test or a server may change them between runs. A value that is set but cannot be used
+is an error naming the variable and what it accepts (`SettingError`, exit code 2): a
+typo in `RUNNER_LEASE_SECONDS` must not silently become the default. An empty value
+counts as unset.
+"""
 
 from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from runner.errors import UsageError
+
+
+class SettingError(UsageError):
+    """An environment variable of runner holds a value it cannot use."""
+
+
+# -- where things are ----------------------------------------------------------------------
 
 DATABASE_URL_ENV = "RUNNER_DATABASE_URL"
 """Any SQLAlchemy URL; unset means SQLite in `.runner/runner.db` under the current folder."""
 
+DEFAULT_SQLITE_PATH = Path(".runner") / "runner.db"
+
+ARTIFACTS_DIR_ENV = "RUNNER_ARTIFACTS_DIR"
+DEFAULT_ARTIFACTS_DIR = ".runner/artifacts"
+"""Where `artifacts:` of tasks are copied, as ARTIFACTS_DIR/EXECUTION/TASK/ (`--artifacts-dir`)."""
+
+HOST_PATH_MAP_ENV = "RUNNER_HOST_PATH_MAP"
+"""`CONTAINER_PATH=HOST_PATH` pairs (comma-separated) that translate bind sources when the
+runner runs in a container; replaces what it finds by inspecting itself (runner.hostpaths)."""
+
+ENGINE_WAIT_SECONDS_ENV = "RUNNER_ENGINE_WAIT_SECONDS"
+DEFAULT_ENGINE_WAIT_SECONDS = 60.0
+"""How long a TCP engine that is coming up (Docker-in-Docker generating its certificates)
+is waited for before the run fails; 0 does not wait."""
+
+BACKEND_ENV = "RUNNER_BACKEND"
+DEFAULT_BACKEND = "docker"
+"""Which backend runs the containers (see `runner.backends.BACKENDS`)."""
+
+# -- output ---------------------------------------------------------------------------------
+
 LOG_FORMAT_ENV = "RUNNER_LOG_FORMAT"
 """`console` (default, for people) or `json` (one JSON object a line, for machines)."""
+
+LOG_FORMATS = ("console", "json")
+
+DEBUG_ENV = "RUNNER_DEBUG"
+"""Set to 1 to see the Python traceback of an internal error instead of one line."""
+
+# -- executions -----------------------------------------------------------------------------
 
 DEFAULT_CONCURRENCY = 8
 """Tasks of one execution running at once when neither the flow nor `--concurrency` says."""
 
-DEBUG_ENV = "RUNNER_DEBUG"
-"""Set to 1 to see the Python traceback of an internal error instead of one line."""
+QUEUE_POLL_SECONDS = 1.0
+"""How often a QUEUED execution checks whether its flow has a free slot."""
+
+# -- the database ----------------------------------------------------------------------------
 
 DB_RETRY_SECONDS_ENV = "RUNNER_DB_RETRY_SECONDS"
 """How long a write keeps being retried while the database is unreachable (its connection
@@ -26,10 +78,7 @@ DB_RETRY_FIRST_S = 0.2
 DB_RETRY_MAX_S = 5.0
 """Pause before the first retry of a failed write, doubling up to `DB_RETRY_MAX_S`."""
 
-DEFAULT_ARTIFACTS_DIR = ".runner/artifacts"
-"""Where `artifacts:` of tasks are copied, as ARTIFACTS_DIR/EXECUTION/TASK/ (`--artifacts-dir`)."""
-
-ARTIFACTS_DIR_ENV = "RUNNER_ARTIFACTS_DIR"
+# -- leases ------------------------------------------------------------------------------------
 
 HEARTBEAT_SECONDS_ENV = "RUNNER_HEARTBEAT_SECONDS"
 """How often the process running an execution renews its lease and looks for a kill
@@ -41,9 +90,119 @@ LEASE_SECONDS_ENV = "RUNNER_LEASE_SECONDS"
 """How long an execution's lease lasts without a heartbeat before another `runner`
 command takes it to be orphaned (its runner died on another machine) and recovers it.
 A runner on the same machine whose process is gone is noticed at once. Default
-`DEFAULT_LEASE_SECONDS`."""
+`DEFAULT_LEASE_SECONDS`; never less than three heartbeats."""
 
 DEFAULT_LEASE_SECONDS = 30.0
 
-QUEUE_POLL_SECONDS = 1.0
-"""How often a QUEUED execution checks whether its flow has a free slot."""
+
+# -- reading them ------------------------------------------------------------------------------
+
+
+def _raw(name: str, environ: Mapping[str, str] | None) -> str:
+    return (os.environ if environ is None else environ).get(name, "").strip()
+
+
+def seconds(
+    name: str,
+    default: float,
+    *,
+    minimum: float = 0.0,
+    allow_zero: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> float:
+    """A number of seconds from `name`, or `default` when unset. Raises SettingError for
+    text that is not a finite number, or one below `minimum` (or zero, unless allowed)."""
+    raw = _raw(name, environ)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum or (value == 0 and not allow_zero):
+        least = f">= {minimum:g}" if allow_zero else f"> {minimum:g}"
+        raise SettingError(f"{name} must be a number of seconds {least}, not {_shown(raw)}")
+    return value
+
+
+def choice(
+    name: str, default: str, choices: tuple[str, ...], *, environ: Mapping[str, str] | None = None
+) -> str:
+    """One of `choices` from `name` (case-insensitive), or `default` when unset."""
+    raw = _raw(name, environ)
+    if not raw:
+        return default
+    if raw.lower() not in choices:
+        raise SettingError(f"{name} must be one of {', '.join(choices)}, not {_shown(raw)}")
+    return raw.lower()
+
+
+def flag(name: str, *, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether `name` is set to a true value (1, true, yes, on); unset is false."""
+    raw = _raw(name, environ).lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), not {_shown(raw)}")
+
+
+def text(name: str, default: str = "", *, environ: Mapping[str, str] | None = None) -> str:
+    """The value of `name`, stripped, or `default` when unset."""
+    return _raw(name, environ) or default
+
+
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= 40 else raw[:37] + "...")
+
+
+# -- the settings ------------------------------------------------------------------------------
+
+
+def database_url(environ: Mapping[str, str] | None = None) -> str:
+    """`RUNNER_DATABASE_URL`, else SQLite in `.runner/runner.db` under the current folder."""
+    return text(DATABASE_URL_ENV, environ=environ) or "sqlite:///" + str(
+        DEFAULT_SQLITE_PATH.absolute()
+    )
+
+
+def db_retry_seconds(environ: Mapping[str, str] | None = None) -> float:
+    return seconds(DB_RETRY_SECONDS_ENV, DEFAULT_DB_RETRY_SECONDS, environ=environ)
+
+
+def heartbeat_seconds(environ: Mapping[str, str] | None = None) -> float:
+    return seconds(
+        HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS, allow_zero=False, environ=environ
+    )
+
+
+def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
+    # A lease shorter than three heartbeats would expire under a live owner.
+    lease = seconds(LEASE_SECONDS_ENV, DEFAULT_LEASE_SECONDS, allow_zero=False, environ=environ)
+    return max(lease, 3 * heartbeat_seconds(environ))
+
+
+def log_format(environ: Mapping[str, str] | None = None) -> str:
+    return choice(LOG_FORMAT_ENV, "console", LOG_FORMATS, environ=environ)
+
+
+def artifacts_dir(environ: Mapping[str, str] | None = None) -> Path:
+    return Path(text(ARTIFACTS_DIR_ENV, DEFAULT_ARTIFACTS_DIR, environ=environ))
+
+
+def backend_name(environ: Mapping[str, str] | None = None) -> str:
+    return text(BACKEND_ENV, DEFAULT_BACKEND, environ=environ).lower()
+
+
+def engine_wait_seconds(environ: Mapping[str, str] | None = None) -> float:
+    return seconds(ENGINE_WAIT_SECONDS_ENV, DEFAULT_ENGINE_WAIT_SECONDS, environ=environ)
+
+
+def host_path_map(environ: Mapping[str, str] | None = None) -> str:
+    return text(HOST_PATH_MAP_ENV, environ=environ)
+
+
+def debug(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether to print tracebacks of internal errors; never raises (it is read while
+    reporting another error)."""
+    return _raw(DEBUG_ENV, environ).lower() not in ("", "0", "false", "no", "off")

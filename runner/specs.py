@@ -6,6 +6,7 @@ because with a remote daemon they name the daemon's disk, not ours.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from runner.execution import (
     LABEL_EXECUTION,
     LABEL_FLOW,
     LABEL_MANAGED,
-    LABEL_TASK,
+    LABEL_TASK_RUN,
     WORKSPACE_PATH,
     BuildImage,
     ContainerSpec,
@@ -31,7 +32,9 @@ from runner.flow import NAMED_VOLUME_RE, VOLUME_RE, Flow, Task
 from runner.templating import TemplateContext, render, render_value
 
 SCRIPT_PATH = "/.runner/script"
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_LABEL_SAFE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+_NAME_PART_MAX = 40
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,21 @@ class TaskContext:
     templates: TemplateContext = field(default_factory=TemplateContext)  # execution-level
 
 
-def workspace_name(execution_id: str) -> str:
-    return f"runner-ws-{execution_id}"
+def label_value(text: str) -> str:
+    """`text` as a label value every backend accepts (Kubernetes is the strictest: at most
+    63 characters of `[A-Za-z0-9._-]`, starting and ending with a letter or digit); a
+    text that does not fit becomes a hash of it. The readable names are in the store."""
+    if _LABEL_SAFE.fullmatch(text):
+        return text
+    return "h" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def execution_labels(execution_id: str, flow: Flow) -> dict[str, str]:
-    return {LABEL_MANAGED: "true", LABEL_EXECUTION: execution_id, LABEL_FLOW: flow.full_id}
+    return {
+        LABEL_MANAGED: "true",
+        LABEL_EXECUTION: label_value(execution_id),
+        LABEL_FLOW: label_value(flow.full_id),
+    }
 
 
 def image_source(task: Task, base_dir: Path) -> ImageSource:
@@ -87,16 +99,17 @@ def parse_mount(spec: str, base_dir: Path) -> Mount:
     source, target, mode = match["source"], match["target"], match["mode"]
     read_only = mode == "ro"
     if NAMED_VOLUME_RE.match(source) and not source.startswith("."):
-        return Mount(kind="volume", source=source, target=target, read_only=read_only)
+        return Mount("volume", source, target, read_only, spec)
     if PureWindowsPath(source).drive or PurePosixPath(source).is_absolute():
-        return Mount(kind="bind", source=source, target=target, read_only=read_only)
-    return Mount(
-        kind="bind", source=str((base_dir / source).resolve()), target=target, read_only=read_only
-    )
+        return Mount("bind", source, target, read_only, spec)
+    return Mount("bind", str((base_dir / source).resolve()), target, read_only, spec)
 
 
-def container_name(execution_id: str, task_id: str, attempt: int) -> str:
-    return _NAME_UNSAFE.sub("_", f"runner-{execution_id[:12]}-{task_id}-{attempt}")
+def container_name(execution_id: str, run_name: str, task_run_id: int) -> str:
+    """`runner-EXECUTION-NAME-ID`: readable in `docker ps`, unique by the task run's id
+    (run names that differ only in unsafe characters, `a/b` and `a_b`, stay apart)."""
+    readable = _NAME_UNSAFE.sub("_", run_name)[:_NAME_PART_MAX].strip("_.-") or "task"
+    return f"runner-{execution_id[:12]}-{readable}-{task_run_id}"
 
 
 def render_task(task: Task, tctx: TemplateContext) -> Task:
@@ -117,7 +130,13 @@ def render_task(task: Task, tctx: TemplateContext) -> Task:
 
 
 def build_spec(
-    ctx: TaskContext, task: Task, attempt: int, image: str, *, node_id: str | None = None
+    ctx: TaskContext,
+    task: Task,
+    attempt: int,
+    image: str,
+    *,
+    task_run_id: int,
+    node_id: str | None = None,
 ) -> ContainerSpec:
     command, files = container_command(task)
     env = {
@@ -133,11 +152,11 @@ def build_spec(
     }
     labels: Mapping[str, str] = {
         **execution_labels(ctx.execution_id, ctx.flow),
-        LABEL_TASK: node_id or task.id,
+        LABEL_TASK_RUN: str(task_run_id),
         LABEL_ATTEMPT: str(attempt),
     }
     return ContainerSpec(
-        name=container_name(ctx.execution_id, node_id or task.id, attempt),
+        name=container_name(ctx.execution_id, node_id or task.id, task_run_id),
         image=image,
         command=command,
         env=env,

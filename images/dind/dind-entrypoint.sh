@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Entrypoint of runner-test/dind: start dockerd on tcp://0.0.0.0:2375 (no TLS) and on
-# /var/run/docker.sock, and stop it cleanly on `docker stop`. See the Dockerfile for the
+# Entrypoint of runner-test/dind: start dockerd on tcp://0.0.0.0:2375 (no TLS), or with
+# DOCKER_TLS_CERTDIR on tcp://0.0.0.0:2376 with TLS, and on /var/run/docker.sock, and stop it cleanly on `docker stop`. See the Dockerfile for the
 # ways to run it and the environment it reads.
 #
 # dockerd runs as a child, not exec'd, so that after it stopped (and stopped its
@@ -60,10 +60,76 @@ remove_cgroups() {
   done
 }
 
+# TLS as the official docker:dind does it, when DOCKER_TLS_CERTDIR is set (GitLab CI's
+# `docker:dind` service with DOCKER_TLS_CERTDIR=/certs): a CA in $DIR/ca, the server's
+# certificate in $DIR/server, a client's in $DIR/client (ca.pem, cert.pem, key.pem: what a
+# job mounts as DOCKER_CERT_PATH), each made only when missing; then dockerd listens on
+# 2376 with --tlsverify instead of on 2375.
+: "${DOCKER_TLS_CERTDIR:=}"
+: "${DOCKER_TLS_SAN:=}"
+
+make_cert() { # make_cert DIR CN EXTFILE: a key and a certificate signed by the CA
+  # Made in DIR/.new and renamed into DIR, key.pem last: a job polling for the files (the
+  # runner waits for them) never reads a half-written one.
+  local dir=$1 cn=$2 ext=$3 new="$1/.new"
+  mkdir -p "$new"
+  openssl genrsa -out "${new}/key.pem" 4096 2>/dev/null
+  openssl req -new -key "${new}/key.pem" -out "${new}/csr.pem" -subj "/CN=${cn}"
+  openssl x509 -req -in "${new}/csr.pem" -CA "${DOCKER_TLS_CERTDIR}/ca/cert.pem" \
+    -CAkey "${DOCKER_TLS_CERTDIR}/ca/key.pem" -CAcreateserial -days 825 -sha256 \
+    -extfile "$ext" -out "${new}/cert.pem" 2>/dev/null
+  cp "${DOCKER_TLS_CERTDIR}/ca/cert.pem" "${new}/ca.pem"
+  chmod 0644 "${new}/"*.pem
+  mv "${new}/ca.pem" "${new}/cert.pem" "$dir/"
+  mv "${new}/key.pem" "$dir/"
+  rm -rf "$new" "$ext"
+}
+
+generate_certs() {
+  local dir=$DOCKER_TLS_CERTDIR san ext
+  mkdir -p "${dir}/ca" "${dir}/server" "${dir}/client"
+  if [[ ! -s ${dir}/ca/cert.pem ]]; then
+    log "TLS: making a CA in ${dir}/ca"
+    openssl genrsa -out "${dir}/ca/key.pem" 4096 2>/dev/null
+    openssl req -new -x509 -days 825 -sha256 -key "${dir}/ca/key.pem" \
+      -out "${dir}/ca/cert.pem" -subj "/CN=docker:dind CA"
+  fi
+  if [[ ! -s ${dir}/server/cert.pem ]]; then
+    san="DNS:docker,DNS:localhost,DNS:$(hostname),IP:127.0.0.1"
+    for ip in $(hostname -i 2>/dev/null); do san+=",IP:${ip}"; done
+    [[ -n $DOCKER_TLS_SAN ]] && san+=",${DOCKER_TLS_SAN}"
+    log "TLS: making the server certificate in ${dir}/server (${san})"
+    ext=$(mktemp)
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$san" >"$ext"
+    make_cert "${dir}/server" docker:dind "$ext"
+  fi
+  if [[ ! -s ${dir}/client/cert.pem ]]; then
+    log "TLS: making a client certificate in ${dir}/client"
+    ext=$(mktemp)
+    printf 'extendedKeyUsage=clientAuth\n' >"$ext"
+    make_cert "${dir}/client" docker:dind-client "$ext"
+  fi
+  # The client files are readable by the job whatever its user, as in docker:dind (and
+  # so is the server's key here: test engines only); the CA's key stays private.
+  chmod 0600 "${dir}/ca/key.pem"
+}
+
+if [[ -n $DOCKER_TLS_CERTDIR ]]; then
+  generate_certs
+  listen=(
+    --host=tcp://0.0.0.0:2376
+    --tlsverify
+    --tlscacert="${DOCKER_TLS_CERTDIR}/server/ca.pem"
+    --tlscert="${DOCKER_TLS_CERTDIR}/server/cert.pem"
+    --tlskey="${DOCKER_TLS_CERTDIR}/server/key.pem"
+  )
+else
+  listen=(--host=tcp://0.0.0.0:2375 --tls=false)
+fi
+
 args=(
   --host=unix:///var/run/docker.sock
-  --host=tcp://0.0.0.0:2375
-  --tls=false
+  "${listen[@]}"
   --storage-driver="${DIND_STORAGE_DRIVER}"
   --cgroup-parent="${DIND_CGROUP_PARENT}"
   "$@"

@@ -1,12 +1,22 @@
 """The Backend protocol: the only way the scheduler touches containers.
 
+A backend runs each task attempt as a container somewhere (a Docker engine, a Swarm, a
+Kubernetes cluster) and owns the execution's workspace: the folder every task of the
+execution sees at /workspace, wherever the backend keeps it. The scheduler asks for a
+`Workspace` handle and never learns whether it is a named volume, a volume on one node
+of a swarm, or a persistent volume claim.
+
 A backend translates its engine's errors into `BackendError` (or `ImageError`) with a
-message for the user; the scheduler never sees an engine exception.
+message for the user; the scheduler never sees an engine exception. Labels it is given
+are already backend-neutral: keys under `io.runner.`, values of at most 63 characters of
+`[A-Za-z0-9._-]` (see `runner.specs.label_value`), which Docker, Swarm and Kubernetes
+all accept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from runner.execution import (
@@ -21,9 +31,55 @@ from runner.execution import (
 ProgressCallback = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class EngineInfo:
+    """What `runner info` says about the engine a backend drives."""
+
+    backend: str  # the registry name: "docker"
+    name: str  # the engine's own name: "Docker Engine", "Docker Desktop"
+    version: str
+    os: str  # the engine host's operating system
+    address: str  # where it is reached, as the user would write DOCKER_HOST
+    chosen_by: str = ""  # why this engine: "DOCKER_HOST is set", "the current context of ..."
+
+
+class Workspace(Protocol):
+    """The storage an execution's tasks share, mounted at /workspace in each of them.
+
+    Created before the first task, seeded with the flow's `files:` and file inputs, read
+    for `artifacts:` after a task ends (the task's container may be gone by then: a
+    finished pod or swarm task cannot be read), removed at the end unless it is kept.
+    """
+
+    @property
+    def name(self) -> str:
+        """How the backend names it (for messages and `ContainerSpec.workspace`)."""
+
+    def create(self) -> None:
+        """Create it, empty; creating one that exists is not an error."""
+
+    def exists(self) -> bool:
+        """Whether it is still there (a restart reuses a kept workspace)."""
+
+    def seed(self, archive: bytes) -> None:
+        """Unpack a tar whose paths are relative to the workspace root into it."""
+
+    def read(self, path: str) -> Iterator[bytes] | None:
+        """A tar stream of the file or folder `path` (relative to the workspace root;
+        "" for the root itself), None if it does not exist. Entry names start with the
+        path's last component, as `docker cp` and `tar -C PARENT NAME` write them; the
+        root's entries start with `workspace/`. Works after every task has ended."""
+
+    def remove(self) -> None:
+        """Remove it and its content; a missing one is not an error."""
+
+
 class Backend(Protocol):
     def check(self) -> None:
         """Raise BackendError with advice if the engine cannot be reached."""
+
+    def describe(self) -> EngineInfo:
+        """The engine's name, version and OS (raises BackendError if unreachable)."""
 
     def ensure_image(self, source: ImageSource, progress: ProgressCallback | None = None) -> str:
         """Make the image available (pull or build as needed); return the reference to run.
@@ -31,11 +87,9 @@ class Backend(Protocol):
         Safe to call from several threads; the same source is prepared once per backend.
         """
 
-    def create_workspace(self, name: str, labels: Mapping[str, str]) -> None:
-        """Create the execution's shared volume."""
-
-    def remove_workspace(self, name: str) -> None:
-        """Remove the execution's shared volume; a missing one is not an error."""
+    def workspace(self, execution_id: str, labels: Mapping[str, str]) -> Workspace:
+        """The handle of an execution's workspace (nothing is created until `create`).
+        `labels` mark what the backend creates for it, for `cleanup` and `list_managed`."""
 
     def start(self, spec: ContainerSpec) -> str:
         """Create the container, copy `spec.files` in, start it; return its id."""
@@ -45,15 +99,6 @@ class Backend(Protocol):
 
         The last line is yielded even without a trailing newline.
         """
-
-    def copy_into_workspace(self, workspace: str, image: str, archive: bytes) -> None:
-        """Unpack a tar into the workspace volume, without a bind mount (works on any daemon).
-
-        `image` is any image already available, used for a container that is never started.
-        """
-
-    def copy_out(self, container_id: str, path: str) -> Iterator[bytes] | None:
-        """Stream a tar of `path` in a (stopped) container; None if the path does not exist."""
 
     def wait(self, container_id: str) -> ContainerExit:
         """Block until the container exits; return how it ended."""
@@ -69,17 +114,17 @@ class Backend(Protocol):
         """Remove a container; a missing one is not an error."""
 
     def cleanup(self, labels: Mapping[str, str], *, volumes: bool = True) -> int:
-        """Remove every container (and volume, unless `volumes` is False) carrying all
+        """Remove every container (and workspace, unless `volumes` is False) carrying all
         `labels`; return how many."""
 
     def find_containers(self, labels: Mapping[str, str]) -> list[ContainerStatus]:
         """Every container, running or not, carrying all `labels`."""
 
-    def workspace_exists(self, name: str) -> bool:
-        """Whether the workspace volume `name` is still there."""
-
     def list_managed(self) -> list[ManagedResource]:
-        """Every container and volume runner created on this engine (any execution)."""
+        """Every container and workspace runner created on this engine (any execution)."""
+
+    def remove_managed(self, resource: ManagedResource) -> None:
+        """Remove one of what `list_managed` found; a missing one is not an error."""
 
     def close(self) -> None:
         """Release connections."""

@@ -39,12 +39,12 @@ import requests
 import structlog
 import urllib3.exceptions
 import urllib3.response
-from docker.constants import DEFAULT_NPIPE, DEFAULT_UNIX_SOCKET, IS_WINDOWS_PLATFORM
 from docker.types import Mount as DockerMount
 from docker.utils.build import exclude_paths
 from structlog.typing import FilteringBoundLogger
 
-from runner.backends.base import ProgressCallback
+from runner.backends import docker_connection
+from runner.backends.base import EngineInfo, ProgressCallback
 from runner.errors import BackendError, ImageError
 from runner.execution import (
     LABEL_EXECUTION,
@@ -61,16 +61,19 @@ from runner.execution import (
     PullImage,
     Stream,
 )
+from runner.hostpaths import BindSourceTranslator
+from runner.settings import engine_wait_seconds
 
 PULL_POLICIES = ("missing", "always", "never")
+WORKSPACE_PREFIX = "runner-ws-"
+"""An execution's workspace is the named volume WORKSPACE_PREFIX + execution id."""
+HELPER_IMAGE = "runner/workspace-helper:1"
+"""The empty image of the containers that only reach a workspace volume (see _helper_image)."""
 PULL_PROGRESS_INTERVAL_S = 1.0
 """Pull progress is summarised at most this often; the engine sends dozens of events a second."""
 BUILD_REPOSITORY = "runner-build"
 BUILD_ERROR_TAIL_LINES = 20
 """How many lines of build output a failed build's ImageError quotes."""
-MAX_POOL_SIZE = 64
-"""Connections kept per engine: every running task holds one for its log stream and one for
-wait, and docker-py's default of 10 makes urllib3 discard (and warn about) the rest."""
 LOG_READ_SIZE = 256 * 1024
 LOG_CATCH_UP_FRAMES = 16
 """How many of a log's last frames are fetched again after a follow ends (see `logs`)."""
@@ -110,7 +113,12 @@ class DockerBackend:
         self, client: docker.DockerClient | None = None, *, log: FilteringBoundLogger | None = None
     ) -> None:
         self._owns_client = client is None
-        self._client = client if client is not None else _client_from_env()
+        self._chosen_by = "a client given by the caller"
+        if client is None:
+            choice = docker_connection.choose_engine()
+            self._chosen_by = choice.reason
+            client = docker_connection.connect(choice, _translate, wait_s=engine_wait_seconds())
+        self._client = client
         self._api = self._client.api
         self._host = _engine_host(self._api)
         self._log: FilteringBoundLogger = (
@@ -119,13 +127,15 @@ class DockerBackend:
         self._images: dict[ImageSource, str] = {}
         self._image_locks: dict[ImageSource, threading.Lock] = {}
         self._images_lock = threading.Lock()
+        self._helper: str | None = None
+        self._translator: BindSourceTranslator | None = None
 
     @classmethod
     def from_env(cls, *, log: FilteringBoundLogger | None = None) -> DockerBackend:
-        """Connect as the docker CLI would: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
-        else the local socket (a named pipe on Windows); `docker context` settings are not
-        read. Raises BackendError like `check`: docker-py asks the engine for its API
-        version on connecting."""
+        """Connect as the docker CLI would: DOCKER_HOST (with DOCKER_TLS_VERIFY and
+        DOCKER_CERT_PATH), else DOCKER_CONTEXT, else the current context, else the local
+        socket (a named pipe on Windows), waiting for a TCP engine that is coming up; see
+        backends/docker_connection.py. Raises BackendError like `check`."""
         return cls(log=log)
 
     def check(self) -> None:
@@ -133,6 +143,24 @@ class DockerBackend:
             self._api.ping()
         except _ENGINE_ERRORS as exc:
             raise _translate(exc, "reach the Docker engine", self._host) from exc
+
+    def describe(self) -> EngineInfo:
+        try:
+            info = self._api.info()
+            version = self._api.version()
+        except _ENGINE_ERRORS as exc:
+            raise _translate(exc, "ask the Docker engine what it is", self._host) from exc
+        operating_system = str(info.get("OperatingSystem") or version.get("Os") or "?")
+        name = "Docker Desktop" if "Docker Desktop" in operating_system else "Docker Engine"
+        platform = (version.get("Platform") or {}).get("Name")
+        return EngineInfo(
+            backend="docker",
+            name=str(platform or name),
+            version=str(version.get("Version") or "?"),
+            os=f"{operating_system} ({info.get('OSType', '?')}/{info.get('Architecture', '?')})",
+            address=self._host,
+            chosen_by=self._chosen_by,
+        )
 
     # -- images -------------------------------------------------------------------------
 
@@ -290,44 +318,57 @@ class DockerBackend:
 
     # -- workspaces ---------------------------------------------------------------------
 
-    def create_workspace(self, name: str, labels: Mapping[str, str]) -> None:
-        try:
-            self._api.create_volume(name, labels=dict(labels))
-        except _ENGINE_ERRORS as exc:
-            raise _translate(exc, f"create workspace volume '{name}'", self._host) from exc
+    def workspace(self, execution_id: str, labels: Mapping[str, str]) -> DockerWorkspace:
+        return DockerWorkspace(self, f"{WORKSPACE_PREFIX}{execution_id}", labels)
 
-    def remove_workspace(self, name: str) -> None:
-        try:
-            self._api.remove_volume(name, force=True)
-        except docker.errors.NotFound:
-            return
-        except _ENGINE_ERRORS as exc:
-            raise _translate(exc, f"remove workspace volume '{name}'", self._host) from exc
+    def _helper_image(self) -> str:
+        """An empty image for containers that are created, never started, only to reach a
+        volume through the archive API (put_archive / get_archive need a container).
+        Imported from a tar of one folder, so it needs no registry and weighs nothing;
+        made once per engine."""
+        with self._images_lock:
+            if self._helper is not None:
+                return self._helper
+        if self._local_image_id(HELPER_IMAGE) is None:
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as archive:
+                folder = tarfile.TarInfo(WORKSPACE_PATH.strip("/"))
+                folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+                archive.addfile(folder)
+            repository, _, tag = HELPER_IMAGE.partition(":")
+            try:
+                self._api.import_image_from_data(
+                    buffer.getvalue(),
+                    repository=repository,
+                    tag=tag,
+                    changes=[f"LABEL {LABEL_MANAGED}=true"],
+                )
+            except _ENGINE_ERRORS as exc:
+                raise _translate(
+                    exc, f"create the helper image {HELPER_IMAGE}", self._host
+                ) from exc
+        with self._images_lock:
+            self._helper = HELPER_IMAGE
+        return HELPER_IMAGE
 
-    def copy_into_workspace(self, workspace: str, image: str, archive: bytes) -> None:
-        """Unpack a tar (paths relative to the workspace root) into the workspace volume.
-
-        The engine's archive API needs a container, so one is created from `image` with the
-        volume mounted, never started, and removed; it carries the volume's labels so that
-        `cleanup` finds it should the removal fail.
-        """
-        what = f"copy files into workspace volume '{workspace}'"
+    @contextlib.contextmanager
+    def _volume_helper(self, volume: str, labels: Mapping[str, str], what: str) -> Iterator[str]:
+        """A never-started container with `volume` at /workspace, removed afterwards; it
+        carries the volume's labels so that `cleanup` finds it should the removal fail."""
+        image = self._helper_image()
         try:
-            labels = self._api.inspect_volume(workspace).get("Labels") or {}
             host_config = self._api.create_host_config(
-                mounts=[DockerMount(WORKSPACE_PATH, workspace, type="volume")]
+                mounts=[DockerMount(WORKSPACE_PATH, volume, type="volume")]
             )
             # a command, because an image without CMD cannot be created without one
             created = self._api.create_container(
-                image, command=["true"], labels=labels, host_config=host_config
+                image, command=["true"], labels=dict(labels), host_config=host_config
             )
         except _ENGINE_ERRORS as exc:
             raise _translate(exc, what, self._host) from exc
         container_id = str(created["Id"])
         try:
-            self._api.put_archive(container_id, WORKSPACE_PATH, archive)
-        except _ENGINE_ERRORS as exc:
-            raise _translate(exc, what, self._host) from exc
+            yield container_id
         finally:
             self._discard(container_id)
 
@@ -335,9 +376,11 @@ class DockerBackend:
 
     def start(self, spec: ContainerSpec) -> str:
         mounts = [DockerMount(WORKSPACE_PATH, spec.workspace, type="volume")]
-        mounts += [
-            DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in spec.mounts
-        ]
+        for m in spec.mounts:
+            source = m.source
+            if m.kind == "bind":
+                source = self._bind_source(m.source, f"container {spec.name}: volume {m.written!r}")
+            mounts.append(DockerMount(m.target, source, type=m.kind, read_only=m.read_only))
         # init=True runs the engine's tini as PID 1: signals reach the task and orphaned
         # processes are reaped. The price: a missing executable is no longer a start error
         # but exit code 127 (126 if not executable) with tini's message on stderr, as in a shell.
@@ -396,6 +439,20 @@ class DockerBackend:
             self._discard(container_id)
             raise _translate(exc, action, self._host) from exc
         return container_id
+
+    def _bind_source(self, source: str, entry: str) -> str:
+        """The path the engine must be given for a bind mount of `source`: a Windows path
+        in Docker Desktop's form, a path inside the runner's own container as the host
+        sees it (runner.hostpaths). The engine's facts are looked up once."""
+        with self._images_lock:
+            translator = self._translator
+        if translator is None:
+            translator = docker_connection.host_path_translator(
+                self._client, _translate, host=self._host
+            )
+            with self._images_lock:
+                self._translator = translator
+        return translator(source, entry)
 
     def _discard(self, container_id: str) -> None:
         """Best-effort removal of a container that failed to start; the start error matters more."""
@@ -461,24 +518,6 @@ class DockerBackend:
             yield _body(response)
         finally:
             response.close()
-
-    def copy_out(self, container_id: str, path: str) -> Iterator[bytes] | None:
-        """A tar stream of `path` in the container (running or stopped); None if it is absent."""
-        try:
-            stream: Iterator[bytes]
-            stream, _ = self._api.get_archive(container_id, path, chunk_size=1024 * 1024)
-        except docker.errors.NotFound as exc:
-            if "no such container" not in _explain(exc).lower():
-                return None  # the path is absent
-            raise BackendError(
-                f"cannot copy {path} out of container {container_id[:12]}: "
-                "the container does not exist"
-            ) from exc
-        except _ENGINE_ERRORS as exc:
-            raise _translate(
-                exc, f"copy {path} out of container {container_id[:12]}", self._host
-            ) from exc
-        return iter(stream)
 
     def wait(self, container_id: str) -> ContainerExit:
         try:
@@ -583,15 +622,6 @@ class DockerBackend:
             for c in found
         ]
 
-    def workspace_exists(self, name: str) -> bool:
-        try:
-            self._api.inspect_volume(name)
-        except docker.errors.NotFound:
-            return False
-        except _ENGINE_ERRORS as exc:
-            raise _translate(exc, f"inspect workspace volume '{name}'", self._host) from exc
-        return True
-
     def list_managed(self) -> list[ManagedResource]:
         filters = {"label": [f"{LABEL_MANAGED}=true"]}
         try:
@@ -618,25 +648,109 @@ class DockerBackend:
         ]
         return found
 
+    def remove_managed(self, resource: ManagedResource) -> None:
+        if resource.kind == "container":
+            self._remove_container(resource.name)
+        else:
+            DockerWorkspace(self, resource.name, {}).remove()
+
     def close(self) -> None:
         """Close the connections; a client passed in by the caller stays the caller's to close."""
         if self._owns_client:
             self._client.close()
 
 
+class DockerWorkspace:
+    """An execution's workspace on a Docker engine: a named volume. Files go in and out
+    through the engine's archive API on a helper container, never through a bind mount,
+    so this works the same with a remote engine or Docker-in-Docker."""
+
+    def __init__(self, backend: DockerBackend, name: str, labels: Mapping[str, str]) -> None:
+        self._backend = backend
+        self._api = backend._api
+        self._name = name
+        self._labels = dict(labels)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def create(self) -> None:
+        try:
+            self._api.create_volume(self._name, labels=self._labels)
+        except _ENGINE_ERRORS as exc:
+            raise self._error(exc, f"create workspace volume '{self._name}'") from exc
+
+    def exists(self) -> bool:
+        try:
+            self._api.inspect_volume(self._name)
+        except docker.errors.NotFound:
+            return False
+        except _ENGINE_ERRORS as exc:
+            raise self._error(exc, f"inspect workspace volume '{self._name}'") from exc
+        return True
+
+    def seed(self, archive: bytes) -> None:
+        what = f"copy files into workspace volume '{self._name}'"
+        self._must_exist(what)
+        with self._backend._volume_helper(self._name, self._labels, what) as helper:
+            try:
+                self._api.put_archive(helper, WORKSPACE_PATH, archive)
+            except _ENGINE_ERRORS as exc:
+                raise self._error(exc, what) from exc
+
+    def read(self, path: str) -> Iterator[bytes] | None:
+        inside = f"{WORKSPACE_PATH}/{path.strip('/')}".rstrip("/")
+        what = f"copy {inside} out of workspace volume '{self._name}'"
+        self._must_exist(what)
+        helper = self._backend._volume_helper(self._name, self._labels, what)
+        container_id = helper.__enter__()
+        try:
+            stream, _ = self._api.get_archive(container_id, inside, chunk_size=1024 * 1024)
+        except docker.errors.NotFound as exc:
+            helper.__exit__(None, None, None)
+            if "no such container" in _explain(exc).lower():
+                raise self._error(exc, what) from exc
+            return None  # the path is absent
+        except BaseException as exc:
+            helper.__exit__(None, None, None)
+            if isinstance(exc, _ENGINE_ERRORS):
+                raise self._error(exc, what) from exc
+            raise
+        return self._stream(stream, helper, what)
+
+    def _stream(
+        self,
+        stream: Iterator[bytes],
+        helper: contextlib.AbstractContextManager[str],
+        what: str,
+    ) -> Iterator[bytes]:
+        """`stream`, then the helper container removed (also when the reader stops early)."""
+        try:
+            yield from stream
+        except _ENGINE_ERRORS as exc:
+            raise self._error(exc, what) from exc
+        finally:
+            helper.__exit__(None, None, None)
+
+    def remove(self) -> None:
+        try:
+            self._api.remove_volume(self._name, force=True)
+        except docker.errors.NotFound:
+            return
+        except _ENGINE_ERRORS as exc:
+            raise self._error(exc, f"remove workspace volume '{self._name}'") from exc
+
+    def _must_exist(self, action: str) -> None:
+        # Mounting a missing named volume would create it, empty and unlabelled.
+        if not self.exists():
+            raise BackendError(f"cannot {action}: the volume does not exist (removed?)")
+
+    def _error(self, exc: BaseException, action: str) -> BackendError:
+        return _translate(exc, action, self._backend._host)
+
+
 # -- connecting -------------------------------------------------------------------------
-
-
-def _client_from_env() -> docker.DockerClient:
-    try:
-        # version detection pings the engine, so an unreachable engine fails here already
-        return docker.from_env(max_pool_size=MAX_POOL_SIZE)
-    except _ENGINE_ERRORS as exc:
-        host = os.environ.get("DOCKER_HOST") or (
-            DEFAULT_NPIPE if IS_WINDOWS_PLATFORM else DEFAULT_UNIX_SOCKET
-        )
-        host = host.replace("http+unix://", "unix://")
-        raise _translate(exc, "reach the Docker engine", host) from exc
 
 
 def _engine_host(api: docker.APIClient) -> str:

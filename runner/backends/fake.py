@@ -7,13 +7,15 @@ tests/integration; this double only exercises ordering, skipping and concurrency
 
 from __future__ import annotations
 
+import io
+import tarfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from runner.backends.base import ProgressCallback
+from runner.backends.base import EngineInfo, ProgressCallback
 from runner.errors import BackendError
 from runner.execution import (
     LABEL_EXECUTION,
@@ -25,6 +27,8 @@ from runner.execution import (
     ManagedResource,
     PullImage,
 )
+
+_WS_PREFIX = "fake-ws-"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class FakeBackend:
         self.removed: list[str] = []
         self.stopped: list[str] = []
         self.seeded: list[tuple[str, bytes]] = []
+        self.workspace_files: dict[str, dict[str, bytes]] = {}
         self._containers: dict[str, _Container] = {}
         self._lock = threading.Lock()
         self.max_running = 0
@@ -62,11 +67,13 @@ class FakeBackend:
     def ensure_image(self, source: ImageSource, progress: ProgressCallback | None = None) -> str:
         return source.reference if isinstance(source, PullImage) else f"built:{source.context.name}"
 
-    def create_workspace(self, name: str, labels: Mapping[str, str]) -> None:
-        self.volumes.add(name)
+    def describe(self) -> EngineInfo:
+        return EngineInfo(
+            backend="fake", name="fake engine", version="0", os="memory", address="memory://"
+        )
 
-    def remove_workspace(self, name: str) -> None:
-        self.volumes.discard(name)
+    def workspace(self, execution_id: str, labels: Mapping[str, str]) -> FakeWorkspace:
+        return FakeWorkspace(self, f"{_WS_PREFIX}{execution_id}")
 
     def start(self, spec: ContainerSpec) -> str:
         script = self.scripts.get(spec.env["RUNNER_TASK_ID"], Script())
@@ -85,12 +92,6 @@ class FakeBackend:
         for line in container.script.lines:
             yield LogLine(stream="stdout", line=line, time=datetime.now(UTC))
         container.killed.wait(container.script.seconds)
-
-    def copy_into_workspace(self, workspace: str, image: str, archive: bytes) -> None:
-        self.seeded.append((workspace, archive))
-
-    def copy_out(self, container_id: str, path: str) -> Iterator[bytes] | None:
-        return None
 
     def wait(self, container_id: str) -> ContainerExit:
         container = self._containers[container_id]
@@ -121,17 +122,72 @@ class FakeBackend:
             if cid not in self.removed and all(c.spec.labels.get(k) == v for k, v in labels.items())
         ]
 
-    def workspace_exists(self, name: str) -> bool:
-        return name in self.volumes
-
     def list_managed(self) -> list[ManagedResource]:
-        return [
+        found = [
             ManagedResource(
-                kind="container", name=cid, execution_id=c.spec.labels.get(LABEL_EXECUTION, "")
+                kind="container",
+                name=cid,
+                execution_id=c.spec.labels.get(LABEL_EXECUTION, ""),
+                running=not c.killed.is_set(),
             )
             for cid, c in self._containers.items()
             if cid not in self.removed
         ]
+        found += [
+            ManagedResource(kind="volume", name=name, execution_id=name.removeprefix(_WS_PREFIX))
+            for name in sorted(self.volumes)
+        ]
+        return found
+
+    def remove_managed(self, resource: ManagedResource) -> None:
+        if resource.kind == "container":
+            self.remove(resource.name)
+        else:
+            self.volumes.discard(resource.name)
 
     def close(self) -> None:
         pass
+
+
+class FakeWorkspace:
+    """A workspace that exists as a name in `FakeBackend.volumes`; `files` (path relative
+    to the workspace root -> content) is what `read` packs, as tasks would have written."""
+
+    def __init__(self, backend: FakeBackend, name: str) -> None:
+        self._backend = backend
+        self.name = name
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        return self._backend.workspace_files.setdefault(self.name, {})
+
+    def create(self) -> None:
+        self._backend.volumes.add(self.name)
+
+    def exists(self) -> bool:
+        return self.name in self._backend.volumes
+
+    def seed(self, archive: bytes) -> None:
+        self._backend.seeded.append((self.name, archive))
+
+    def read(self, path: str) -> Iterator[bytes] | None:
+        prefix = path.strip("/")
+        top = prefix.rsplit("/", 1)[-1] if prefix else "workspace"
+        chosen = {
+            name: content
+            for name, content in self.files.items()
+            if not prefix or name == prefix or name.startswith(prefix + "/")
+        }
+        if not chosen:
+            return None
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            for name, content in sorted(chosen.items()):
+                inside = name[len(prefix) :].lstrip("/") if prefix else name
+                entry = tarfile.TarInfo(f"{top}/{inside}" if inside else top)
+                entry.size = len(content)
+                archive.addfile(entry, io.BytesIO(content))
+        return iter([buffer.getvalue()])
+
+    def remove(self) -> None:
+        self._backend.volumes.discard(self.name)

@@ -10,6 +10,8 @@ The tables are in `models.py`; the Alembic migrations that create them ship in
 `migrations/` and run on `Store.open`.
 """
 
+from runner.settings import database_url as default_database_url
+from runner.settings import db_retry_seconds
 from runner.store.logwriter import LogWriter
 from runner.store.store import (
     ArtifactFile,
@@ -21,8 +23,6 @@ from runner.store.store import (
     Store,
     StoreUnavailableError,
     TaskRunRecord,
-    db_retry_seconds,
-    default_database_url,
 )
 
 __all__ = [
@@ -39,3 +39,36 @@ __all__ = [
     "db_retry_seconds",
     "default_database_url",
 ]
+
+
+# TEMPORARY shims until the store split lands.
+from dataclasses import dataclass as _dataclass
+from dataclasses import field as _field
+from datetime import datetime as _datetime
+from typing import Any as _Any
+
+
+@_dataclass(frozen=True)
+class ExecutionFilter:
+    namespace: str | None = None
+    flow_id: str | None = None
+    states: tuple[str, ...] = ()
+    labels: dict[str, str] = _field(default_factory=dict)
+    created_after: _datetime | None = None
+    created_before: _datetime | None = None
+
+
+@_dataclass(frozen=True)
+class Page:
+    items: list[_Any]
+    next_cursor: str | None
+
+
+def open_store(url: str, *, upgrade: bool = True) -> Store:
+    return Store.open(url, upgrade=upgrade)
+
+
+def describe_url(url: str) -> str:
+    import re
+
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)

@@ -21,8 +21,8 @@ import time
 import structlog
 
 from runner.errors import StoreError
-from runner.settings import DB_RETRY_FIRST_S, DB_RETRY_MAX_S
-from runner.store.store import NewLogLine, Store, StoreUnavailableError, db_retry_seconds
+from runner.settings import DB_RETRY_FIRST_S, DB_RETRY_MAX_S, db_retry_seconds
+from runner.store.store import NewLogLine, Store, StoreUnavailableError
 
 FLUSH_INTERVAL_S = 0.2
 BATCH_SIZE = 5_000

@@ -28,7 +28,6 @@ is stored twice. SQLAlchemy cannot tell that case apart from a failed commit.
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import threading
@@ -71,17 +70,16 @@ from runner.errors import NotFoundError, StoreError, UsageError
 from runner.execution import ExecutionState, TaskState
 from runner.lease import Beat, Lease, Owner
 from runner.settings import (
-    DATABASE_URL_ENV,
     DB_RETRY_FIRST_S,
     DB_RETRY_MAX_S,
     DB_RETRY_SECONDS_ENV,
     DEFAULT_DB_RETRY_SECONDS,
+    db_retry_seconds,
 )
 from runner.store.models import artifacts as artifacts_table
 from runner.store.models import executions, flow_locks, log_lines, task_runs
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-DEFAULT_SQLITE_PATH = Path(".runner") / "runner.db"
 MIN_PREFIX = 4
 """Shortest id prefix `get_execution` looks up (shorter ones must match a whole id)."""
 
@@ -100,28 +98,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
-
-
-def default_database_url() -> str:
-    """`RUNNER_DATABASE_URL`, else SQLite in `.runner/runner.db` under the current folder."""
-    url = os.environ.get(DATABASE_URL_ENV, "").strip()
-    if url:
-        return url
-    return "sqlite:///" + str(DEFAULT_SQLITE_PATH.absolute())
-
-
-def db_retry_seconds() -> float:
-    """`RUNNER_DB_RETRY_SECONDS` (how long writes are retried in an outage), else 60."""
-    raw = os.environ.get(DB_RETRY_SECONDS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_DB_RETRY_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise StoreError(f"{DB_RETRY_SECONDS_ENV} must be a number of seconds >= 0, not {raw!r}")
-    return seconds
 
 
 class StoreUnavailableError(StoreError):
@@ -705,24 +681,22 @@ class Store:
         return str(source)
 
     def list_executions(
-        self,
-        *,
-        flow_id: str | None = None,
-        state: str | None = None,
-        limit: int = 20,
-    ) -> list[ExecutionRecord]:
-        """The newest `limit` executions (optionally of one flow / in one state), newest
-        first, each with its task runs."""
+        self, wanted: Any = None, *, after: str | None = None, limit: int = 20
+    ) -> Any:
+        """TEMPORARY (replaced by the store split): newest first, filtered in SQL by flow
+        and state, the rest in Python; no cursor."""
+        from runner.store import Page
+
         query = select(executions)
-        if flow_id is not None:
-            query = query.where(executions.c.flow_id == flow_id)
-        if state is not None:
-            query = query.where(executions.c.state == str(state).upper())
+        if wanted is not None and wanted.flow_id is not None:
+            query = query.where(executions.c.flow_id == wanted.flow_id)
+        if wanted is not None and wanted.states:
+            query = query.where(executions.c.state.in_(list(wanted.states)))
         query = query.order_by(executions.c.created_at.desc(), executions.c.id.desc()).limit(limit)
         with self._reading("list executions") as conn:
             rows = conn.execute(query).all()
             runs = self._task_runs_of(conn, [r.id for r in rows])
-        return [_execution_record(r, runs.get(r.id, ())) for r in rows]
+        return Page([_execution_record(r, runs.get(r.id, ())) for r in rows], None)
 
     @staticmethod
     def _task_runs_of(
@@ -1123,7 +1097,14 @@ class Store:
                 ],
             )
 
-    def get_logs(self, execution_id: str, *, task_id: str | None = None) -> list[LogRecord]:
+    def get_logs(
+        self,
+        execution_id: str,
+        *,
+        task_id: str | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> list[LogRecord]:
         """The log lines of an execution (or of one of its tasks) in the order stored."""
         query = select(
             log_lines.c.id,
@@ -1135,8 +1116,13 @@ class Store:
         ).where(log_lines.c.execution_id == execution_id)
         if task_id is not None:
             query = query.where(log_lines.c.task_id == task_id)
+        if after is not None:
+            query = query.where(log_lines.c.id > after)
+        query = query.order_by(log_lines.c.id)
+        if limit is not None:
+            query = query.limit(limit)
         with self._reading(f"read the logs of execution '{execution_id}'") as conn:
-            rows = conn.execute(query.order_by(log_lines.c.id)).all()
+            rows = conn.execute(query).all()
         return [LogRecord(r.id, r.task_run_id, r.task_id, r.time, r.stream, r.line) for r in rows]
 
     def count_logs(self, execution_id: str) -> int:

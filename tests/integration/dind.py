@@ -7,6 +7,19 @@ copies images into it (nothing can be pulled where no registry is reachable) and
 `DindEngine` whose `url` is `tcp://127.0.0.1:PORT`. On exit it stops the container, which
 stops the inner engine's containers, and removes the container and its volume.
 
+With `tls_dir`, the engine works as GitLab CI's `docker:dind` service: it makes its own CA
+and certificates in a `certs` volume (DOCKER_TLS_CERTDIR=/certs) and listens with TLS on
+2376; the client files (ca.pem, cert.pem, key.pem) are copied to `tls_dir`. With
+`network`, it is also on that user network under the name `docker`, as a CI service is.
+
+Containers are started from the image id the build returned, not from the tag: other
+test sessions on the same engine may rebuild the tag from another checkout meanwhile.
+
+`launch(outer, name, labels, ...)` is the lower step both `dind_engine` and the test swarm
+(tests/integration/swarm.py) use: one container with its storage volume (and with TLS its
+certs volume) whose engine answers, as a `Launched` that can be started again after a kill
+(`restart`: a new port) and removed with its volumes (`discard`).
+
 Starting: `--privileged` first, as on an ordinary machine. Where the runtime refuses it
 ("unable to apply caps": the host's capability bounding set lacks CAP_SYS_RESOURCE, as in
 some sandboxed VMs), the container is started again with every capability but that one,
@@ -20,22 +33,30 @@ The outer engine must run on this machine: the inner one is reached on 127.0.0.1
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 import requests
+from docker.tls import TLSConfig
 
+from runner.backends.docker_connection import EngineClient
 from tests.integration.helpers import REPO
 
 DIND_IMAGE = "runner-test/dind:latest"
 DIND_CONTEXT = REPO / "images" / "dind"
 DIND_PORT = "2375/tcp"
+DIND_TLS_PORT = "2376/tcp"
+CERTS_DIR = "/certs"  # DOCKER_TLS_CERTDIR in the container, as GitLab CI sets it
+SERVICE_ALIAS = "docker"  # the name a CI job reaches its dind service by
 TEST_LABEL = "io.runner.test"
 """Set to "dind" on the container and the volume, to find what a killed session left:
 `docker rm -f $(docker ps -aq -f label=io.runner.test=dind)`, then the same for volumes."""
@@ -71,6 +92,8 @@ class DindEngine:
     mode: str  # "privileged" or "fallback"
     storage_driver: str
     timings: dict[str, float] = field(default_factory=dict)
+    certs_volume: str | None = None  # with TLS: the volume holding ca/, server/, client/
+    tls_dir: Path | None = None  # with TLS: a copy of client/ (ca.pem, cert.pem, key.pem)
 
     def summary(self) -> str:
         times = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in self.timings.items())
@@ -78,15 +101,29 @@ class DindEngine:
 
 
 @contextmanager
-def dind_engine(outer: docker.DockerClient, images: Sequence[str] = ()) -> Iterator[DindEngine]:
-    """Build, start and fill a dind engine on `outer`; remove it and its volume on exit."""
+def dind_engine(
+    outer: docker.DockerClient,
+    images: Sequence[str] = (),
+    *,
+    tls_dir: Path | None = None,
+    network: str | None = None,
+) -> Iterator[DindEngine]:
+    """Build, start and fill a dind engine on `outer`; remove it and its volumes on exit."""
     timings: dict[str, float] = {}
     started = time.monotonic()
-    build_image(outer)
+    image = build_image(outer)
     timings["build"] = time.monotonic() - started
 
     started = time.monotonic()
-    engine = launch(outer, f"runner-test-dind-{uuid.uuid4().hex[:12]}", {TEST_LABEL: "dind"})
+    engine = launch(
+        outer,
+        f"runner-test-dind-{uuid.uuid4().hex[:12]}",
+        {TEST_LABEL: "dind"},
+        image=image,
+        network=network,
+        aliases=(SERVICE_ALIAS,),
+        tls_dir=tls_dir,
+    )
     try:
         timings["start_to_ping"] = time.monotonic() - started
         started = time.monotonic()
@@ -100,6 +137,8 @@ def dind_engine(outer: docker.DockerClient, images: Sequence[str] = ()) -> Itera
             mode=engine.mode,
             storage_driver=str(engine.client.info().get("Driver", "?")),
             timings=timings,
+            certs_volume=engine.certs_volume.name if engine.certs_volume is not None else None,
+            tls_dir=tls_dir,
         )
     finally:
         engine.discard()
@@ -107,30 +146,35 @@ def dind_engine(outer: docker.DockerClient, images: Sequence[str] = ()) -> Itera
 
 @dataclass
 class Launched:
-    """A dind container whose engine answers, with the volume under its /var/lib/docker.
-    `url` and `client` change when the container is started again (`restart`): the port
-    published on 127.0.0.1 is a new one."""
+    """A dind container whose engine answers, with the volume under its /var/lib/docker
+    (and with TLS the certs volume). `url` and `client` change when the container is
+    started again (`restart`): the port published on 127.0.0.1 is a new one."""
 
     container: Any  # docker.models.containers.Container of the outer engine
     volume: Any  # docker.models.volumes.Volume of the outer engine
     mode: str  # "privileged" or "fallback"
     url: str
     client: docker.DockerClient
+    certs_volume: Any = None  # with TLS: docker.models.volumes.Volume holding ca/, server/, client/
+    tls: TLSConfig | None = None  # with TLS: how the client reaches the engine
 
     def restart(self) -> None:
         """Start the (stopped or killed) container again and wait for its engine."""
         self.client.close()
         self.container.start()
-        self.url = f"tcp://127.0.0.1:{published_port(self.container)}"
-        self.client = wait_for_engine(self.url, self.container)
+        port = DIND_TLS_PORT if self.tls is not None else DIND_PORT
+        self.url = f"tcp://127.0.0.1:{published_port(self.container, port)}"
+        self.client = wait_for_engine(self.url, self.container, tls=self.tls)
 
     def discard(self) -> None:
-        """Close the client, remove the container, then its volume; never raises for what
+        """Close the client, remove the container, then its volumes; never raises for what
         is already gone."""
         self.client.close()
         remove_container(self.container)
-        with suppress(docker.errors.NotFound):
-            self.volume.remove(force=True)
+        for volume in (self.volume, self.certs_volume):
+            if volume is not None:
+                with suppress(docker.errors.NotFound):
+                    volume.remove(force=True)
 
 
 def launch(
@@ -138,39 +182,70 @@ def launch(
     name: str,
     labels: dict[str, str],
     *,
+    image: str = DIND_IMAGE,
     network: str | None = None,
+    aliases: Sequence[str] = (),
     hostname: str | None = None,
     binds: Sequence[str] = (),
+    tls_dir: Path | None = None,
 ) -> Launched:
-    """Start a dind container `name` (image already built) with a new volume of the same
-    name, optionally on a user `network` under `hostname` and with more `binds`, and wait
-    for its engine; on any failure remove what was created and raise DindError."""
+    """Start a dind container `name` (`image` already built) with a new volume of the same
+    name, optionally on a user `network` (known there by `aliases` besides its name) under
+    `hostname`, with more `binds`, and with `tls_dir` as GitLab's docker:dind (the client
+    files copied there); wait for its engine. On any failure remove what was created."""
     volume = outer.volumes.create(name, labels=labels)
+    certs = outer.volumes.create(f"{name}-certs", labels=labels) if tls_dir else None
     container = None
     try:
         container, mode = start_container(
-            outer, name, volume.name, labels, network=network, hostname=hostname, binds=binds
+            outer,
+            name,
+            volume.name,
+            labels,
+            image=image,
+            certs_volume=certs.name if certs is not None else None,
+            network=network,
+            aliases=aliases,
+            hostname=hostname,
+            binds=binds,
         )
-        url = f"tcp://127.0.0.1:{published_port(container)}"
-        client = wait_for_engine(url, container)
+        tls = None
+        if tls_dir is not None:
+            url = f"tcp://127.0.0.1:{published_port(container, DIND_TLS_PORT)}"
+            tls = copy_client_certs(container, tls_dir)
+        else:
+            url = f"tcp://127.0.0.1:{published_port(container)}"
+        client = wait_for_engine(url, container, tls=tls)
     except BaseException:
         if container is not None:
             remove_container(container)
         volume.remove(force=True)
+        if certs is not None:
+            certs.remove(force=True)
         raise
-    return Launched(container=container, volume=volume, mode=mode, url=url, client=client)
+    return Launched(
+        container=container,
+        volume=volume,
+        mode=mode,
+        url=url,
+        client=client,
+        certs_volume=certs,
+        tls=tls,
+    )
 
 
-def build_image(outer: docker.DockerClient) -> None:
+def build_image(outer: docker.DockerClient) -> str:
     """(Re)build runner-test/dind from images/dind; cached layers make a rebuild cheap.
-    The SDK uses the legacy builder, which takes the imported base image as it is."""
+    The SDK uses the legacy builder, which takes the imported base image as it is.
+    Returns the image id, which is what containers are started from."""
     try:
-        outer.images.build(
+        image, _ = outer.images.build(
             path=str(DIND_CONTEXT), tag=DIND_IMAGE, rm=True, forcerm=True, pull=False
         )
     except docker.errors.BuildError as exc:
         output = "".join(str(chunk.get("stream", "")) for chunk in exc.build_log)
         raise DindError(f"cannot build {DIND_IMAGE} from {DIND_CONTEXT}: {exc}\n{output}") from exc
+    return str(image.id)
 
 
 def start_container(
@@ -179,25 +254,51 @@ def start_container(
     volume: str,
     labels: dict[str, str],
     *,
+    image: str = DIND_IMAGE,
+    certs_volume: str | None = None,
     network: str | None = None,
+    aliases: Sequence[str] = (SERVICE_ALIAS,),
     hostname: str | None = None,
     binds: Sequence[str] = (),
+    start: bool = True,
+    mode: str | None = None,
 ) -> tuple[Any, str]:
     """Start the dind container privileged, or with the fallback options where the runtime
-    refuses --privileged; return it and which of the two worked."""
+    refuses --privileged; return it and which of the two worked. `certs_volume`: TLS as
+    GitLab's docker:dind (see the module docstring); `network`: also on that network, known
+    there by its name and `aliases` (by default `docker`, as a CI service); `hostname`: the
+    container's (and so the engine's) host name; `binds`: more volumes or folders;
+    `start=False`: only create it (a test starts it later), in `mode` ("privileged" or
+    "fallback": what an earlier start returned), which must then work."""
     data = [f"{volume}:/var/lib/docker:rw", *binds]
-    where = {"network": network, "hostname": hostname}
+    if certs_volume is not None:
+        data.append(f"{certs_volume}:{CERTS_DIR}:rw")
+    options: dict[str, Any] = {
+        "image": image,
+        "certs": certs_volume is not None,
+        "network": network,
+        "aliases": aliases,
+        "hostname": hostname,
+    }
+    if mode == "fallback":
+        binds = [*data, "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
+        container = _create_and_start(
+            outer, name, labels, binds=binds, start=start, **options, **FALLBACK_OPTIONS
+        )
+        return container, "fallback"
     try:
-        container = _create_and_start(outer, name, labels, privileged=True, binds=data, **where)
+        container = _create_and_start(
+            outer, name, labels, privileged=True, binds=data, start=start, **options
+        )
         return container, "privileged"
     except docker.errors.APIError as exc:
         privileged_error = docker_reason(exc)
     # Any refusal falls back: the caps error is the known one, and should the fallback fail
     # too, both reasons are in the message.
     try:
-        cgroups = [*data, "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
+        binds = [*data, "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
         container = _create_and_start(
-            outer, name, labels, binds=cgroups, **where, **FALLBACK_OPTIONS
+            outer, name, labels, binds=binds, start=start, **options, **FALLBACK_OPTIONS
         )
         return container, "fallback"
     except docker.errors.APIError as exc:
@@ -212,14 +313,21 @@ def _create_and_start(
     name: str,
     labels: dict[str, str],
     *,
-    network: str | None = None,
-    hostname: str | None = None,
+    image: str,
+    certs: bool,
+    network: str | None,
+    aliases: Sequence[str],
+    hostname: str | None,
+    start: bool,
     **host_options: Any,
 ) -> Any:
     """Create and start; a container that fails to start is removed, so the name is free."""
+    port = DIND_TLS_PORT if certs else DIND_PORT
     host_config = outer.api.create_host_config(
-        # No TLS on 2375: only this machine may reach it.
-        port_bindings={DIND_PORT: ("127.0.0.1", None)},
+        # Without TLS (2375) only this machine may reach it.
+        port_bindings={port: ("127.0.0.1", None)},
+        # as `docker run --network` sends it: the mode names the network the endpoint
+        # configuration below is for
         network_mode=network,
         **host_options,
     )
@@ -229,25 +337,29 @@ def _create_and_start(
         # /proc and /sys paths neither masked nor read-only, so dockerd can set sysctls.
         host_config["MaskedPaths"] = []
         host_config["ReadonlyPaths"] = []
+    # Its own cgroup parent: in fallback mode the host's cgroup tree is shared with the
+    # host engine and with any other dind engine running at the same time.
+    environment = {"DIND_CGROUP_PARENT": f"/{name}"}
+    if certs:
+        environment["DOCKER_TLS_CERTDIR"] = CERTS_DIR
+    networking = None
+    if network is not None:
+        endpoints = {network: outer.api.create_endpoint_config(aliases=list(aliases) or None)}
+        # the stub wants one EndpointConfig; the engine (and docker-py) take name -> config
+        networking = outer.api.create_networking_config(endpoints)  # type: ignore[arg-type]
     created = outer.api.create_container(
-        DIND_IMAGE,
+        image,
         name=name,
         labels=labels,
-        # Its own cgroup parent: in fallback mode the host's cgroup tree is shared with the
-        # host engine and with any other dind engine running at the same time.
-        environment={"DIND_CGROUP_PARENT": f"/{name}"},
-        ports=[DIND_PORT],
+        environment=environment,
+        ports=[port],
         host_config=host_config,
         hostname=hostname,
-        networking_config=(
-            # The stubs type the argument as one EndpointConfig; the engine (and docker-py)
-            # take a mapping network -> endpoint.
-            outer.api.create_networking_config({network: outer.api.create_endpoint_config()})  # type: ignore[arg-type]
-            if network
-            else None
-        ),
+        networking_config=networking,
     )
     container = outer.containers.get(created["Id"])
+    if not start:
+        return container
     try:
         container.start()
     except docker.errors.APIError:
@@ -257,15 +369,45 @@ def _create_and_start(
     return container
 
 
-def published_port(container: Any) -> str:
+def published_port(container: Any, port: str = DIND_PORT) -> str:
     container.reload()
-    bindings = container.attrs["NetworkSettings"]["Ports"].get(DIND_PORT) or []
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(port) or []
     if not bindings:
-        raise DindError(f"container {container.name} publishes no port for {DIND_PORT}")
+        raise DindError(f"container {container.name} publishes no port for {port}")
     return str(bindings[0]["HostPort"])
 
 
-def wait_for_engine(url: str, container: Any) -> docker.DockerClient:
+def copy_client_certs(container: Any, destination: Path) -> TLSConfig:
+    """Wait until the engine has written its client files, copy them to `destination` and
+    return the TLS settings of a client using them."""
+    deadline = time.monotonic() + PING_TIMEOUT_S
+    while True:
+        found = container.exec_run(["test", "-s", f"{CERTS_DIR}/client/key.pem"])
+        if found.exit_code == 0:
+            break
+        container.reload()
+        if container.status != "running" or time.monotonic() > deadline:
+            raise DindError(
+                f"the dind container {container.name} wrote no {CERTS_DIR}/client/key.pem "
+                f"({container.status}); its last log lines:\n{container_logs(container)}"
+            )
+        time.sleep(0.25)
+    stream, _ = container.get_archive(f"{CERTS_DIR}/client")
+    destination.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        for member in archive.getmembers():
+            if member.isfile() and member.name.endswith(".pem"):
+                extracted = archive.extractfile(member)
+                assert extracted is not None
+                (destination / Path(member.name).name).write_bytes(extracted.read())
+    return TLSConfig(
+        client_cert=(str(destination / "cert.pem"), str(destination / "key.pem")),
+        ca_cert=str(destination / "ca.pem"),
+        verify=True,
+    )
+
+
+def wait_for_engine(url: str, container: Any, tls: TLSConfig | None = None) -> docker.DockerClient:
     """Wait until the inner engine answers, at most PING_TIMEOUT_S seconds; return a client.
     (The client asks the engine for its API version as it is made, so it is made in the loop.)"""
     deadline = time.monotonic() + PING_TIMEOUT_S
@@ -273,7 +415,11 @@ def wait_for_engine(url: str, container: Any) -> docker.DockerClient:
     while True:
         client = None
         try:
-            client = docker.DockerClient(base_url=url, timeout=CLIENT_TIMEOUT_S)
+            # EngineClient: REQUESTS_CA_BUNDLE (set on machines behind a TLS-inspecting
+            # proxy) must not replace the engine's CA
+            client = EngineClient(
+                base_url=url, timeout=CLIENT_TIMEOUT_S, tls=tls if tls is not None else False
+            )
             if client.ping():
                 return client
         except (docker.errors.DockerException, requests.RequestException) as exc:

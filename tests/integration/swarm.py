@@ -217,7 +217,7 @@ def swarm_cluster(
     timings: dict[str, float] = {}
     with ExitStack() as cleanup:
         started = time.monotonic()
-        dind.build_image(outer)
+        image = dind.build_image(outer)
         build_registry_image(outer)
         timings["build"] = time.monotonic() - started
 
@@ -234,6 +234,7 @@ def swarm_cluster(
                 outer,
                 f"{prefix}-{hostname}",
                 labels,
+                image=image,
                 network=network_name,
                 hostname=hostname,
                 binds=[f"{storage.name}:{REGISTRY_STORAGE}:rw"],

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from runner import api
 from runner.store import Store
 from tests.integration.helpers import Cli, execution_id_of, labelled, write_flow
 
@@ -32,7 +33,7 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None
 
 
 def _only_execution(store: Store) -> str:
-    found = store.list_executions()
+    found = api.list_executions(store).executions
     assert len(found) == 1, found
     return found[0].id
 
@@ -64,7 +65,7 @@ def test_kill_from_another_process(
     )
     proc = cli.popen("run", str(flow))
     try:
-        _wait_for("the execution", lambda: bool(store.list_executions()))
+        _wait_for("the execution", lambda: bool(api.list_executions(store).executions))
         execution_id = _only_execution(store)
         _wait_for("the task to run", lambda: _task_state(store, execution_id, "nap") == "RUNNING")
         begun = time.monotonic()
@@ -175,7 +176,7 @@ def test_restart_after_a_kill_reruns_everything(cli: Cli, store: Store, tmp_path
     )
     proc = cli.popen("run", str(flow))
     try:
-        _wait_for("the execution", lambda: bool(store.list_executions()))
+        _wait_for("the execution", lambda: bool(api.list_executions(store).executions))
         execution_id = _only_execution(store)
         _wait_for("nap to run", lambda: _task_state(store, execution_id, "nap") == "RUNNING")
         proc.send_signal(signal.SIGTERM)
@@ -216,7 +217,7 @@ def _start_and_crash(cli: Cli, store: Store, flow: Path, task_id: str, lines: in
     """Run the flow in a subprocess and SIGKILL it once `task_id` stored `lines` lines."""
     proc = cli.popen("run", str(flow))
     try:
-        _wait_for("the execution", lambda: bool(store.list_executions()))
+        _wait_for("the execution", lambda: bool(api.list_executions(store).executions))
         execution_id = _only_execution(store)
 
         def stored() -> bool:
@@ -317,35 +318,48 @@ def _first_running(cli: Cli, flow: Path) -> Iterator[tuple[Store, subprocess.Pop
     try:
         _wait_for(
             "the first to run",
-            lambda: [e.state.value for e in store.list_executions()] == ["RUNNING"],
+            lambda: [e.state.value for e in api.list_executions(store).executions] == ["RUNNING"],
         )
         yield store, first
     finally:
+        gate = flow.parent / "gate"
+        if gate.is_dir():  # a gated task must not wait forever after a failed test
+            (gate / "open").touch()
         first.kill()
         first.wait()
         store.close()
 
 
-def _limited(tmp_path: Path, concurrency: str, seconds: int) -> Path:
+def _limited(tmp_path: Path, concurrency: str) -> Path:
+    """A flow whose one task waits until the test opens its gate (`_open_gate`): however
+    slowly a loaded machine starts the second process, the first is still running."""
+    (tmp_path / "gate").mkdir(exist_ok=True)
     return write_flow(
         tmp_path,
         f"id: limited\nconcurrency: {concurrency}\n"
-        f"tasks:\n- {{id: nap, image: {IMAGE}, command: 'sleep {seconds}'}}\n",
+        f"tasks:\n- {{id: nap, image: {IMAGE}, volumes: ['./gate:/gate:ro'],"
+        " command: 'until [ -e /gate/open ]; do sleep 0.2; done'}\n",
     )
+
+
+def _open_gate(tmp_path: Path) -> None:
+    (tmp_path / "gate" / "open").touch()
 
 
 def test_two_processes_queue_on_the_flow_limit(shared_cli: Cli, tmp_path: Path) -> None:
     cli = shared_cli
-    flow = _limited(tmp_path, "{limit: 1, behavior: queue}", 3)
+    flow = _limited(tmp_path, "{limit: 1, behavior: queue}")
     with _first_running(cli, flow) as (store, first):
         second = cli.popen("run", str(flow))
         try:
             _wait_for(
                 "the second to queue",
                 lambda: (
-                    sorted(e.state.value for e in store.list_executions()) == ["QUEUED", "RUNNING"]
+                    sorted(e.state.value for e in api.list_executions(store).executions)
+                    == ["QUEUED", "RUNNING"]
                 ),
             )
+            _open_gate(tmp_path)
             results = [_finish(first), _finish(second)]
         finally:
             second.kill()
@@ -357,9 +371,10 @@ def test_two_processes_queue_on_the_flow_limit(shared_cli: Cli, tmp_path: Path) 
 
 @pytest.mark.parametrize(("behavior", "state"), [("cancel", "CANCELLED"), ("fail", "FAILED")])
 def test_over_the_limit_cancel_or_fail(cli: Cli, tmp_path: Path, behavior: str, state: str) -> None:
-    flow = _limited(tmp_path, f"{{limit: 1, behavior: {behavior}}}", 4)
+    flow = _limited(tmp_path, f"{{limit: 1, behavior: {behavior}}}")
     with _first_running(cli, flow) as (_, first):
         refused = cli("run", str(flow))
+        _open_gate(tmp_path)
         code, _, err = _finish(first)
     assert code == 0, err
     assert refused.returncode == 1, refused.stderr
@@ -369,18 +384,23 @@ def test_over_the_limit_cancel_or_fail(cli: Cli, tmp_path: Path, behavior: str, 
 
 
 def test_kill_a_queued_execution(cli: Cli, tmp_path: Path) -> None:
-    flow = _limited(tmp_path, "{limit: 1}", 5)
+    flow = _limited(tmp_path, "{limit: 1}")
     with _first_running(cli, flow) as (store, first):
         second = cli.popen("run", str(flow))
         try:
             _wait_for(
                 "the second to queue",
-                lambda: any(e.state.value == "QUEUED" for e in store.list_executions()),
+                lambda: any(
+                    e.state.value == "QUEUED" for e in api.list_executions(store).executions
+                ),
             )
-            queued = next(e.id for e in store.list_executions() if e.state.value == "QUEUED")
+            queued = next(
+                e.id for e in api.list_executions(store).executions if e.state.value == "QUEUED"
+            )
             killed = cli("kill", queued)
             assert killed.returncode == 0, killed.stderr
             assert _finish(second)[0] == 130
+            _open_gate(tmp_path)
         finally:
             second.kill()
         assert store.get_execution(queued).task_runs == ()

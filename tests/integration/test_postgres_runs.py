@@ -27,6 +27,7 @@ import pytest
 from sqlalchemy import create_engine, make_url
 from sqlalchemy import exc as sa_exc
 
+from runner import api
 from runner.errors import StoreError
 from runner.execution import ExecutionState, TaskState
 from runner.store import LogWriter, NewLogLine, Store, StoreUnavailableError
@@ -217,7 +218,7 @@ def wait_for_lines(url: str, at_least: int, timeout: float = 60) -> tuple[str, i
     deadline = time.monotonic() + timeout
     with Store.open(url) as store:
         while time.monotonic() < deadline:
-            found = store.list_executions(limit=2)
+            found = api.list_executions(store, limit=2).executions
             if found:
                 assert len(found) == 1, found
                 stored = store.count_logs(found[0].id)
@@ -327,7 +328,7 @@ def test_a_bad_retry_limit_is_one_line(tmp_path: Path, value: str) -> None:
         timeout=60,
     )
     assert (out.returncode, out.stderr) == (
-        1,
+        2,
         f"error: RUNNER_DB_RETRY_SECONDS must be a number of seconds >= 0, not '{value}'\n",
     )
 
@@ -537,7 +538,7 @@ def test_concurrent_runs_lose_no_row(database_url: str, docker_client: Any, tmp_
 
     tasks = ["root", *(f"p{n}" for n in range(1, FANOUT_TASKS + 1))]
     with Store.open(database_url) as store:
-        assert {e.id for e in store.list_executions(limit=100)} == set(ids)
+        assert {e.id for e in api.list_executions(store, limit=100).executions} == set(ids)
         for execution_id in ids:
             record = store.get_execution(execution_id)
             assert record.state is ExecutionState.SUCCESS, record

@@ -59,16 +59,13 @@ def test_fan_out_of_six_runs_concurrently(cli: Cli, tmp_path: Path) -> None:
         "id: fan\nconcurrency: 6\ndefaults: {image: debian:bookworm-slim}\ntasks:\n"
         "  - {id: start, command: 'true'}\n" + tasks,
     )
-    begun = time.monotonic()
     execution_id = run_ok(cli, ["run", str(flow)])
-    elapsed = time.monotonic() - begun
     intervals = _intervals(cli.show(execution_id), "w")
     assert len(intervals) == 6
     # Every pair of workers overlaps in time: they ran side by side, not one after another.
     latest_start = max(s for s, _ in intervals)
     earliest_end = min(e for _, e in intervals)
     assert latest_start < earliest_end, intervals
-    assert elapsed < 6 * 3, f"six 3 s tasks took {elapsed:.1f}s"
 
 
 def test_failure_skips_downstream_and_independent_branch_finishes(
@@ -204,6 +201,7 @@ def test_unreachable_engine_is_one_clear_line(
         tmp_path, "id: x\ntasks:\n  - {id: a, image: debian:bookworm-slim, command: 'true'}\n"
     )
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
+    monkeypatch.setenv("RUNNER_ENGINE_WAIT_SECONDS", "0")  # a TCP engine is waited for
     out = cli("run", str(flow))
     assert out.returncode == 1
     assert "Traceback" not in out.stderr

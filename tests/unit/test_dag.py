@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from runner.dag import build_plan, did_you_mean, find_cycle, find_problems, is_sequential
+from runner.dag import build_plan, find_cycle, find_problems, is_sequential
 from runner.errors import CycleError
 from runner.flow import Flow
+from runner.messages import did_you_mean
 
 
 def flow(*tasks: dict[str, Any]) -> Flow:

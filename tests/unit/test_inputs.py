@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import os
 import textwrap
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -11,9 +10,7 @@ from typing import Any
 
 import pytest
 
-import runner.inputs
 from runner.errors import FlowError, InputError, UsageError
-from runner.flow import InputType
 from runner.inputs import (
     INPUT_FILES_PATH,
     coerce_value,
@@ -22,6 +19,7 @@ from runner.inputs import (
     resolve_inputs,
 )
 from runner.loader import LoadedFlow, parse_flow
+from runner.values import InputType
 
 # --- coerce_value ----------------------------------------------------------------------
 
@@ -144,18 +142,6 @@ def test_long_values_are_shortened_in_messages() -> None:
 def test_deeply_nested_json_is_an_error_not_a_crash() -> None:
     with pytest.raises(ValueError, match="expected JSON"):
         coerce_value("json", "[" * 100_000, None)
-
-
-def test_inputs_does_not_import_flow_at_module_level() -> None:
-    """flow.py imports inputs lazily; a module-level import back would be a cycle."""
-    tree = ast.parse(Path(runner.inputs.__file__).read_text())
-    imported = set()
-    for node in tree.body:  # top level only; TYPE_CHECKING blocks are ifs
-        if isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module)
-        elif isinstance(node, ast.Import):
-            imported.update(alias.name for alias in node.names)
-    assert not {"runner.flow", "runner.loader", "runner.dag"} & imported
 
 
 # --- array, datetime, date, file ----------------------------------------------------------

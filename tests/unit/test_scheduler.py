@@ -73,22 +73,20 @@ tasks:
     record = store.get_execution(result.execution_id)
     runs = {r.task_id: r for r in record.task_runs}
     assert runs["bad"].exit_code == 3 and runs["bad"].error == "exited with code 3"
-    assert runs["after_after"].error == "upstream task 'after_bad' skipped" or "bad" in (
-        runs["after_after"].error or ""
-    )
+    assert runs["after_bad"].error == "upstream task 'bad' failed"
+    assert runs["after_after"].error == "upstream task 'bad' failed"
     assert record.state == "FAILED"
     assert len(backend.volumes) == 1  # workspace kept after a failure
 
 
 def test_concurrency_limit_is_respected(store: Store, tmp_path: Path) -> None:
-    backend = FakeBackend({f"t{i}": Script(seconds=0.2) for i in range(6)})
+    backend = FakeBackend({f"t{i}": Script(seconds=1.0) for i in range(6)})
     tasks = "".join(f"- {{id: t{i}, image: i, depends_on: [root]}}\n" for i in range(6))
     flow = _load(f"id: f\ntasks:\n- {{id: root, image: i}}\n{tasks}", tmp_path)
-    started = time.monotonic()
     result = run_flow(flow, store=store, backend=backend, concurrency=3)
     assert result.ok
+    # Three at a time: never more, and not one after another either.
     assert backend.max_running == 3
-    assert time.monotonic() - started < 1.2  # two waves of 0.2 s, not six
 
 
 def test_backend_start_error_fails_the_task_with_its_message(store: Store, tmp_path: Path) -> None:

@@ -15,12 +15,11 @@ import runner.templating as templating
 from runner.errors import FlowError, RunnerError
 from runner.flow import Flow, Task
 from runner.loader import parse_flow
+from runner.template_checks import find_template_problems, referenced_outputs
 from runner.templating import (
     TemplateContext,
     TemplateError,
-    find_template_problems,
     is_true,
-    referenced_outputs,
     render,
     render_value,
 )
@@ -166,7 +165,7 @@ def test_a_string_without_template_markers_is_returned_as_is(
     def no_jinja(source: str) -> None:
         raise AssertionError("Jinja must not be touched")
 
-    monkeypatch.setattr(templating, "_compile", no_jinja)
+    monkeypatch.setattr(templating, "compile_template", no_jinja)
     assert render(text, TemplateContext(), where="command") is text
     assert render_value([text, {"K": text}], TemplateContext(), where="env") == [text, {"K": text}]
 
@@ -175,9 +174,9 @@ def test_compiled_templates_are_reused() -> None:
     template = "{{ inputs.color }} reuse-check"
     ctx = load_ctx()
     render(template, ctx, where="x")
-    hits = templating._compile.cache_info().hits
+    hits = templating.compile_template.cache_info().hits
     render(template, ctx, where="x")
-    assert templating._compile.cache_info().hits == hits + 1
+    assert templating.compile_template.cache_info().hits == hits + 1
 
 
 # --- strict: undefined names fail, saying what is defined -------------------------------------

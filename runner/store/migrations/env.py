@@ -41,7 +41,7 @@ def _configure(connection: Connection) -> None:
 
 
 def _url() -> str:
-    from runner.store.store import default_database_url
+    from runner.settings import database_url as default_database_url
 
     return (
         context.get_x_argument(as_dictionary=True).get("url")

@@ -1,0 +1,486 @@
+"""One task attempt, start to end: render its templates, start its container, record and
+print every line, wait for it, copy its artifacts out of the workspace, remove it, and
+record how it ended. Also the other way an attempt is followed: adopting the container
+of a runner that died (`runner.recovery`).
+
+The scheduler decides which attempt runs when (order, retries, skips); this module only
+runs one. Both share a `Control`: the flags that say the execution was killed or timed
+out, which every attempt obeys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from runner import dag
+from runner.archives import ArchiveError, Artifact, artifact_roots, extract_artifacts
+from runner.backends.base import Backend, Workspace
+from runner.errors import BackendError, RunnerError
+from runner.execution import WORKSPACE_PATH, ContainerExit, TaskResult, TaskState
+from runner.flow import Task
+from runner.logs import TASK_LOG, get_logger
+from runner.outputs import merge_outputs, parse_output_line
+from runner.specs import TaskContext, build_spec, image_source, render_task
+from runner.store import LogWriter, NewLogLine, Store
+from runner.template_checks import referenced_outputs
+from runner.templating import TemplateContext, is_true
+
+STOP_GRACE_S = 10.0
+"""How long a task stopped for a timeout has, after SIGTERM, before it is killed."""
+
+
+class Control:
+    """Why the attempts of an execution must stop: a kill (of the whole execution) or a
+    halt (the flow's timeout: running tasks are stopped, no new one starts, but handlers
+    still run). Shared by the scheduler, its attempts and the lease's heartbeat; every
+    method is safe from a signal handler or another thread."""
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+        # Set on cancel and halt: ends retry delays and queue waits early.
+        self._wake = threading.Event()
+        self._kill_reason = "killed by the user"
+        self._halt_reason: str | None = None
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Kill the execution. Only sets flags."""
+        if reason and not self._cancelled.is_set():
+            self._kill_reason = reason
+        self._cancelled.set()
+        self._wake.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    @property
+    def kill_reason(self) -> str:
+        return self._kill_reason
+
+    def halt(self, reason: str) -> None:
+        """Stop what runs and start nothing new (the flow timed out)."""
+        self._halt_reason = reason
+        self._wake.set()
+
+    @property
+    def halt_reason(self) -> str | None:
+        return self._halt_reason
+
+    def resume(self) -> None:
+        """Lift a halt, for the `errors:`/`finally:` handlers; a kill stays."""
+        self._halt_reason = None
+        if not self.cancelled:
+            self._wake.clear()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, woken by a kill or a halt; whether it was killed."""
+        self._wake.wait(seconds)
+        return self.cancelled
+
+    def stop_reason(self) -> str | None:
+        """Why whatever runs now must end (a kill first), or None."""
+        return self._kill_reason if self.cancelled else self._halt_reason
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as it is recorded."""
+
+    state: TaskState
+    error: str | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    container_id: str | None = None
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    timed_out: bool = False  # stopped by the task's `timeout:` (its exit code is not its own)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Attempts:
+    """Runs the task attempts of one execution; one instance per execution, shared by its
+    worker threads. Knows the running containers, so that a kill or a timeout reaches
+    every one of them."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        store: Store,
+        log_writer: LogWriter,
+        control: Control,
+        workspace: Workspace | None,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.log_writer = log_writer
+        self.control = control
+        self.workspace = workspace
+        self._lock = threading.Lock()
+        self._running: dict[str, str] = {}  # node id -> container id
+        self._stopped: set[str] = set()  # node ids whose container was stopped or killed
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    def run(
+        self,
+        ctx: TaskContext,
+        node: dag.Node,
+        attempt: int,
+        outputs: Mapping[str, Any],
+        skipped_tasks: frozenset[str],
+        *,
+        tries: int,
+    ) -> TaskResult:
+        """Run attempt number `attempt` of a task run, in a worker thread; never raises.
+
+        `tries` counts the attempts of this run so far, this one included (a restart
+        counts afresh): it decides whether a failure is retried (state RETRYING). A
+        failure in the task's templates or `when` is not retried: it would fail again.
+        """
+        task = ctx.flow.task(node.task_id)
+        log = get_logger(execution_id=ctx.execution_id, task_id=node.id, attempt=attempt)
+        try:
+            needed = referenced_outputs(task) & skipped_tasks
+            if needed:
+                names = ", ".join(sorted(needed))
+                return self.skip(
+                    ctx, node.id, attempt, f"needs the outputs of skipped task(s) {names}", log
+                )
+            tctx = ctx.templates.for_task(
+                node.task_id,
+                attempt=attempt,
+                name=node.id,
+                matrix=dict(node.matrix),
+                outputs=outputs,
+            )
+            if task.when is not None and not is_true(task.when, tctx, where="when"):
+                return self.skip(ctx, node.id, attempt, f"when: {task.when.strip()} is false", log)
+        except RunnerError as exc:
+            run_id = self.store.create_task_run(
+                execution_id=ctx.execution_id, task_id=node.id, attempt=attempt, image=task.image
+            )
+            return self._finish(run_id, node.id, attempt, Outcome(TaskState.FAILED, str(exc)), log)
+        outcome, run_id = self._run_container(ctx, node, attempt, tctx, log)
+        if self._retried(task, outcome, tries):
+            outcome = dataclasses.replace(outcome, state=TaskState.RETRYING)
+        return self._finish(run_id, node.id, attempt, outcome, log)
+
+    def _retried(self, task: Task, outcome: Outcome, tries: int) -> bool:
+        if outcome.state is not TaskState.FAILED or task.retry is None:
+            return False
+        if self.control.halt_reason or self.control.cancelled:
+            return False
+        # A timeout or a failed start has no exit code of the task's own.
+        own_code = None if outcome.timed_out else outcome.exit_code
+        return task.retry.retries(tries, own_code)
+
+    def _run_container(
+        self, ctx: TaskContext, node: dag.Node, attempt: int, tctx: TemplateContext, log: Any
+    ) -> tuple[Outcome, int]:
+        task = ctx.flow.task(node.task_id)
+        image_name = task.image or f"build:{task.build}"
+        run_id = self.store.create_task_run(
+            execution_id=ctx.execution_id, task_id=node.id, attempt=attempt, image=image_name
+        )
+        container_id: str | None = None
+        started_at: datetime | None = None
+        timed_out = threading.Event()
+        timer: threading.Timer | None = None
+        state, exit_code, error = TaskState.FAILED, None, None
+        outputs: dict[str, Any] = {}
+        try:
+            if self.control.cancelled or self.control.halt_reason:
+                reason = self.control.halt_reason or "killed before it started"
+                return Outcome(TaskState.KILLED, reason), run_id
+
+            def progress(text: str) -> None:
+                log.info("image_progress", image=image_name, status=text)
+
+            rendered = render_task(task, tctx)
+            image = self.backend.ensure_image(image_source(rendered, ctx.base_dir), progress)
+            spec = build_spec(ctx, rendered, attempt, image, task_run_id=run_id, node_id=node.id)
+            started_at = _now()
+            container_id = self.backend.start(spec)
+            with self._lock:
+                self._running[node.id] = container_id
+            if self.control.cancelled:
+                self.kill_running(log)
+            self.store.task_run_started(run_id, container_id=container_id, started_at=started_at)
+            log.info("task_started", image=image_name, container_id=container_id[:12])
+            if task.timeout is not None:
+                timer = self._start_timer(task.timeout.seconds, container_id, timed_out, log)
+            outputs = self._stream_logs(ctx, node.id, run_id, container_id, log)
+            ended = self.backend.wait(container_id)
+            exit_code = ended.exit_code
+            with self._lock:
+                halted = node.id in self._stopped
+            if self.control.cancelled:
+                state, error = TaskState.KILLED, self.control.kill_reason
+            elif halted and self.control.halt_reason:
+                state, error = TaskState.KILLED, self.control.halt_reason
+            elif timed_out.is_set():
+                assert task.timeout is not None  # the timer comes from it
+                state, error = TaskState.FAILED, f"timed out after {task.timeout.text}"
+            else:
+                state, error = verdict(task, ended)
+                if state is TaskState.SUCCESS and task.artifacts:
+                    self._collect_artifacts(ctx, node.id, run_id, task.artifacts, log)
+        except RunnerError as exc:
+            state = TaskState.KILLED if self.control.cancelled else TaskState.FAILED
+            error = str(exc)
+        except Exception as exc:  # a bug must not leave the execution hanging
+            state, error = TaskState.FAILED, f"internal error: {exc!r}"
+            log.exception("task_crashed")
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if container_id is not None:
+                with self._lock:
+                    self._running.pop(node.id, None)
+                self._remove_quietly(container_id, log)
+        outcome = Outcome(
+            state, error, exit_code, started_at, container_id, outputs, timed_out.is_set()
+        )
+        return outcome, run_id
+
+    # -- an orphan's container ---------------------------------------------------------------
+
+    def adopt(
+        self,
+        ctx: TaskContext,
+        node_id: str,
+        attempt: int,
+        task_run_id: int,
+        container_id: str,
+        *,
+        stored_lines: int,
+        started_at: datetime | None,
+    ) -> TaskResult:
+        """Follow a container whose runner died to its end and record how it ended: the
+        lines after the `stored_lines` already stored, its exit code, its outputs (read
+        from every line) and artifacts. The container is removed. Never raises."""
+        log = get_logger(execution_id=ctx.execution_id, task_id=node_id, attempt=attempt)
+        task = ctx.flow.task(dag.task_id_of(node_id))
+        outputs: dict[str, Any] = {}
+        exit_code: int | None = None
+        with self._lock:
+            self._running[node_id] = container_id
+        try:
+            log.info("task_adopted", container_id=container_id[:12], stored_lines=stored_lines)
+            outputs = self._stream_logs(
+                ctx, node_id, task_run_id, container_id, log, skip=stored_lines
+            )
+            ended = self.backend.wait(container_id)
+            exit_code = ended.exit_code
+            state, error = verdict(task, ended)
+            if self.control.cancelled:
+                state, error = TaskState.KILLED, self.control.kill_reason
+            if state is TaskState.SUCCESS and task.artifacts:
+                self._collect_artifacts(ctx, node_id, task_run_id, task.artifacts, log)
+        except RunnerError as exc:
+            state, error = TaskState.FAILED, str(exc)
+        except Exception as exc:  # a bug must not leave the task run RUNNING
+            state, error = TaskState.FAILED, f"internal error: {exc!r}"
+            log.exception("task_crashed")
+        finally:
+            with self._lock:
+                self._running.pop(node_id, None)
+            self._remove_quietly(container_id, log)
+        self.log_writer.flush()
+        outcome = Outcome(state, error, exit_code, started_at, container_id, outputs)
+        return self._finish(task_run_id, node_id, attempt, outcome, log)
+
+    # -- stopping what runs ----------------------------------------------------------------
+
+    def kill_running(self, log: Any) -> None:
+        """Kill every running container of the execution (a kill of the execution)."""
+        for node_id, container_id in self._take_running():
+            log.info("task_killing", task_id=node_id, container_id=container_id[:12])
+            try:
+                self.backend.kill(container_id)
+            except BackendError as exc:
+                log.warning("kill_failed", task_id=node_id, error=str(exc))
+
+    def stop_running(self, log: Any) -> None:
+        """Stop (SIGTERM, then SIGKILL after a grace period) every running container, each
+        from its own thread so that the caller does not wait out the grace periods."""
+        for node_id, container_id in self._take_running():
+            log.info("task_stopping", task_id=node_id, container_id=container_id[:12])
+            threading.Thread(
+                target=self._stop_quietly, args=(node_id, container_id, log), daemon=True
+            ).start()
+
+    def _take_running(self) -> list[tuple[str, str]]:
+        with self._lock:
+            targets = [(n, c) for n, c in self._running.items() if n not in self._stopped]
+            self._stopped.update(n for n, _ in targets)
+        return targets
+
+    def _stop_quietly(self, node_id: str, container_id: str, log: Any) -> None:
+        try:
+            self.backend.stop(container_id, STOP_GRACE_S)
+        except BackendError as exc:
+            log.warning("stop_failed", task_id=node_id, error=str(exc))
+
+    def _remove_quietly(self, container_id: str, log: Any) -> None:
+        try:
+            self.backend.remove(container_id)
+        except BackendError as exc:
+            log.warning("remove_failed", error=str(exc))
+
+    def _start_timer(
+        self, seconds: float, container_id: str, timed_out: threading.Event, log: Any
+    ) -> threading.Timer:
+        """Stop the container when the attempt's `timeout:` passes."""
+
+        def stop() -> None:
+            timed_out.set()
+            log.warning("task_timed_out", timeout_s=seconds)
+            try:
+                self.backend.stop(container_id, STOP_GRACE_S)
+            except BackendError as exc:
+                log.warning("stop_failed", error=str(exc))
+
+        timer = threading.Timer(seconds, stop)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    # -- what an attempt leaves ------------------------------------------------------------
+
+    def skip(
+        self, ctx: TaskContext, node_id: str, attempt: int, reason: str, log: Any
+    ) -> TaskResult:
+        """Record an attempt that does not run (by `when`, or for want of outputs)."""
+        self.store.record_skipped(
+            execution_id=ctx.execution_id, task_id=node_id, reason=reason, attempt=attempt
+        )
+        log.info("task_skipped", reason=reason)
+        return TaskResult(task_id=node_id, attempt=attempt, state=TaskState.SKIPPED, error=reason)
+
+    def _stream_logs(
+        self,
+        ctx: TaskContext,
+        node_id: str,
+        run_id: int,
+        container_id: str,
+        log: Any,
+        *,
+        skip: int = 0,
+    ) -> dict[str, Any]:
+        """Record and print every line but the first `skip` (stored before the runner
+        died); return the outputs the task published on stdout (read from every line)."""
+        loggers = {
+            stream: get_logger(execution_id=ctx.execution_id, task_id=node_id, stream=stream)
+            for stream in ("stdout", "stderr")
+        }
+        add = self.log_writer.add
+        outputs: dict[str, Any] = {}
+        for line in self.backend.logs(container_id):
+            if line.stream == "stdout" and line.line.startswith("::"):
+                published = parse_output_line(line.line)
+                if published is not None:
+                    outputs = merge_outputs(outputs, published)
+            if skip:
+                skip -= 1
+                continue
+            loggers[line.stream].info(TASK_LOG, line=line.line)
+            add(
+                NewLogLine(
+                    execution_id=ctx.execution_id,
+                    task_run_id=run_id,
+                    task_id=node_id,
+                    stream=line.stream,
+                    line=line.line,
+                    time=line.time,
+                )
+            )
+        return outputs
+
+    def _collect_artifacts(
+        self,
+        ctx: TaskContext,
+        node_id: str,
+        run_id: int,
+        patterns: tuple[str, ...],
+        log: Any,
+    ) -> None:
+        """Copy what the task's `artifacts:` globs match out of the workspace."""
+        if self.workspace is None:
+            raise ArchiveError("artifacts: this task has no workspace to copy them from")
+        dest = ctx.artifacts_dir / ctx.execution_id / node_id
+        found: list[Artifact] = []
+        for root in artifact_roots(patterns):
+            chunks = self.workspace.read(root)
+            if chunks is None:  # that folder or file does not exist: it matches nothing
+                continue
+            found += extract_artifacts(
+                chunks,
+                patterns,
+                dest,
+                strip_prefix="" if root else WORKSPACE_PATH.strip("/"),
+                add_prefix=posixpath.dirname(root),
+            )
+        if not found:
+            raise ArchiveError(
+                f"artifacts: nothing in {WORKSPACE_PATH} matches {', '.join(patterns)}"
+            )
+        self.store.record_artifacts(
+            execution_id=ctx.execution_id, task_run_id=run_id, task_id=node_id, artifacts=found
+        )
+        log.info(
+            "artifacts_copied", count=len(found), bytes=sum(a.size for a in found), to=str(dest)
+        )
+
+    def _finish(
+        self, run_id: int, node_id: str, attempt: int, outcome: Outcome, log: Any
+    ) -> TaskResult:
+        ended_at = _now()
+        self.store.finish_task_run(
+            run_id,
+            state=outcome.state,
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+            ended_at=ended_at,
+            outputs=dict(outcome.outputs) if outcome.outputs else None,
+        )
+        started_at = outcome.started_at
+        duration = (ended_at - started_at).total_seconds() if started_at else None
+        log.info(
+            "task_finished",
+            state=outcome.state.value,
+            exit_code=outcome.exit_code,
+            duration_s=round(duration, 3) if duration is not None else None,
+            **({"error": outcome.error} if outcome.error else {}),
+        )
+        return TaskResult(
+            task_id=node_id,
+            attempt=attempt,
+            state=outcome.state,
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+            started_at=started_at,
+            ended_at=ended_at,
+            container_id=outcome.container_id,
+            outputs=dict(outcome.outputs),
+        )
+
+
+def verdict(task: Task, ended: ContainerExit) -> tuple[TaskState, str | None]:
+    """How a container that ran to its end did: its exit code, or why the engine ended it."""
+    if ended.oom_killed:
+        limit = f", limit {task.memory.text}" if task.memory is not None else ""
+        return TaskState.FAILED, f"killed: out of memory (OOM{limit})"
+    if ended.error:
+        return TaskState.FAILED, ended.error
+    if ended.exit_code == 0:
+        return TaskState.SUCCESS, None
+    return TaskState.FAILED, f"exited with code {ended.exit_code}"

@@ -77,8 +77,9 @@ def checkout(tmp_path: Path, docker_client: Any) -> Path:
     for name in ("python", "node", "shell"):
         DockerBackend(docker_client).ensure_image(BuildImage(REPO / "images" / name))
     folder = make_checkout(tmp_path / "work" / "runner" / "runner")
-    (folder / "data").mkdir()
-    (folder / "data" / "message.txt").write_text("from the checkout on the host\n")
+    # `./data` of flows/bind.yml: relative to the flow file's folder, as every path is
+    (folder / "flows" / "data").mkdir()
+    (folder / "flows" / "data" / "message.txt").write_text("from the checkout on the host\n")
     (folder / "flows" / "bind.yml").write_text(BIND_FLOW)
     return folder
 

@@ -99,6 +99,7 @@ class Outcome:
     container_id: str | None = None
     outputs: Mapping[str, Any] = field(default_factory=dict)
     timed_out: bool = False  # stopped by the task's `timeout:` (its exit code is not its own)
+    node: str | None = None  # where it ran (Backend.node_of)
 
 
 def _now() -> datetime:
@@ -196,6 +197,7 @@ class Attempts:
         timer: threading.Timer | None = None
         state, exit_code, error = TaskState.FAILED, None, None
         outputs: dict[str, Any] = {}
+        placed: str | None = None  # the machine it ran on (Backend.node_of)
         try:
             if self.control.cancelled or self.control.halt_reason:
                 reason = self.control.halt_reason or "killed before it started"
@@ -245,9 +247,10 @@ class Attempts:
             if container_id is not None:
                 with self._lock:
                     self._running.pop(node.id, None)
+                placed = self._node_quietly(container_id, log)
                 self._remove_quietly(container_id, log)
         outcome = Outcome(
-            state, error, exit_code, started_at, container_id, outputs, timed_out.is_set()
+            state, error, exit_code, started_at, container_id, outputs, timed_out.is_set(), placed
         )
         return outcome, run_id
 
@@ -271,6 +274,7 @@ class Attempts:
         task = ctx.flow.task(dag.task_id_of(node_id))
         outputs: dict[str, Any] = {}
         exit_code: int | None = None
+        placed: str | None = None
         with self._lock:
             self._running[node_id] = container_id
         try:
@@ -293,9 +297,10 @@ class Attempts:
         finally:
             with self._lock:
                 self._running.pop(node_id, None)
+            placed = self._node_quietly(container_id, log)
             self._remove_quietly(container_id, log)
         self.log_writer.flush()
-        outcome = Outcome(state, error, exit_code, started_at, container_id, outputs)
+        outcome = Outcome(state, error, exit_code, started_at, container_id, outputs, node=placed)
         return self._finish(task_run_id, node_id, attempt, outcome, log)
 
     # -- stopping what runs ----------------------------------------------------------------
@@ -329,6 +334,13 @@ class Attempts:
             self.backend.stop(container_id, STOP_GRACE_S)
         except BackendError as exc:
             log.warning("stop_failed", task_id=node_id, error=str(exc))
+
+    def _node_quietly(self, container_id: str, log: Any) -> str | None:
+        try:
+            return self.backend.node_of(container_id)
+        except BackendError as exc:
+            log.warning("node_unknown", error=str(exc))
+            return None
 
     def _remove_quietly(self, container_id: str, log: Any) -> None:
         try:
@@ -451,6 +463,7 @@ class Attempts:
             error=outcome.error,
             ended_at=ended_at,
             outputs=dict(outcome.outputs) if outcome.outputs else None,
+            node=outcome.node,
         )
         started_at = outcome.started_at
         duration = (ended_at - started_at).total_seconds() if started_at else None
@@ -460,6 +473,7 @@ class Attempts:
             exit_code=outcome.exit_code,
             duration_s=round(duration, 3) if duration is not None else None,
             **({"error": outcome.error} if outcome.error else {}),
+            **({"node": outcome.node} if outcome.node else {}),
         )
         return TaskResult(
             task_id=node_id,
@@ -471,6 +485,7 @@ class Attempts:
             ended_at=ended_at,
             container_id=outcome.container_id,
             outputs=dict(outcome.outputs),
+            node=outcome.node,
         )
 
 

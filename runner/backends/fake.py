@@ -109,6 +109,9 @@ class FakeBackend:
     def kill(self, container_id: str) -> None:
         self._containers[container_id].killed.set()
 
+    def node_of(self, container_id: str) -> str | None:
+        return None
+
     def remove(self, container_id: str) -> None:
         self.removed.append(container_id)
 

@@ -153,6 +153,7 @@ class TaskRunRecord:
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+    node: str | None = None  # the machine it ran on (a Swarm node); None on one engine
 
     @property
     def duration_s(self) -> float | None:
@@ -968,8 +969,10 @@ class Store:
         error: str | None = None,
         ended_at: datetime | None = None,
         outputs: Mapping[str, Any] | None = None,
+        node: str | None = None,
     ) -> None:
-        """Record how a task run ended (`ended_at` defaults to now)."""
+        """Record how a task run ended (`ended_at` defaults to now) and, for a backend of
+        several machines, on which `node` it ran (kept as it was when None)."""
         self._update_task_run(
             task_run_id,
             "record the end of task run {id}",
@@ -978,6 +981,7 @@ class Store:
             error=error,
             ended_at=ended_at or _utcnow(),
             outputs=None if outputs is None else dict(outputs),
+            **({"node": node} if node is not None else {}),
         )
 
     def record_skipped(
@@ -1235,6 +1239,7 @@ def _task_run_record(row: Any) -> TaskRunRecord:
         created_at=row.created_at,
         started_at=row.started_at,
         ended_at=row.ended_at,
+        node=row.node,
     )
 
 

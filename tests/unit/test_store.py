@@ -45,7 +45,7 @@ from runner.store.store import alembic_config
 from runner.store.testing import temporary_postgres_database
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -45,9 +44,11 @@ from runner.inputs import file_inputs, resolve_inputs
 from runner.lease import Heartbeat, Lease, Owner
 from runner.loader import LoadedFlow, load_flow, parse_flow
 from runner.logs import get_logger
+from runner.policy import visible_env
 from runner.recovery import Garbage, Recovered, recover_orphans
 from runner.restart import RestartPlan, plan_restart
 from runner.scheduler import Resume, RunOptions, Scheduler
+from runner.secrets import Masker, open_private_log, secret_input_ids, stored_inputs
 from runner.settings import (
     DATABASE_URL_ENV,
     DEFAULT_CONCURRENCY,
@@ -188,8 +189,12 @@ def run_flow(
 ) -> ExecutionResult:
     """Run a flow to its end and return how it went; every step is recorded in `store`.
 
-    `allow_env` names variables of this process's environment that templates may read as
-    `{{ env.NAME }}`, besides the flow's `allowed_env`. `handle_signals` turns SIGINT and
+    `allow_env` names (or globs) variables of this process's environment the operator
+    allows for this run, besides `RUNNER_ALLOWED_ENV`: each name the flow declares in
+    `allowed_env` must be allowed (PolicyError, exit 2, before anything is recorded), and
+    an exact name here is readable as `{{ env.NAME }}` even if undeclared. Secret inputs
+    are stored as `******`; every secret is masked in what the run stores and prints
+    (see `runner.secrets`). `handle_signals` turns SIGINT and
     SIGTERM into a clean kill of the execution (the CLI sets it). `on_created` receives the
     execution id as soon as it is recorded. A flow with `concurrency.limit` waits in state
     QUEUED for a slot (or ends CANCELLED / FAILED, as its `behavior` says).
@@ -403,6 +408,17 @@ def restart_execution(
         source = the_store.get_execution_source(record.id)
         flow_path = the_store.execution_flow_path(record.id)
         loaded = parse_flow(source, path=flow_path or f"execution-{record.id}.yml")
+        # Secret input values were never stored, so they cannot be given again.
+        lost = sorted(
+            i for i in secret_input_ids(loaded.flow.inputs) if record.inputs.get(i) is not None
+        )
+        if lost:
+            raise UsageError(
+                f"execution {record.id} cannot be restarted: the values of its secret"
+                f" input(s) {', '.join(lost)} are not stored; run the flow again with"
+                " `runner run`"
+            )
+        env = _visible_env(loaded, allow_env)
         plan = dag.build_plan(loaded.flow)
         restart = plan_restart(plan, record.task_runs, from_task=from_task)
         workspace = the_backend.workspace(record.id, execution_labels(record.id, loaded.flow))
@@ -427,7 +443,13 @@ def restart_execution(
         if on_restarted is not None:
             on_restarted(record.id, restart)
         options = _options(
-            loaded, concurrency, keep_workspace, allow_env, artifacts_dir, workspace_files
+            loaded,
+            concurrency,
+            keep_workspace,
+            env,
+            artifacts_dir,
+            workspace_files,
+            Masker.from_env(),
         )
         resume = Resume(
             done=restart.reused, first_attempt=restart.first_attempt, workspace_kept=kept
@@ -521,8 +543,7 @@ def _follow_in_background(db_url: str, notify: Notify | None) -> Callable[[Lease
     output in a file only this user can read (task output may be confidential)."""
 
     def follow(lease: Lease) -> None:
-        folder = _private_log_folder()
-        log_path = folder / f"runner-recover-{lease.execution_id}.log"
+        log_path, out = open_private_log(f"runner-recover-{lease.execution_id}.log")
         # The URL may hold a password: through the environment, not the command line.
         env = {**os.environ, DATABASE_URL_ENV: db_url}
         detach: dict[str, Any] = {"start_new_session": True}  # Ctrl-C here must not stop it
@@ -530,8 +551,7 @@ def _follow_in_background(db_url: str, notify: Notify | None) -> Callable[[Lease
             detach = {
                 "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
             }
-        descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(descriptor, "ab") as out:
+        with out:
             child = subprocess.Popen(
                 [sys.executable, "-m", "runner", "recover", lease.execution_id],
                 env=env,
@@ -547,20 +567,6 @@ def _follow_in_background(db_url: str, notify: Notify | None) -> Callable[[Lease
             )
 
     return follow
-
-
-def _private_log_folder() -> Path:
-    """A folder of this user's, mode 0700, for the logs of background recoveries."""
-    user = os.environ.get("USER") or os.environ.get("USERNAME") or str(os.getuid())
-    folder = Path(tempfile.gettempdir()) / f"runner-{user}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    if sys.platform != "win32":
-        info = folder.lstat()
-        if folder.is_symlink() or info.st_uid != os.getuid():
-            raise UsageError(f"{folder} is not a folder of this user's: remove it and retry")
-        if info.st_mode & 0o077:
-            folder.chmod(0o700)
-    return folder
 
 
 def collect_garbage(
@@ -738,7 +744,8 @@ def info(url: str | None = None, backend: Backend | None = None) -> Info:
 @dataclass(frozen=True)
 class _Prepared:
     loaded: LoadedFlow
-    values: Mapping[str, Any]
+    values: Mapping[str, Any]  # what the tasks see
+    stored: Mapping[str, Any]  # what the store keeps: secret inputs as ******
     options: RunOptions
 
 
@@ -750,16 +757,20 @@ def _prepare(
     allow_env: Iterable[str],
     artifacts_dir_: str | Path | None,
 ) -> _Prepared:
-    """Everything that can be refused as bad input, done before anything is recorded."""
+    """Everything that can be refused as bad input, done before anything is recorded: the
+    inputs, the environment the operator allows (runner.policy), the local files."""
     loaded = flow if isinstance(flow, LoadedFlow) else load_flow(flow)
     given = inputs or {}
     values = resolve_inputs(loaded, given)
+    env = _visible_env(loaded, allow_env)
+    secret_ids = secret_input_ids(loaded.flow.inputs)
+    masker = Masker.from_env(extra=[values[i] for i in secret_ids if values.get(i) is not None])
     # Read local files now: a missing file is bad input, not a run.
     workspace_files = _pack_workspace_files(loaded, given)
     options = _options(
-        loaded, concurrency, keep_workspace, allow_env, artifacts_dir_, workspace_files
+        loaded, concurrency, keep_workspace, env, artifacts_dir_, workspace_files, masker
     )
-    return _Prepared(loaded, values, options)
+    return _Prepared(loaded, values, stored_inputs(values, secret_ids, masker), options)
 
 
 def _create(store: Store, prepared: _Prepared, owner: Owner) -> str:
@@ -771,7 +782,7 @@ def _create(store: Store, prepared: _Prepared, owner: Owner) -> str:
         namespace=loaded.flow.namespace,
         revision=loaded.revision,
         source=loaded.source,
-        inputs=prepared.values,
+        inputs=prepared.stored,
         labels=dict(loaded.flow.labels),
         owner=owner,
         flow_path=str(loaded.path),
@@ -783,18 +794,28 @@ def _options(
     loaded: LoadedFlow,
     concurrency: int | None,
     keep_workspace: bool,
-    allow_env: Iterable[str],
+    env: Mapping[str, str],
     artifacts_dir_: str | Path | None,
     workspace_files: bytes | None,
+    masker: Masker,
 ) -> RunOptions:
-    names = {*loaded.flow.allowed_env, *allow_env}
     return RunOptions(
         concurrency=concurrency or loaded.flow.concurrency.tasks or DEFAULT_CONCURRENCY,
         keep_workspace=keep_workspace,
         artifacts_dir=Path(artifacts_dir_) if artifacts_dir_ else artifacts_dir(),
-        env={name: os.environ[name] for name in sorted(names) if name in os.environ},
+        env=env,
         workspace_files=workspace_files,
+        masker=masker,
     )
+
+
+def _visible_env(loaded: LoadedFlow, allow_env: Iterable[str]) -> dict[str, str]:
+    """The environment a run's templates may read; a PolicyError naming the flow file's
+    `allowed_env` line if it declares a name the operator has not allowed (`--env`,
+    RUNNER_ALLOWED_ENV)."""
+    line = loaded.line_of(("allowed_env",)) if loaded.flow.allowed_env else None
+    where = f"{loaded.file}:{line}" if line is not None else loaded.file
+    return visible_env(loaded.flow.allowed_env, tuple(allow_env), where=where)
 
 
 def _execute(

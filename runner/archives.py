@@ -642,9 +642,20 @@ def _write_all(fd: int, data: bytes, error: Callable[[OSError], ArchiveError]) -
         view = view[done:]
 
 
+_KEPT_EVERY = 32
+"""Of the folders on the way to the one last written to, a descriptor is kept open every
+this many levels (and for that folder itself): at most a few dozen open at any depth."""
+
+
 class _Destination:
     """Writes files below one folder without ever following a link inside it, and
-    remembers what it created so that `discard` can take it back."""
+    remembers what it created so that `discard` can take it back.
+
+    The folder of the last file stays open, with a descriptor every `_KEPT_EVERY` levels
+    on the way to it: an archive lists a folder's files together, so the next file needs
+    no walk at all, and one in a folder nearby a walk from the nearest open level, not
+    from the top (2,000 files 400 folders deep took 8 s when each walked from the top).
+    """
 
     def __init__(self, dest: Path) -> None:
         self.root = Path(os.path.abspath(dest))
@@ -652,6 +663,11 @@ class _Destination:
         self.created_ancestors: list[Path] = []
         self.created_dirs: list[tuple[str, ...]] = []
         self.created_files: list[tuple[str, ...]] = []
+        # The folder last written to, level by level from the root: (name, descriptor,
+        # or None where it was closed to bound how many are open).
+        self._stack: list[tuple[str, int | None]] = []
+        self._folder: tuple[tuple[str, ...], Path] | None = None  # its parts and path
+        self._open_parts: tuple[str, ...] | None = None  # the parts of the deepest level
 
     def _root_fd(self) -> int:
         if self.fd is None:
@@ -673,57 +689,99 @@ class _Destination:
 
     def write(self, parts: Sequence[str], source: IO[bytes], size: int, exec_bits: int) -> Artifact:
         path = "/".join(parts)
-        folder_fd = self._open_folder(parts[:-1], path)
+        folder_fd = self._open_folder(tuple(parts[:-1]), path)  # kept open by this object
         temporary = f".runner-{secrets.token_hex(8)}.part"
+        mode = 0o777 if exec_bits else 0o666  # less the umask
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            mode = 0o777 if exec_bits else 0o666  # less the umask
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                fd = os.open(temporary, flags, mode, dir_fd=folder_fd)
-            except OSError as exc:
-                raise self._error(path, exc) from exc
-            self.created_files.append((*parts[:-1], temporary))
-            digest = hashlib.sha256()
-            written = 0
-            try:
-                while block := source.read(_COPY_BLOCK):
-                    digest.update(block)
-                    _write_all(fd, block, lambda exc: self._error(path, exc))
-                    written += len(block)
-            finally:
-                os.close(fd)
-            if written != size:
-                raise ArchiveError(f"artifact '{path}' ended after {written} of its {size} bytes")
-            try:
-                os.rename(temporary, parts[-1], src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
-            except OSError as exc:
-                raise self._error(path, exc) from exc
-            self.created_files[-1] = tuple(parts)
+            fd = os.open(temporary, flags, mode, dir_fd=folder_fd)
+        except OSError as exc:
+            raise self._error(path, exc) from exc
+        self.created_files.append((*parts[:-1], temporary))
+        digest = hashlib.sha256()
+        written = 0
+        try:
+            while block := source.read(_COPY_BLOCK):
+                digest.update(block)
+                _write_all(fd, block, lambda exc: self._error(path, exc))
+                written += len(block)
         finally:
-            os.close(folder_fd)
-        return Artifact(path, written, digest.hexdigest(), self.root.joinpath(*parts))
-
-    def _open_folder(self, parts: Sequence[str], path: str) -> int:
-        """A descriptor of dest/parts, creating folders as needed, never through a link."""
-        fd = os.dup(self._root_fd())
-        try:
-            for depth, name in enumerate(parts, start=1):
-                try:
-                    os.mkdir(name, 0o777, dir_fd=fd)
-                    self.created_dirs.append(tuple(parts[:depth]))
-                except FileExistsError:
-                    pass
-                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-                try:
-                    child = os.open(name, flags, dir_fd=fd)
-                except OSError as exc:
-                    raise self._error(path, exc) from exc
-                os.close(fd)
-                fd = child
-        except BaseException:
             os.close(fd)
-            raise
+        if written != size:
+            raise ArchiveError(f"artifact '{path}' ended after {written} of its {size} bytes")
+        try:
+            os.rename(temporary, parts[-1], src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        except OSError as exc:
+            raise self._error(path, exc) from exc
+        self.created_files[-1] = tuple(parts)
+        return Artifact(
+            path, written, digest.hexdigest(), self._folder_path(parts[:-1]) / parts[-1]
+        )
+
+    def _folder_path(self, parts: Sequence[str]) -> Path:
+        """dest/parts as a Path, made once per folder (parsing 400 names per file is slow)."""
+        key = tuple(parts)
+        if self._folder is None or self._folder[0] != key:
+            self._folder = (key, self.root.joinpath(*key))
+        return self._folder[1]
+
+    def _open_folder(self, parts: tuple[str, ...], path: str) -> int:
+        """A descriptor of dest/parts, creating folders as needed, never through a link.
+        It belongs to this object (closed by `close`), and stays valid until the next call."""
+        stack = self._stack
+        if parts == self._open_parts:  # the same folder as the last file
+            fd = stack[-1][1] if stack else self._root_fd()
+            assert fd is not None  # the deepest level is always open
+            return fd
+        common = 0
+        while common < min(len(stack), len(parts)) and stack[common][0] == parts[common]:
+            common += 1
+        start = common  # walk again from the deepest level still open on the shared part
+        while start and stack[start - 1][1] is None:
+            start -= 1
+        self._close_from(start)
+        fd = stack[-1][1] if stack else self._root_fd()
+        assert fd is not None  # the deepest kept level, or the root
+        for depth in range(start, len(parts)):
+            child = self._enter(fd, parts[depth], parts[: depth + 1], path)
+            last = len(stack) - 1
+            if stack and stack[last][1] is not None and (last + 1) % _KEPT_EVERY:
+                os.close(fd)  # a level on the way: only every _KEPT_EVERY-th stays open
+                stack[last] = (stack[last][0], None)
+            stack.append((parts[depth], child))
+            fd = child
+        self._open_parts = parts
         return fd
+
+    def _enter(self, fd: int, name: str, parts: Sequence[str], path: str) -> int:
+        """A descriptor of folder `name` in the folder `fd`, made if it is not there;
+        `parts` is its path under the destination (to remove it again on failure)."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(name, flags, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # a link (ELOOP) or a file (ENOTDIR) in the way
+            raise self._error(path, exc) from exc
+        try:
+            os.mkdir(name, 0o777, dir_fd=fd)
+            self.created_dirs.append(tuple(parts))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise self._error(path, exc) from exc
+        try:
+            return os.open(name, flags, dir_fd=fd)
+        except OSError as exc:
+            raise self._error(path, exc) from exc
+
+    def _close_from(self, depth: int) -> None:
+        """Close the kept descriptors of the levels from `depth` down, and forget them."""
+        for _, fd in self._stack[depth:]:
+            if fd is not None:
+                os.close(fd)
+        del self._stack[depth:]
+        self._open_parts = None
 
     def _error(self, path: str, exc: OSError) -> ArchiveError:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -747,6 +805,7 @@ class _Destination:
                 break
 
     def close(self) -> None:
+        self._close_from(0)
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

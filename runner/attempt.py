@@ -24,12 +24,14 @@ from runner.backends.base import Backend, Workspace
 from runner.errors import BackendError, RunnerError
 from runner.execution import WORKSPACE_PATH, ContainerExit, TaskResult, TaskState
 from runner.flow import Task
+from runner.lineendings import crlf_message
 from runner.logs import TASK_LOG, get_logger
 from runner.outputs import merge_outputs, parse_output_line
+from runner.secrets import Masker
 from runner.specs import TaskContext, build_spec, image_source, render_task
 from runner.store import LogWriter, NewLogLine, Store
 from runner.template_checks import referenced_outputs
-from runner.templating import TemplateContext, is_true
+from runner.templating import TemplateContext, TemplateInterrupted, is_true
 
 STOP_GRACE_S = 10.0
 """How long a task stopped for a timeout has, after SIGTERM, before it is killed."""
@@ -118,12 +120,15 @@ class Attempts:
         log_writer: LogWriter,
         control: Control,
         workspace: Workspace | None,
+        masker: Masker | None = None,
     ) -> None:
         self.backend = backend
         self.store = store
         self.log_writer = log_writer
         self.control = control
         self.workspace = workspace
+        # Secrets never stored nor printed: in task output, outputs and errors.
+        self.masker = masker if masker is not None else Masker.from_env()
         self._lock = threading.Lock()
         self._running: dict[str, str] = {}  # node id -> container id
         self._stopped: set[str] = set()  # node ids whose container was stopped or killed
@@ -168,7 +173,13 @@ class Attempts:
             run_id = self.store.create_task_run(
                 execution_id=ctx.execution_id, task_id=node.id, attempt=attempt, image=task.image
             )
-            return self._finish(run_id, node.id, attempt, Outcome(TaskState.FAILED, str(exc)), log)
+            # `when` stopped by a kill or the flow timeout: KILLED, as a container would be.
+            outcome = (
+                Outcome(TaskState.KILLED, exc.reason)
+                if isinstance(exc, TemplateInterrupted)
+                else Outcome(TaskState.FAILED, str(exc))
+            )
+            return self._finish(run_id, node.id, attempt, outcome, log)
         outcome, run_id = self._run_container(ctx, node, attempt, tctx, log)
         if self._retried(task, outcome, tries):
             outcome = dataclasses.replace(outcome, state=TaskState.RETRYING)
@@ -235,6 +246,10 @@ class Attempts:
                 state, error = verdict(task, ended)
                 if state is TaskState.SUCCESS and task.artifacts:
                     self._collect_artifacts(ctx, node.id, run_id, task.artifacts, log)
+                elif state is TaskState.FAILED and error is not None:
+                    error += _crlf_hint(ctx, rendered)
+        except TemplateInterrupted as exc:  # a render stopped by a kill or the timeout
+            state, error = TaskState.KILLED, exc.reason
         except RunnerError as exc:
             state = TaskState.KILLED if self.control.cancelled else TaskState.FAILED
             error = str(exc)
@@ -395,23 +410,27 @@ class Attempts:
             for stream in ("stdout", "stderr")
         }
         add = self.log_writer.add
+        mask = self.masker.mask
         outputs: dict[str, Any] = {}
         for line in self.backend.logs(container_id):
             if line.stream == "stdout" and line.line.startswith("::"):
                 published = parse_output_line(line.line)
                 if published is not None:
-                    outputs = merge_outputs(outputs, published)
+                    # Parsed from the line as written: a secret is masked in the values
+                    # (its JSON-escaped form in the line may differ from it).
+                    outputs = merge_outputs(outputs, self.masker.mask_value(published))
             if skip:
                 skip -= 1
                 continue
-            loggers[line.stream].info(TASK_LOG, line=line.line)
+            text = mask(line.line)
+            loggers[line.stream].info(TASK_LOG, line=text)
             add(
                 NewLogLine(
                     execution_id=ctx.execution_id,
                     task_run_id=run_id,
                     task_id=node_id,
                     stream=line.stream,
-                    line=line.line,
+                    line=text,
                     time=line.time,
                 )
             )
@@ -456,6 +475,8 @@ class Attempts:
         self, run_id: int, node_id: str, attempt: int, outcome: Outcome, log: Any
     ) -> TaskResult:
         ended_at = _now()
+        if outcome.error is not None:  # a rendered value may hold a secret
+            outcome = dataclasses.replace(outcome, error=self.masker.mask(outcome.error))
         self.store.finish_task_run(
             run_id,
             state=outcome.state,
@@ -487,6 +508,16 @@ class Attempts:
             outputs=dict(outcome.outputs),
             node=outcome.node,
         )
+
+
+def _crlf_hint(ctx: TaskContext, task: Task) -> str:
+    """Why a failed task that runs a script of `files:` with Windows line endings failed."""
+    command = task.command if isinstance(task.command, str) else " ".join(task.command or ())
+    said = f"{task.script or ''} {command}"
+    for name in ctx.crlf_files:
+        if posixpath.basename(name) in said:
+            return f"; {crlf_message(name)}"
+    return ""
 
 
 def verdict(task: Task, ended: ContainerExit) -> tuple[TaskState, str | None]:

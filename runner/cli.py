@@ -105,7 +105,10 @@ def _execution_options(func: F) -> F:
             "allow_env",
             multiple=True,
             metavar="NAME",
-            help="Let templates read this variable of your environment as {{ env.NAME }}; repeat for several.",
+            # allows what a flow's allowed_env declares (globs too)
+            help="Allow this variable of your environment (or a glob: 'AWS_*') for a flow that"
+            " declares it in allowed_env; an exact name is also readable as {{ env.NAME }}."
+            " Repeat for several [env RUNNER_ALLOWED_ENV].",
         ),
         click.option(
             "--artifacts-dir",
@@ -371,7 +374,11 @@ def gc(db_url: str | None, dry_run: bool) -> None:
 @cli.command()
 @click.argument("flows", nargs=-1, required=True, type=click.Path(path_type=str))
 def validate(flows: Sequence[str]) -> None:
-    """Check flow files; report every problem of each file at once."""
+    """Check flow files; report every problem of each file at once.
+
+    Warnings (a value given with -i reaching shell code unquoted, a script with Windows
+    line endings) are printed too, but do not make the file invalid.
+    """
     from runner import api
 
     bad = 0
@@ -383,7 +390,10 @@ def validate(flows: Sequence[str]) -> None:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
             continue
-        click.echo(f"{path}: ok ({len(loaded.flow.tasks)} tasks)")
+        for warning in loaded.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        said = f", {len(loaded.warnings)} warning(s)" if loaded.warnings else ""
+        click.echo(f"{path}: ok ({len(loaded.flow.tasks)} tasks{said})")
     sys.exit(EXIT_USAGE if bad else EXIT_OK)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
@@ -16,9 +17,15 @@ from functools import cached_property
 
 from runner.errors import CycleError, Loc
 from runner.flow import Flow, Task
-from runner.messages import did_you_mean
+from runner.messages import did_you_mean, shorten
 
 MatrixCombination = Mapping[str, str | int | float | bool]
+
+MAX_RUN_NAME = 255
+"""The longest run name (`process[year=2019,month=1]`) the store keeps: its task_id column."""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+"""Characters a container or folder name cannot hold; a run name has them replaced."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,10 @@ def find_problems(flow: Flow) -> list[tuple[Loc, str]]:
                         f"task {task.id!r} depends on unknown task {dep!r}{did_you_mean(dep, known)}",
                     )
                 )
+    for key, tasks in lists:
+        for index, task in enumerate(tasks):
+            if task.matrix:
+                problems.extend(_matrix_problems((key, index, "matrix"), task))
     for key, tasks in lists[1:]:
         for index, task in enumerate(tasks):
             if task.depends_on:
@@ -168,6 +179,82 @@ def find_problems(flow: Flow) -> list[tuple[Loc, str]]:
         index = ids.index(cycle[0])
         problems.append((("tasks", index, "depends_on"), "cycle: " + " -> ".join(cycle)))
     return problems
+
+
+def _matrix_problems(loc: Loc, task: Task) -> list[tuple[Loc, str]]:
+    """Values that would give two runs of a matrix the same name (`1` and `"1"` print
+    alike; `a/b` and `a_b` differ only in characters a container or folder name cannot
+    hold), and run names longer than the store keeps."""
+    assert task.matrix is not None  # only matrix tasks are asked about
+    problems: list[tuple[Loc, str]] = []
+    for name, values in task.matrix.items():
+        printed: dict[str, int] = {}
+        safe: dict[str, int] = {}
+        for number, value in enumerate(values):
+            label = _label(value)
+            first = printed.setdefault(label, number)
+            if first != number:
+                problems.append(
+                    (
+                        (*loc, name, number),
+                        f"values {_shown(values[first])} and {_shown(value)} print alike"
+                        f" ({name}={shorten(label)}) and would give two runs one name;"
+                        " keep one",
+                    )
+                )
+                continue
+            cleaned = _UNSAFE.sub("_", label)
+            first = safe.setdefault(cleaned, number)
+            if first != number:
+                problems.append(
+                    (
+                        (*loc, name, number),
+                        f"values {_shown(values[first])} and {_shown(value)} differ only in"
+                        " characters a container or folder name cannot hold (both become"
+                        f" {shorten(repr(cleaned))}); make them differ in letters or digits",
+                    )
+                )
+    if problems:
+        return problems
+    # Values holding `,`, `=` or `_` can make two combinations of distinct values print
+    # (or be cleaned) alike: `a=1,b=2` from a="1,b=2" or from a="1", b="2".
+    seen: dict[str, int] = {}
+    longest = ""
+    nodes = _expand(task.id, task.matrix)
+    for number, node in enumerate(nodes):
+        if len(node.id) > len(longest):
+            longest = node.id
+        for form in dict.fromkeys((node.id, _UNSAFE.sub("_", node.id))):
+            first = seen.setdefault(form, number)
+            if first != number:
+                combinations = " and ".join(_combination(nodes[n].matrix) for n in (first, number))
+                problems.append(
+                    (
+                        loc,
+                        f"the runs of {combinations} would get the same name"
+                        f" {shorten(repr(form))}; change values holding ',', '=' or '_'",
+                    )
+                )
+                return problems
+    if len(longest) > MAX_RUN_NAME:
+        problems.append(
+            (
+                loc,
+                f"run {shorten(longest, 60)} would have a name of {len(longest)} characters;"
+                f" at most {MAX_RUN_NAME} are kept: use shorter matrix values or keys",
+            )
+        )
+    return problems
+
+
+def _combination(matrix: MatrixCombination) -> str:
+    return "{" + ", ".join(f"{key}: {_shown(value)}" for key, value in matrix.items()) + "}"
+
+
+def _shown(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return shorten(repr(value))
 
 
 def _task_lists(flow: Flow) -> list[tuple[str, tuple[Task, ...]]]:

@@ -50,12 +50,14 @@ def _short(value: Any) -> str:
 
 def _to_timedelta(value: Any) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"a duration must be text like 30s or a number of seconds, not {value!r}")
+        raise ValueError(
+            f"a duration must be text like 30s or a number of seconds, not {_short(value)}"
+        )
     if isinstance(value, int | float):
         if value != value:  # NaN
-            raise ValueError(f"a duration must be a number of seconds, not {value!r}")
+            raise ValueError(f"a duration must be a number of seconds, not {_short(value)}")
         if value < 0:
-            raise ValueError(f"a duration cannot be negative: {value!r}")
+            raise ValueError(f"a duration cannot be negative: {_short(value)}")
         return timedelta(seconds=value)
     text = value.strip()
     if _PLAIN.match(text):
@@ -76,8 +78,10 @@ def _to_timedelta(value: Any) -> timedelta:
             seconds=parts.get("s", 0),
         )
     if re.match(r"^P.*[YM].*T|^P[^T]*[YM]", text.upper()):
-        raise ValueError(f"duration {value!r}: years and months have no fixed length; use days")
-    raise ValueError(f"{value!r} is not a duration ({_DURATION_HELP})")
+        raise ValueError(
+            f"duration {_short(value)}: years and months have no fixed length; use days"
+        )
+    raise ValueError(f"{_short(value)} is not a duration ({_DURATION_HELP})")
 
 
 def format_number(value: float) -> str:
@@ -141,11 +145,11 @@ MAX_MEMORY_BYTES = 2**63 - 1
 def parse_memory(value: Any) -> int:
     """`512m`, `1.5g`, `256MiB`, `64kb` (case-insensitive, powers of 1024), or bytes."""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"memory must be a size like 512m or 1g, not {value!r}")
+        raise ValueError(f"memory must be a size like 512m or 1g, not {_short(value)}")
     match = _SIZE.match(str(value).strip().lower())
     if match is None or match[2] not in _SIZE_UNITS:
         raise ValueError(
-            f"{value!r} is not a memory size (use e.g. 512m, 1g, 256MiB; units k, m, g)"
+            f"{_short(value)} is not a memory size (use e.g. 512m, 1g, 256MiB; units k, m, g)"
         )
     try:
         size = int(float(match[1]) * _SIZE_UNITS[match[2]])
@@ -154,7 +158,7 @@ def parse_memory(value: Any) -> int:
     if size > MAX_MEMORY_BYTES:
         raise ValueError(f"memory {_short(value)} is larger than Docker takes (8 EiB)")
     if size < MIN_MEMORY_BYTES:
-        raise ValueError(f"memory {value!r} is below Docker's minimum of 6m")
+        raise ValueError(f"memory {_short(value)} is below Docker's minimum of 6m")
     return size
 
 

@@ -4,6 +4,7 @@ RunnerError                 anything runner reports instead of a traceback
 ├── UsageError              a bad flag or argument (exit 2)
 ├── FlowError               a flow file that cannot be used; carries every Problem (exit 2)
 ├── InputError              input values that do not fit the flow's inputs (exit 2)
+├── PolicyError             host access or environment the operator has not allowed (exit 2)
 ├── CycleError              tasks that depend on each other in a loop
 ├── BackendError            the container engine failed or refused (exit 1)
 │   ├── ImageError          an image could not be pulled, found or built
@@ -64,6 +65,14 @@ class FlowError(RunnerError):
 
 
 class InputError(RunnerError):
+    exit_code = 2
+
+
+class PolicyError(RunnerError):
+    """A flow asks for what the operator has not allowed: a host path, the Docker socket,
+    the host's network, a variable of the runner's environment. The message names the
+    setting that would allow it (see `runner.policy`)."""
+
     exit_code = 2
 
 

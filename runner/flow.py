@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from runner.durations import MAX_DURATION, Duration, MemorySize
+from runner.messages import shorten
 from runner.triggers.models import Trigger
 from runner.values import InputType, coerce_value
 
@@ -69,8 +70,14 @@ class FlowInput(_Model):
             raise ValueError("`values` only applies to inputs of type enum (or arrays of enum)")
         if self.item_type is not None and self.type is not InputType.ARRAY:
             raise ValueError("`item_type` only applies to inputs of type array")
-        if self.item_type in (InputType.ARRAY, InputType.FILE):
+        if self.item_type in (InputType.ARRAY, InputType.FILE, InputType.SECRET):
             raise ValueError(f"an array cannot hold items of type {self.item_type.value}")
+        if self.type is InputType.SECRET and self.default is not None:
+            raise ValueError(
+                "a secret input cannot have a default: the flow file is stored with every"
+                f" execution; give it with -i {self.id}=VALUE, or read it with"
+                " {{ secret('NAME') }}"
+            )
         if self.default is not None:
             try:
                 coerce_value(self.type, self.default, self.values, self.item_type)
@@ -104,7 +111,7 @@ def check_volume(spec: str) -> str:
     """
     if not VOLUME_RE.match(spec):
         raise ValueError(
-            f"volume {spec!r} is not SOURCE:/TARGET[:ro|rw]; SOURCE is a named volume "
+            f"volume {shorten(repr(spec))} is not SOURCE:/TARGET[:ro|rw]; SOURCE is a named volume "
             "or a path (relative to the flow file), TARGET an absolute path in the container"
         )
     return spec
@@ -185,7 +192,7 @@ class Retry(_Model):
 
 def _positive(value: Duration | None) -> Duration | None:
     if value is not None and value.seconds <= 0:
-        raise ValueError(f"a timeout must be longer than zero, not {value.text!r}")
+        raise ValueError(f"a timeout must be longer than zero, not {shorten(repr(value.text))}")
     return value
 
 
@@ -222,7 +229,7 @@ class _TaskFields(_Model):
     @classmethod
     def _cpus_number(cls, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float | None):
-            raise ValueError(f"cpus must be a number like 1 or 1.5, not {value!r}")
+            raise ValueError(f"cpus must be a number like 1 or 1.5, not {shorten(repr(value))}")
         return value
 
     @field_validator("working_dir")
@@ -230,7 +237,7 @@ class _TaskFields(_Model):
     def _absolute_working_dir(cls, value: str) -> str:
         if not value.startswith("/") and not value.startswith("{{"):
             raise ValueError(
-                f"working_dir must be an absolute path in the container, not {value!r}"
+                f"working_dir must be an absolute path in the container, not {shorten(repr(value))}"
             )
         return value
 
@@ -253,7 +260,9 @@ def check_artifact_pattern(pattern: str) -> str:
     """Artifacts are globs under /workspace: `out/*.csv` or `/workspace/out/*.csv`."""
     relative = pattern.removeprefix("/workspace/") if pattern.startswith("/workspace/") else pattern
     if not relative or relative.startswith("/") or ".." in relative.split("/"):
-        raise ValueError(f"artifact {pattern!r} must be a glob under /workspace, like 'out/*.csv'")
+        raise ValueError(
+            f"artifact {shorten(repr(pattern))} must be a glob under /workspace, like 'out/*.csv'"
+        )
     return relative
 
 
@@ -306,7 +315,7 @@ class Task(_TaskFields):
                 words = _split_words(self.interpreter)
             except ValueError as exc:
                 raise ValueError(
-                    f"interpreter {self.interpreter!r} cannot be split into words: {exc}"
+                    f"interpreter {shorten(repr(self.interpreter))} cannot be split into words: {exc}"
                 ) from exc
             if not words:
                 raise ValueError("interpreter must not be empty")

@@ -15,10 +15,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.errors import InputError
+from runner.errors import InputError, PolicyError
 from runner.execution import WORKSPACE_PATH
 from runner.loader import LoadedFlow
-from runner.messages import did_you_mean
+from runner.messages import did_you_mean, shorten
+from runner.policy import check_inside_folder
 from runner.values import InputType, coerce_value, parse_input_args
 
 __all__ = [
@@ -83,6 +84,8 @@ def _resolve(
         try:
             value = coerce_value(spec.type, raw, spec.values, spec.item_type)
             if spec.type is InputType.FILE:
+                if base_dir is not None:  # a default: it must stay in the flow's folder
+                    _check_default_file(value, base_dir)
                 local = _local_file(value, base_dir)
                 files[spec.id] = local
                 value = f"{INPUT_FILES_PATH}/{spec.id}/{local.name}"
@@ -102,6 +105,18 @@ def _resolve(
         problems.sort(key=lambda problem: (problem[0] is None, problem[0] or 0))
         raise InputError("\n".join(message for _, message in problems))
     return values, files
+
+
+def _check_default_file(default: str, base_dir: Path) -> None:
+    """A file input's default is read from the flow's folder, never from outside it (a
+    link in the folder is judged by where it leads): the flow's author, not the operator,
+    wrote it."""
+    try:
+        check_inside_folder(
+            default, base_dir, what=f"default {shorten(repr(default))}", resolve=os.path.realpath
+        )
+    except PolicyError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _local_file(given: str, base_dir: Path | None) -> Path:

@@ -25,12 +25,21 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from runner import dag
-from runner.errors import FlowError, Loc, Problem
+from runner import dag, settings
+from runner.errors import FlowError, Loc, PolicyError, Problem
 from runner.flow import IDENTIFIER, Flow, Task
-from runner.messages import did_you_mean
-from runner.template_checks import find_template_problems
+from runner.lineendings import CRLF_SAMPLE_BYTES, crlf_message, has_crlf_shebang
+from runner.messages import did_you_mean, shorten
+from runner.policy import (
+    MAX_VARIABLE_BYTES,
+    HostPolicy,
+    check_environment_size,
+    check_inside_folder,
+)
+from runner.template_checks import find_shell_warnings, find_template_problems
+from runner.templating import is_template
 from runner.triggers.models import find_trigger_problems
+from runner.values import InputType
 
 __all__ = ["LineMap", "LoadedFlow", "load_flow", "parse_flow"]
 
@@ -173,6 +182,13 @@ class LoadedFlow:
     lines: LineMap = field(default_factory=LineMap, repr=False)
     file: str = ""
     """The path as the user gave it, for messages (defaults to `path`)."""
+    warnings: tuple[Problem, ...] = ()
+    """What is allowed but likely a mistake, with file and line, for `runner validate` to
+    print: a value given with `-i` reaching shell code unquoted, a script of `files:` with
+    Windows line endings."""
+    crlf_files: tuple[str, ...] = ()
+    """Files of `files:` (relative to the flow's folder) with CRLF endings and a `#!` line:
+    a task that runs one and fails says why."""
 
     def __post_init__(self) -> None:
         if not self.file:
@@ -189,11 +205,20 @@ class LoadedFlow:
         return position[0] if position else None
 
 
-def load_flow(path: str | Path) -> LoadedFlow:
-    """Read and check the flow file at `path`; raise FlowError listing every problem."""
+def load_flow(path: str | Path, *, policy: HostPolicy | None = None) -> LoadedFlow:
+    """Read and check the flow file at `path`; raise FlowError listing every problem.
+
+    Volumes and networks written in the file are checked against `policy` (by default
+    the operator's, `HostPolicy.from_env()`: a flow valid here may be refused on a
+    runner that allows less, and each refusal names the setting that would allow it).
+    A bad setting raises SettingError.
+    """
     file = os.fspath(path)
+    limit = settings.max_flow_bytes()
     try:
-        raw = Path(path).read_bytes()
+        # At most one byte past the limit is read: a 20 GB file must not be loaded whole.
+        with Path(path).open("rb") as stream:
+            raw = stream.read(limit + 1)
     except IsADirectoryError as exc:
         raise _fail(file, "this is a folder, not a flow file") from exc
     except FileNotFoundError as exc:
@@ -202,6 +227,7 @@ def load_flow(path: str | Path) -> LoadedFlow:
         raise _fail(file, f"cannot read the file: {exc.strerror or exc}") from exc
     except ValueError as exc:  # an embedded NUL byte in the path
         raise _fail(file, f"not a usable path: {exc}") from exc
+    _check_size(file, len(raw), limit)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -211,22 +237,34 @@ def load_flow(path: str | Path) -> LoadedFlow:
         )
         raise FlowError([Problem(file, line, None, "", message)]) from exc
     with dag.collections_deferred():
-        return _load(text, raw, path)
+        return _load(text, raw, path, policy)
 
 
-def parse_flow(text: str, *, path: str | Path) -> LoadedFlow:
+def parse_flow(text: str, *, path: str | Path, policy: HostPolicy | None = None) -> LoadedFlow:
     """Check flow text as if it were read from `path` (which need not exist, but `build:`
-    folders are looked up relative to it)."""
+    folders are looked up relative to it), as `load_flow` does."""
+    raw = text.encode("utf-8", errors="surrogatepass")
+    _check_size(os.fspath(path), len(raw), settings.max_flow_bytes())
     with dag.collections_deferred():
-        return _load(text, text.encode("utf-8"), path)
+        return _load(text, raw, path, policy)
 
 
 def _fail(file: str, message: str) -> FlowError:
     return FlowError([Problem(file, None, None, "", message)])
 
 
-def _load(text: str, raw: bytes, path: str | Path) -> LoadedFlow:
+def _check_size(file: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise _fail(
+            file,
+            f"the file is larger than {limit:,} bytes, the most a flow file may hold"
+            f" (raise {settings.MAX_FLOW_BYTES_ENV} to read bigger ones)",
+        )
+
+
+def _load(text: str, raw: bytes, path: str | Path, policy: HostPolicy | None) -> LoadedFlow:
     file = os.fspath(path)
+    policy = policy if policy is not None else HostPolicy.from_env()
     absolute = Path(os.path.abspath(path))
     text = text.removeprefix("\ufeff")
     data, lines, issues = _read_yaml(file, text)
@@ -257,10 +295,18 @@ def _load(text: str, raw: bytes, path: str | Path) -> LoadedFlow:
                 report.add(loc, message)
         _check_input_ids(data, report)
         _check_build_folders(data, absolute.parent, report)
+        if flow is not None:
+            _check_host_access(flow, absolute.parent, policy, report)
     if flow is None and not report.problems:  # not expected: every path above reports why
         report.add((), "the flow is not valid")
     if report.problems or flow is None:
         raise FlowError(report.sorted())
+    warnings = _Report(file, lines, data)
+    for loc, message in find_shell_warnings(flow):
+        warnings.add(loc, message)
+    crlf = _crlf_scripts(flow, absolute.parent)
+    for index, name in crlf:
+        warnings.add(("files", index), crlf_message(name))
     return LoadedFlow(
         flow=flow,
         path=absolute,
@@ -268,7 +314,40 @@ def _load(text: str, raw: bytes, path: str | Path) -> LoadedFlow:
         revision=hashlib.sha256(raw).hexdigest()[:12],
         lines=report.lines,
         file=file,
+        warnings=tuple(warnings.sorted()),
+        crlf_files=tuple(name for _, name in crlf),
     )
+
+
+_CRLF_SCAN_LIMIT = 1_000
+"""Files of `files:` looked at for CRLF endings (a flow that ships more is not slowed)."""
+
+
+def _crlf_scripts(flow: Flow, base_dir: Path) -> list[tuple[int, str]]:
+    """(index of the `files:` entry, file name) of every script it ships with Windows line
+    endings and a `#!` line, which fails in a Linux container with `$'\r': command not
+    found`. Reads the first bytes of at most `_CRLF_SCAN_LIMIT` files."""
+    found: list[tuple[int, str]] = []
+    seen = 0
+    for index, pattern in enumerate(flow.files):
+        root = base_dir / pattern
+        candidates = sorted(base_dir.glob(pattern)) if any(c in pattern for c in "*?[") else [root]
+        for candidate in candidates:
+            files = sorted(candidate.rglob("*")) if candidate.is_dir() else [candidate]
+            for path in files:
+                if seen >= _CRLF_SCAN_LIMIT:
+                    return found
+                if not path.is_file():
+                    continue
+                seen += 1
+                try:
+                    with path.open("rb") as handle:
+                        head = handle.read(CRLF_SAMPLE_BYTES)
+                except OSError:
+                    continue  # reported when the run packs the files
+                if has_crlf_shebang(head):
+                    found.append((index, path.relative_to(base_dir).as_posix()))
+    return found
 
 
 # --- YAML -> plain data with line marks ---------------------------------------------------
@@ -817,15 +896,16 @@ def _message(error: _Error) -> str:
     key = str(error.loc[-1]) if error.loc else ""
     if kind == "extra_forbidden":
         model = error.container
+        # The names written in a file: `finally`, not the Python name `finally_`.
         allowed = (
-            list(model.model_fields)
+            [info.alias or name for name, info in model.model_fields.items()]
             if isinstance(model, type) and issubclass(model, BaseModel)
             else []
         )
         hint = did_you_mean(key, allowed)
         if not hint and allowed:
             hint = f"; known fields: {', '.join(allowed)}"
-        return f"unknown field {key!r}{hint}"
+        return f"unknown field {shorten(repr(key))}{hint}"
     if kind == "missing":
         return f"required field {key!r} is missing"
     if kind == "union_tag_invalid":  # the `type:` of a trigger names no kind of trigger
@@ -1006,3 +1086,70 @@ def _build_folder_problem(base_dir: Path, build: str) -> str | None:
     except (OSError, ValueError) as exc:  # no permission; a NUL byte in the path
         return f"cannot look into build folder {str(folder)!r}: {exc}"
     return None
+
+
+# Of one problem repeated in many tasks (an anchor of a huge `env:` in each), this many
+# are reported, then how many more there are.
+_MAX_REPEATED = 5
+
+
+def _check_host_access(flow: Flow, base_dir: Path, policy: HostPolicy, report: _Report) -> None:
+    """What the flow file itself says it takes from the host: volumes and networks
+    written in it (templates are checked once rendered, before the container starts),
+    the size of each task's environment, `files:` and file input defaults (which must
+    stay in the flow's folder)."""
+    folder = str(base_dir)
+    for index, pattern in enumerate(flow.files):
+        try:
+            check_inside_folder(pattern, folder, what=shorten(repr(pattern)))
+        except PolicyError as exc:
+            report.add(("files", index), str(exc))
+    for index, spec in enumerate(flow.inputs):
+        if spec.type is InputType.FILE and isinstance(spec.default, str):
+            try:
+                check_inside_folder(
+                    spec.default,
+                    folder,
+                    what=f"default {shorten(repr(spec.default))}",
+                    resolve=policy.resolve,
+                )
+            except PolicyError as exc:
+                report.add(("inputs", index, "default"), str(exc))
+    env_limit = settings.max_env_bytes()
+    quick_limit = min(env_limit, MAX_VARIABLE_BYTES)
+    flow_env_size = _env_size(flow.env)
+    too_big = 0
+    for key, tasks in (("tasks", flow.tasks), ("errors", flow.errors), ("finally", flow.finally_)):
+        for index, task in enumerate(tasks):
+            loc: Loc = (key, index)
+            for number, volume in enumerate(task.volumes):
+                if not is_template(volume):
+                    _report_refusal(
+                        report, (*loc, "volumes", number), policy.check_volume, volume, folder
+                    )
+            if task.network is not None and not is_template(task.network):
+                _report_refusal(report, (*loc, "network"), policy.check_network, task.network)
+            # Templates count as written: rendering rarely shrinks a value much. Most
+            # tasks are far below both limits: only those near one are looked at closely.
+            if flow_env_size + _env_size(task.env) > quick_limit:
+                env = {**flow.env, **task.env}
+                try:
+                    check_environment_size(env, env_limit)
+                except PolicyError as exc:
+                    too_big += 1
+                    if too_big <= _MAX_REPEATED:
+                        env_loc = (*loc, "env") if task.env else ("env",)
+                        report.add(report.inherited(env_loc) or env_loc, str(exc))
+    if too_big > _MAX_REPEATED:
+        report.add(("tasks",), f"{too_big - _MAX_REPEATED} more tasks have an environment too big")
+
+
+def _env_size(env: Mapping[str, str]) -> int:
+    return sum(len(name) + len(value) + 2 for name, value in env.items())
+
+
+def _report_refusal(report: _Report, loc: Loc, check: Any, *args: Any) -> None:
+    try:
+        check(*args)
+    except PolicyError as exc:
+        report.add(report.inherited(loc) or loc, str(exc))

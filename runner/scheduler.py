@@ -33,6 +33,7 @@ from runner.execution import (
 )
 from runner.loader import LoadedFlow
 from runner.logs import get_logger
+from runner.secrets import Masker
 from runner.settings import DEFAULT_ARTIFACTS_DIR
 from runner.specs import TaskContext, execution_labels
 from runner.store import LogWriter, Store
@@ -49,6 +50,9 @@ class RunOptions:
     artifacts_dir: Path = Path(DEFAULT_ARTIFACTS_DIR)
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     workspace_files: bytes | None = None  # a tar copied into /workspace before the first task
+    # Every secret of the run (secret inputs too), masked in what is stored and printed;
+    # None: those of the runner's environment (runner.secrets).
+    masker: Masker | None = None
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,9 @@ class Scheduler:
         log = get_logger(execution_id=execution_id, flow_id=flow.full_id)
         plan = dag.build_plan(flow)
         workspace = self.backend.workspace(execution_id, execution_labels(execution_id, flow))
+        masker = options.masker if options.masker is not None else Masker.from_env()
         self._attempts = Attempts(
-            self.backend, self.store, self.log_writer, self.control, workspace
+            self.backend, self.store, self.log_writer, self.control, workspace, masker
         )
         ctx = TaskContext(
             execution_id=execution_id,
@@ -140,6 +145,7 @@ class Scheduler:
             inputs=inputs,
             env=options.env,
             artifacts_dir=options.artifacts_dir.resolve(),
+            crlf_files=loaded.crlf_files,
             templates=TemplateContext.for_execution(
                 flow,
                 execution_id=execution_id,
@@ -147,6 +153,8 @@ class Scheduler:
                 env=options.env,
                 revision=loaded.revision,
                 started_at=_now(),
+                # A kill or the flow's timeout ends a render as it ends a container.
+                should_stop=self.control.stop_reason,
             ),
         )
         run = _Run()
@@ -179,14 +187,14 @@ class Scheduler:
             state = self._final_state(run)
             state = self._run_handlers(ctx, state, options, run, log)
         except BackendError as exc:
-            execution_error = str(exc)
+            execution_error = masker.mask(str(exc))
             log.error("execution_error", error=execution_error)
             raise
         except StoreError as exc:
             # The history cannot be written (the database stayed down past the retry
             # limit): leave nothing behind, as a kill does; a kept workspace would have
             # no record to find it by.
-            execution_error, store_failed = str(exc), True
+            execution_error, store_failed = masker.mask(str(exc)), True
             log.error("execution_error", error=execution_error)
             raise
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -115,6 +116,53 @@ A runner on the same machine whose process is gone is noticed at once. Default
 
 DEFAULT_LEASE_SECONDS = 30.0
 
+# -- templates ---------------------------------------------------------------------------------
+
+TEMPLATE_MAX_BYTES_ENV = "RUNNER_TEMPLATE_MAX_BYTES"
+"""The most one rendered template field may produce (a task's `script`, `command`, one `env`
+value, ...), and the largest string or list a template may build on the way: bytes, or a
+size like `512k`, `4m` (powers of 1024). Default `DEFAULT_TEMPLATE_MAX_BYTES`."""
+
+DEFAULT_TEMPLATE_MAX_BYTES = 1 << 20
+
+TEMPLATE_TIMEOUT_ENV = "RUNNER_TEMPLATE_TIMEOUT"
+"""How long the templates of one task attempt may take to render, in seconds. Default
+`DEFAULT_TEMPLATE_TIMEOUT`."""
+
+DEFAULT_TEMPLATE_TIMEOUT = 2.0
+
+
+# -- what flows may do to the host (see runner.policy, runner.secrets) ------------------------
+
+ALLOWED_MOUNTS_ENV = "RUNNER_ALLOWED_MOUNTS"
+"""Host paths a flow may bind-mount besides its own folder: absolute path prefixes
+separated by `,` (`/data,C:/Users/me/Data Engg`), or `*` for any host path. The Docker
+socket is never covered by `*` or by a folder holding it: it must be named itself."""
+
+ALLOW_HOST_NETWORK_ENV = "RUNNER_ALLOW_HOST_NETWORK"
+"""Set to 1 to let flows use `network: host` and `network: container:NAME`."""
+
+ALLOWED_ENV_ENV = "RUNNER_ALLOWED_ENV"
+"""Names of this process's environment that a flow may read when it declares them in
+`allowed_env`, separated by `,`; globs like `AWS_*` work (but never match `RUNNER_*`
+names, which must be named exactly). `--env NAME` adds names for one run."""
+
+SECRETS_FILE_ENV = "RUNNER_SECRETS_FILE"
+"""A dotenv file (`NAME=value` lines) of secrets for `{{ secret('NAME') }}`."""
+
+SECRET_ENV_PREFIX = "RUNNER_SECRET_"
+"""`{{ secret('NAME') }}` reads `RUNNER_SECRET_NAME` first, then the secrets file."""
+
+MAX_FLOW_BYTES_ENV = "RUNNER_MAX_FLOW_BYTES"
+DEFAULT_MAX_FLOW_BYTES = 10 * 1024**2
+"""The largest flow file read (bytes, or with a unit: `20MiB`): a file is read whole."""
+
+MAX_ENV_BYTES_ENV = "RUNNER_MAX_ENV_BYTES"
+DEFAULT_MAX_ENV_BYTES = 1024**2
+"""The largest environment of one task's container once rendered (names and values added
+up): Linux refuses to start a process with more than about 2 MiB of arguments and
+environment, and YAML aliases make a small file hold a big environment."""
+
 
 # -- reading them ------------------------------------------------------------------------------
 
@@ -146,6 +194,28 @@ def seconds(
     return value
 
 
+_SIZE = re.compile(r"^(\d{1,15})\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)$")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size(
+    name: str, default: int, *, minimum: int = 1, environ: Mapping[str, str] | None = None
+) -> int:
+    """A number of bytes from `name` (`1048576`, `512k`, `4m`, `1g`: powers of 1024), or
+    `default` when unset. Raises SettingError for anything else, or a size below `minimum`."""
+    raw = _raw(name, environ)
+    if not raw:
+        return default
+    match = _SIZE.match(raw.lower())
+    value = int(match[1]) * _SIZE_UNITS[match[2][:1]] if match is not None else -1
+    if value < minimum:
+        raise SettingError(
+            f"{name} must be a size in bytes of at least {minimum} (like 1048576, 512k or 4m), "
+            f"not {_shown(raw)}"
+        )
+    return value
+
+
 def choice(
     name: str, default: str, choices: tuple[str, ...], *, environ: Mapping[str, str] | None = None
 ) -> str:
@@ -171,6 +241,11 @@ def flag(name: str, *, environ: Mapping[str, str] | None = None) -> bool:
 def text(name: str, default: str = "", *, environ: Mapping[str, str] | None = None) -> str:
     """The value of `name`, stripped, or `default` when unset."""
     return _raw(name, environ) or default
+
+
+def names(name: str, *, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The comma-separated entries of `name`, each stripped, empty ones left out."""
+    return tuple(part.strip() for part in _raw(name, environ).split(",") if part.strip())
 
 
 def _shown(raw: str) -> str:
@@ -201,6 +276,17 @@ def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
     # A lease shorter than three heartbeats would expire under a live owner.
     lease = seconds(LEASE_SECONDS_ENV, DEFAULT_LEASE_SECONDS, allow_zero=False, environ=environ)
     return max(lease, 3 * heartbeat_seconds(environ))
+
+
+def template_max_bytes(environ: Mapping[str, str] | None = None) -> int:
+    # Below 1 KiB a script with a few lines of shell would not fit.
+    return size(TEMPLATE_MAX_BYTES_ENV, DEFAULT_TEMPLATE_MAX_BYTES, minimum=1024, environ=environ)
+
+
+def template_timeout(environ: Mapping[str, str] | None = None) -> float:
+    return seconds(
+        TEMPLATE_TIMEOUT_ENV, DEFAULT_TEMPLATE_TIMEOUT, allow_zero=False, environ=environ
+    )
 
 
 def log_format(environ: Mapping[str, str] | None = None) -> str:
@@ -256,3 +342,30 @@ def debug(environ: Mapping[str, str] | None = None) -> bool:
     """Whether to print tracebacks of internal errors; never raises (it is read while
     reporting another error)."""
     return _raw(DEBUG_ENV, environ).lower() not in ("", "0", "false", "no", "off")
+
+
+def allowed_mounts(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The entries of `RUNNER_ALLOWED_MOUNTS` as written (`runner.policy` checks them)."""
+    return names(ALLOWED_MOUNTS_ENV, environ=environ)
+
+
+def allow_host_network(environ: Mapping[str, str] | None = None) -> bool:
+    return flag(ALLOW_HOST_NETWORK_ENV, environ=environ)
+
+
+def allowed_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The names and globs of `RUNNER_ALLOWED_ENV`."""
+    return names(ALLOWED_ENV_ENV, environ=environ)
+
+
+def secrets_file(environ: Mapping[str, str] | None = None) -> Path | None:
+    raw = text(SECRETS_FILE_ENV, environ=environ)
+    return Path(raw) if raw else None
+
+
+def max_flow_bytes(environ: Mapping[str, str] | None = None) -> int:
+    return size(MAX_FLOW_BYTES_ENV, DEFAULT_MAX_FLOW_BYTES, environ=environ)
+
+
+def max_env_bytes(environ: Mapping[str, str] | None = None) -> int:
+    return size(MAX_ENV_BYTES_ENV, DEFAULT_MAX_ENV_BYTES, environ=environ)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from runner import settings
+from runner.errors import PolicyError
 from runner.execution import (
     LABEL_ATTEMPT,
     LABEL_EXECUTION,
@@ -28,8 +30,16 @@ from runner.execution import (
     Mount,
     PullImage,
 )
-from runner.flow import NAMED_VOLUME_RE, VOLUME_RE, Flow, Task
-from runner.templating import TemplateContext, render, render_value
+from runner.flow import NAMED_VOLUME_RE, VOLUME_RE, Flow, Task, check_volume
+from runner.messages import shorten
+from runner.policy import HostPolicy, check_environment_size
+from runner.templating import (
+    TemplateContext,
+    TemplateError,
+    render,
+    render_value,
+    shared_budget,
+)
 
 SCRIPT_PATH = "/.runner/script"
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -50,6 +60,10 @@ class TaskContext:
     env: Mapping[str, str] = field(default_factory=dict)  # runner env names templates may read
     artifacts_dir: Path = Path(".runner/artifacts")
     templates: TemplateContext = field(default_factory=TemplateContext)  # execution-level
+    crlf_files: tuple[str, ...] = ()  # scripts of `files:` with CRLF endings (loader)
+    # what the operator allows rendered volumes, networks and envs
+    host_policy: HostPolicy = field(default_factory=HostPolicy.from_env)
+    max_env_bytes: int = field(default_factory=settings.max_env_bytes)
 
 
 def label_value(text: str) -> str:
@@ -113,20 +127,57 @@ def container_name(execution_id: str, run_name: str, task_run_id: int) -> str:
 
 
 def render_task(task: Task, tctx: TemplateContext) -> Task:
-    """The task with its templated fields rendered for this run (a copy; the model is frozen)."""
+    """The task with its templated fields rendered for this run (a copy; the model is frozen).
+
+    The fields share one time budget (RUNNER_TEMPLATE_TIMEOUT): forty `env` values cannot
+    take forty times as long. Raises TemplateError."""
     update: dict[str, Any] = {}
-    if task.script is not None:
-        update["script"] = render(task.script, tctx, where="script")
-    if task.command is not None:
-        update["command"] = render_value(task.command, tctx, where="command")
-    if task.env:
-        update["env"] = {k: render(v, tctx, where=f"env.{k}") for k, v in task.env.items()}
-    if task.volumes:
-        update["volumes"] = tuple(render_value(list(task.volumes), tctx, where="volumes"))
-    update["working_dir"] = render(task.working_dir, tctx, where="working_dir")
-    if task.network is not None:
-        update["network"] = render(task.network, tctx, where="network")
+    with shared_budget(tctx):
+        if task.script is not None:
+            update["script"] = render(task.script, tctx, where="script")
+        if task.command is not None:
+            update["command"] = render_value(task.command, tctx, where="command")
+        if task.env:
+            update["env"] = {k: render(v, tctx, where=f"env.{k}") for k, v in task.env.items()}
+        if task.volumes:
+            update["volumes"] = tuple(render_value(list(task.volumes), tctx, where="volumes"))
+        update["working_dir"] = render(task.working_dir, tctx, where="working_dir")
+        if task.network is not None:
+            update["network"] = render(task.network, tctx, where="network")
+    # A rendered volume is checked as the file's are (`:/x` from an empty input must be
+    # a task error, not a crash in parse_mount).
+    for index, volume in enumerate(update.get("volumes", ())):
+        try:
+            check_volume(volume)
+        except ValueError as exc:
+            raise TemplateError(f"volumes[{index}]: {exc}") from None
+    if not update["working_dir"].startswith("/"):
+        raise TemplateError(
+            f"working_dir: rendered to {shorten(repr(update['working_dir']))}, not an absolute"
+            " path in the container"
+        )
+    if task.network is not None and not update["network"].strip():
+        raise TemplateError("network: rendered to nothing; give a network name")
     return task.model_copy(update=update)
+
+
+def check_host_access(ctx: TaskContext, task: Task, env: Mapping[str, str]) -> None:
+    """Raise PolicyError if a rendered task asks for what the operator has not allowed
+    (see `runner.policy`): checked again after rendering, so that an input cannot bring
+    a host path, the socket or the host's network that the file could not."""
+    for index, volume in enumerate(task.volumes):
+        try:
+            ctx.host_policy.check_volume(volume, ctx.base_dir)
+        except PolicyError as exc:
+            raise PolicyError(f"volumes[{index}]: {exc}") from None
+    try:
+        ctx.host_policy.check_network(task.network)
+    except PolicyError as exc:
+        raise PolicyError(f"network: {exc}") from None
+    try:
+        check_environment_size(env, ctx.max_env_bytes)
+    except PolicyError as exc:
+        raise PolicyError(f"env: {exc}") from None
 
 
 def build_spec(
@@ -150,6 +201,7 @@ def build_spec(
         "RUNNER_ATTEMPT": str(attempt),
         "RUNNER_WORKSPACE": WORKSPACE_PATH,
     }
+    check_host_access(ctx, task, env)
     labels: Mapping[str, str] = {
         **execution_labels(ctx.execution_id, ctx.flow),
         LABEL_TASK_RUN: str(task_run_id),

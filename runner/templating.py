@@ -21,15 +21,20 @@ What a template can use:
 Rules that differ from plain Jinja, each for a reason:
 
 - The environment is sandboxed (`ImmutableSandboxedEnvironment`): a flow file is code
-  from someone else, and `{{ ''.__class__ }}` must not reach Python's internals. Repeating
-  a string or list (`*`) and powers (`**`) are capped, so a template cannot eat the memory.
+  from someone else, and `{{ ''.__class__ }}` must not reach Python's internals.
+- Every render has a budget (`runner.template_limits`): what one field renders, and every
+  string or list built on the way, at most `RUNNER_TEMPLATE_MAX_BYTES` (1 MiB); all the
+  templates of one task attempt at most `RUNNER_TEMPLATE_TIMEOUT` (2 s); and a render
+  ends as soon as `should_stop` (kill, flow timeout, Ctrl-C) gives a reason. Over budget
+  is a TemplateTooLarge / TemplateTimedOut / TemplateInterrupted naming the field.
 - Undefined names fail (`StrictUndefined`): an empty string in `rm -rf /data/{{ x }}` is
   worse than an error. The error names the field, the expression and what is defined.
 - `{{ value }}` prints `true`/`false` for booleans, nothing for null and JSON for lists and
   mappings: what a shell script or a program reading JSON expects, not Python's repr.
-- Filters beyond Jinja's own: `shquote` quotes a value for a POSIX shell
-  (`rm {{ inputs.file | shquote }}`; a list becomes its items quoted, space separated),
-  and `tojson` writes plain JSON (Jinja's escapes `<`, `>`, `&` and `'` for HTML).
+- Filters beyond Jinja's own: `shell_quote` (or `shquote`) quotes a value for a POSIX
+  shell (`rm {{ inputs.file | shell_quote }}`; a list becomes its items quoted, space
+  separated), and `tojson` writes plain JSON (Jinja's escapes `<`, `>`, `&` and `'` for
+  HTML). Jinja's `urlize` and `lipsum` are left out (see `runner.template_limits`).
 
 Pure: no I/O. `TemplateError` is defined here (not in `runner.errors`); it is a
 `RunnerError` with exit code 2.
@@ -42,6 +47,7 @@ import re
 import shlex
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property, lru_cache
@@ -51,34 +57,80 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError
 from jinja2.environment import TemplateExpression
 from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.runtime import Undefined
 from jinja2.utils import missing
 
+from runner import settings
 from runner.errors import RunnerError
 from runner.flow import Flow
 from runner.messages import did_you_mean
+from runner.secrets import template_secret
+from runner.template_limits import (
+    LimitedSandbox,
+    Limits,
+    OverBudget,
+    current,
+    field_budget,
+    run_budget,
+)
 
 __all__ = [
     "EXECUTION_FIELDS",
     "FLOW_FIELDS",
+    "MAX_TEMPLATE_CODE",
     "TASK_FIELDS",
+    "Limits",
+    "TemplateCodeTooLarge",
     "TemplateContext",
     "TemplateError",
+    "TemplateInterrupted",
+    "TemplateTimedOut",
+    "TemplateTooLarge",
     "compile_template",
     "excerpt",
     "is_template",
     "is_true",
     "render",
     "render_value",
+    "shared_budget",
 ]
 
 
 class TemplateError(RunnerError):
     """A template that cannot be rendered: a syntax error, an undefined name, a refused
-    operation. The message names the field, the expression and what is defined."""
+    operation. The message names the field, the expression and what is defined.
+
+    TemplateError
+    ├── TemplateTooLarge     over RUNNER_TEMPLATE_MAX_BYTES: `script: template too large: ...`
+    ├── TemplateTimedOut     over RUNNER_TEMPLATE_TIMEOUT: `script: template took longer than 2s ...`
+    └── TemplateInterrupted  `should_stop` gave a reason (kill, flow timeout, Ctrl-C)
+    """
 
     exit_code = 2
+
+    def within(self, where: str) -> TemplateError:
+        """The same error, its message prefixed with the field that used the failing one."""
+        return type(self)(f"{where}: {self}")
+
+
+class TemplateTooLarge(TemplateError):
+    """A render that would produce, or build on the way, more than its size budget."""
+
+
+class TemplateTimedOut(TemplateError):
+    """A render that took longer than its time budget."""
+
+
+class TemplateInterrupted(TemplateError):
+    """A render stopped because `should_stop` gave a reason; `reason` is that reason (the
+    task run ends as a container stopped for it would: KILLED, with this reason)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+    def within(self, where: str) -> TemplateInterrupted:
+        return TemplateInterrupted(f"{where}: {self}", self.reason)
 
 
 # What each name a template can use holds; the static checks know them from here.
@@ -96,11 +148,6 @@ VARIABLE_SCOPE_TEXT = "inputs, variables, execution, flow and env"
 _MARKER = re.compile(r"\{[{%#]")
 _FALSE_WORDS = frozenset({"", "false", "0", "no", "off", "none"})
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-# Limits on what one operator may build: `'x' * 10**9` or `9 ** 9 ** 9` would otherwise
-# hold the scheduler's thread (and memory) for as long as they take.
-_MAX_REPEAT = 1_000_000
-_MAX_POWER_BITS = 1_000_000
 
 
 # --- the Jinja environment ----------------------------------------------------------------
@@ -145,11 +192,9 @@ class _Undefined(StrictUndefined):
         return f"a value of type {type(obj).__name__} has no {what} {name!r}"
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, with names looked up before methods in runner's namespaces (an input
-    called `items` is `inputs.items`) and limits on `*` and `**`."""
-
-    intercepted_binops = frozenset({"*", "**"})
+class _Sandbox(LimitedSandbox):
+    """The sandbox with its budgets, and names looked up before methods in runner's
+    namespaces (an input called `items` is `inputs.items`)."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, _Namespace):
@@ -167,32 +212,6 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             return self.undefined(obj=obj, name=argument)
         return super().getitem(obj, argument)
 
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and _is_int(times)
-                    and len(seq) * times > _MAX_REPEAT
-                ):
-                    raise SecurityError(
-                        f"'*' would build {len(seq) * times:,} items; at most {_MAX_REPEAT:,} are allowed"
-                    )
-        elif (
-            operator == "**"
-            and _is_int(left)
-            and _is_int(right)
-            and abs(left) > 1
-            and right > 0
-            and abs(left).bit_length() * right > _MAX_POWER_BITS
-        ):
-            raise SecurityError(f"'**' would build a number of more than {_MAX_POWER_BITS:,} bits")
-        return super().call_binop(context, operator, left, right)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _text(value: Any) -> Any:
     """How `{{ value }}` prints: true/false, nothing for null, JSON for lists and mappings."""
@@ -203,6 +222,13 @@ def _text(value: Any) -> Any:
     if isinstance(value, Mapping | list | tuple):
         return _dumps(value)
     return value
+
+
+def _printed(value: Any) -> Any:
+    """`_text`, once the text of a list, a mapping or another object is known to fit."""
+    if not isinstance(value, str):
+        current().check_text(value, "printing")
+    return _text(value)
 
 
 def _plain(value: Any) -> Any:
@@ -241,16 +267,66 @@ ENVIRONMENT = _Sandbox(
     undefined=_Undefined,
     autoescape=False,
     keep_trailing_newline=True,  # scripts end with a newline; keep it
-    finalize=_text,
+    finalize=_printed,
 )
-ENVIRONMENT.filters["shquote"] = _shquote
+ENVIRONMENT.filters["shell_quote"] = _shquote
+ENVIRONMENT.filters["shquote"] = _shquote  # the first name it had
 ENVIRONMENT.filters["tojson"] = _tojson
+# `{{ secret('NAME') }}`, masked wherever the value shows (runner.secrets)
+ENVIRONMENT.globals["secret"] = template_secret
+
+
+MAX_TEMPLATE_CODE = 32 * 1024
+"""The most characters of template code (inside `{{ }}`, `{% %}` and `{# #}`) one field
+may hold. Compiling is not interrupted by the budgets, and takes a second or more for
+every 100,000 characters of code: a flow could make validation and every run wait."""
+
+
+class TemplateCodeTooLarge(TemplateSyntaxError):
+    """More template code than `MAX_TEMPLATE_CODE` in one field: refused before compiling."""
+
+
+def template_code_size(source: str) -> int:
+    """How many characters of `source` are template code, tags and comments included (an
+    unclosed tag counts to the end); linear, however the tags nest or are left open."""
+    size = 0
+    pos = source.find("{")
+    while pos != -1 and pos + 1 < len(source):
+        opener = source[pos + 1]
+        if opener in "{%#":
+            closer = {"{": "}}", "%": "%}", "#": "#}"}[opener]
+            end = source.find(closer, pos + 2)
+            end = len(source) if end == -1 else end + 2
+            size += end - pos
+            pos = source.find("{", end)
+        else:
+            pos = source.find("{", pos + 1)
+    return size
+
+
+def compile_template(source: str) -> Template:
+    """The compiled template (raises TemplateSyntaxError, TemplateCodeTooLarge); most
+    tasks reuse a few strings, so compiled templates are kept."""
+    code = template_code_size(source)
+    if code > MAX_TEMPLATE_CODE:
+        raise TemplateCodeTooLarge(
+            f"{code:,} characters of template code ({{{{ }}}}, {{% %}}); "
+            f"at most {MAX_TEMPLATE_CODE:,} in one field",
+            lineno=1,
+        )
+    return _compile(source)
 
 
 @lru_cache(maxsize=2048)
-def compile_template(source: str) -> Template:
-    """The compiled template (raises TemplateSyntaxError); most tasks reuse a few strings."""
-    return ENVIRONMENT.from_string(source)
+def _compile(source: str) -> Template:
+    try:
+        return ENVIRONMENT.from_string(source)
+    except TemplateSyntaxError:
+        raise
+    except Exception as exc:
+        # Jinja computes constant parts while compiling, and lets some errors through:
+        # `{{ {{'k': 'v'}: 1} }}` raises TypeError (a dict cannot be a key).
+        raise TemplateSyntaxError(f"{type(exc).__name__}: {exc}", lineno=1) from exc
 
 
 @lru_cache(maxsize=512)
@@ -259,6 +335,8 @@ def _single_expression(source: str) -> TemplateExpression | None:
     stripped = source.strip()
     if not (stripped.startswith("{{") and stripped.endswith("}}")):
         return None
+    if template_code_size(stripped) > MAX_TEMPLATE_CODE:
+        return None  # rendered instead, which refuses it
     try:
         # `{{ a }} and {{ b }}` leaves `}}` inside: a syntax error here, so not native.
         return ENVIRONMENT.compile_expression(stripped[2:-2], undefined_to_none=False)
@@ -434,6 +512,12 @@ class TemplateContext:
     """Every task of the flow (for error messages)."""
     matrix_tasks: frozenset[str] = frozenset()
     """Tasks whose outputs are keyed by combination label."""
+    should_stop: Callable[[], str | None] | None = field(default=None, compare=False)
+    """Asked while a template renders: a reason (`killed by the user`, `stopped: execution
+    timed out after 2s`) ends the render with TemplateInterrupted; None lets it go on."""
+    limits: Limits | None = None
+    """The size and time budgets; None reads RUNNER_TEMPLATE_MAX_BYTES and
+    RUNNER_TEMPLATE_TIMEOUT when a render starts."""
     _scope: _ExecutionScope | None = field(default=None, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -450,9 +534,12 @@ class TemplateContext:
         env: Mapping[str, str] | None = None,
         revision: str = "",
         started_at: datetime | None = None,
+        should_stop: Callable[[], str | None] | None = None,
+        limits: Limits | None = None,
     ) -> TemplateContext:
         """The context shared by every task of one execution. `env` holds only the names
-        templates may see (the caller filters by `allowed_env` and `--env`)."""
+        templates may see (the caller filters by `allowed_env` and `--env`); `should_stop`
+        is asked while templates render (see the field)."""
         visible = dict(env or {})
         return cls(
             inputs=inputs,
@@ -468,7 +555,13 @@ class TemplateContext:
             allowed_env=frozenset(flow.allowed_env) | frozenset(visible),
             task_ids=tuple(task.id for task in flow.tasks),
             matrix_tasks=frozenset(task.id for task in flow.tasks if task.matrix),
+            should_stop=should_stop,
+            limits=limits,
         )
+
+    def budget_limits(self) -> Limits:
+        """`limits`, or the settings' (raises SettingError for a bad value)."""
+        return self.limits if self.limits is not None else Limits.from_settings()
 
     def for_task(
         self,
@@ -541,7 +634,7 @@ class _ExecutionScope:
         self._parts = self._parts_of(ctx)
         self.raw_variables = ctx.variables
         self._values: dict[str, Any] = {}
-        self._errors: dict[str, str] = {}
+        self._errors: dict[str, TemplateError] = {}
         self._stack: list[str] = []
         self._lock = threading.RLock()
         self.names: dict[str, Any] = {
@@ -576,7 +669,8 @@ class _ExecutionScope:
             if name in self._values:
                 return self._values[name]
             if name in self._errors:
-                raise TemplateError(self._errors[name])
+                error = self._errors[name]
+                raise type(error)(str(error))
             raw = self.raw_variables[name]  # KeyError for an undeclared one
             if name in self._stack:
                 cycle = [*self._stack[self._stack.index(name) :], name]
@@ -585,7 +679,10 @@ class _ExecutionScope:
             try:
                 value = _render_value(raw, self._variable_names, f"variables.{name}", nested=True)
             except TemplateError as exc:
-                self._errors[name] = str(exc)
+                # A variable fails the same way for every task, but running out of time
+                # (maybe the using template's) or being stopped says nothing about it.
+                if not isinstance(exc, TemplateTimedOut | TemplateInterrupted):
+                    self._errors[name] = exc
                 raise
             finally:
                 self._stack.pop()
@@ -600,18 +697,31 @@ def render(template: str, ctx: TemplateContext, *, where: str) -> str:
     """`template` rendered with `ctx`; `where` names the field for messages (`env.FILE`).
 
     A string without `{{`, `{%` or `{#` is returned as is, without touching Jinja.
-    Raises TemplateError.
+    Raises TemplateError (TemplateTooLarge, TemplateTimedOut, TemplateInterrupted over
+    the budget: see `shared_budget`).
     """
     if "{" not in template or _MARKER.search(template) is None:
         return template
-    return _render(template, ctx._names, where, nested=False)
+    with run_budget(ctx.budget_limits, ctx.should_stop):
+        return _render(template, ctx._names, where, nested=False)
 
 
 def render_value(value: Any, ctx: TemplateContext, *, where: str) -> Any:
     """`value` with every string inside it rendered: lists, tuples and dict values (not
     keys) are walked; other values are returned as they are. `where` grows per item:
-    `env.FILE`, `command[1]`."""
-    return _render_value(value, ctx._names, where, nested=False)
+    `env.FILE`, `command[1]`. Each string is a field with its own size budget."""
+    with run_budget(ctx.budget_limits, ctx.should_stop):
+        return _render_value(value, ctx._names, where, nested=False)
+
+
+@contextmanager
+def shared_budget(ctx: TemplateContext) -> Iterator[None]:
+    """Every render inside shares one time budget (`RUNNER_TEMPLATE_TIMEOUT`, from now),
+    one count of what templates build, and `ctx.should_stop`: a task's fields together
+    get 2 seconds, not 2 seconds each. Size stays a budget per field. Outside it, each
+    call of `render`, `render_value` or `is_true` has a budget of its own."""
+    with run_budget(ctx.budget_limits, ctx.should_stop):
+        yield
 
 
 def is_true(template: str, ctx: TemplateContext, *, where: str = "when") -> bool:
@@ -626,14 +736,18 @@ def is_true(template: str, ctx: TemplateContext, *, where: str = "when") -> bool
     if "{" in template:
         expression = _single_expression(template)
         if expression is not None:
-            try:
-                value = expression(ctx._names)
-                if isinstance(value, Undefined):
-                    value._fail_with_undefined_error()
-                if not isinstance(value, str):
-                    return bool(value)
-            except Exception as exc:
-                raise _as_template_error(exc, template, where, nested=False) from exc
+            with run_budget(ctx.budget_limits, ctx.should_stop):
+                try:
+                    with field_budget():
+                        value = expression(ctx._names)
+                        if isinstance(value, Undefined):
+                            value._fail_with_undefined_error()
+                        if not isinstance(value, str):
+                            return bool(value)
+                except Exception as exc:
+                    raise _as_template_error(
+                        exc, template, where, nested=False, compiled=expression._template
+                    ) from exc
             return value.strip().lower() not in _FALSE_WORDS
     return render(template, ctx, where=where).strip().lower() not in _FALSE_WORDS
 
@@ -666,41 +780,83 @@ def _field(where: str, key: Any) -> str:
 def _render(template: str, names: Mapping[str, Any], where: str, *, nested: bool) -> str:
     try:
         compiled = compile_template(template)
+    except TemplateCodeTooLarge as exc:
+        raise TemplateTooLarge(f"{where}: template too large: {exc.message}") from exc
     except TemplateSyntaxError as exc:
         raise TemplateError(
             f"{where}: {excerpt(template, exc.lineno)}: template syntax error: {exc.message}"
         ) from exc
     try:
-        return str(compiled.render(names))
+        with field_budget() as budget:
+            return _stream(compiled, names, budget.max_bytes)
     except Exception as exc:
-        raise _as_template_error(exc, template, where, nested=nested) from exc
+        raise _as_template_error(exc, template, where, nested=nested, compiled=compiled) from exc
 
 
-def _as_template_error(exc: Exception, template: str, where: str, *, nested: bool) -> TemplateError:
+def _stream(compiled: Template, names: Mapping[str, Any], max_bytes: int) -> str:
+    """What `compiled.render(names)` returns, its size counted as it grows."""
+    parts: list[str] = []
+    size = 0
+    for part in compiled.root_render_func(compiled.new_context(dict(names))):
+        size += len(part)
+        if size > max_bytes:
+            current().output_too_large()
+        parts.append(part)
+    text = "".join(parts)
+    # Counted in characters so far; a character takes up to 4 bytes of UTF-8.
+    if 4 * len(text) > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        current().output_too_large()
+    return text
+
+
+def _as_template_error(
+    exc: Exception, template: str, where: str, *, nested: bool, compiled: Template | None = None
+) -> TemplateError:
     """One message for anything rendering raised: `where: expression: what went wrong`."""
     if isinstance(exc, TemplateError):
         # From a variable this template uses: that message names the variable already.
-        return exc if nested else TemplateError(f"{where}: {exc}")
-    line = _line_of(exc.__traceback__)
+        return exc if nested else exc.within(where)
+    line = _line_of(exc.__traceback__, compiled)
     multi_line = "\n" in template.rstrip("\n")
+    if isinstance(exc, OverBudget):
+        return _over_budget(exc, template, where, line)
     if isinstance(exc, _UndefinedReference):
         prefix = f"line {line}: " if multi_line and line is not None else ""
         return TemplateError(f"{where}: {prefix}{exc}")
     if isinstance(exc, SecurityError | UndefinedError):
         reason = str(exc).rstrip(".")
+    elif isinstance(exc, RecursionError):
+        reason = "it calls itself too deeply (RecursionError)"
     else:
         reason = f"{type(exc).__name__}: {exc}"
     return TemplateError(f"{where}: {excerpt(template, line)}: {reason}")
 
 
-def _line_of(tb: TracebackType | None) -> int | None:
-    """The template line being run when an error was raised (Jinja rewrites tracebacks so
-    template frames carry template line numbers)."""
+def _over_budget(exc: OverBudget, template: str, where: str, line: int | None) -> TemplateError:
+    if exc.kind == "stop":
+        return TemplateInterrupted(f"{where}: rendering stopped: {exc.detail}", exc.detail)
+    if exc.kind == "time":
+        return TemplateTimedOut(
+            f"{where}: template {exc.detail} ({settings.TEMPLATE_TIMEOUT_ENV}); "
+            f"it was at {excerpt(template, line)}"
+        )
+    if exc.kind == "output":
+        return TemplateTooLarge(f"{where}: template too large: {exc.detail}")
+    return TemplateTooLarge(f"{where}: template too large: {excerpt(template, line)}: {exc.detail}")
+
+
+def _line_of(tb: TracebackType | None, compiled: Template | None) -> int | None:
+    """The template line being run when an error was raised: the line of the deepest
+    frame of the template's code, mapped back to the template's text. (Not Jinja's own
+    rewriting of tracebacks: it compiles a code object per frame, which takes seconds for
+    the thousand frames of a RecursionError.)"""
     line = None
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == "<template>":
             line = tb.tb_lineno
         tb = tb.tb_next
+    if line is not None and compiled is not None:
+        return compiled.get_corresponding_lineno(line)
     return line
 
 

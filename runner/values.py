@@ -47,6 +47,7 @@ class InputType(StrEnum):
     DATETIME = "datetime"
     DATE = "date"
     FILE = "file"
+    SECRET = "secret"
 
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -217,6 +218,23 @@ def _to_date(raw: Any, values: tuple[str, ...] | None) -> str:
     raise ValueError(f"expected a date like 2024-01-31, got {_show(raw)}")
 
 
+def _to_secret(raw: Any, values: tuple[str, ...] | None) -> str:
+    # The value is never quoted back: an error message is printed and may be stored.
+    if isinstance(raw, str):
+        return raw
+    raise ValueError(f"expected a string, got {_kind(raw)} (a secret's value is never shown)")
+
+
+def _kind(raw: Any) -> str:
+    if raw is None:
+        return "null"
+    if isinstance(raw, bool):
+        return "a bool"
+    if isinstance(raw, int | float):
+        return "a number"
+    return "a list" if isinstance(raw, list | tuple) else f"a value of type {type(raw).__name__}"
+
+
 def _to_file(raw: Any, values: tuple[str, ...] | None) -> str:
     if isinstance(raw, os.PathLike):  # a Path from the API
         raw = os.fspath(raw)
@@ -226,7 +244,7 @@ def _to_file(raw: Any, values: tuple[str, ...] | None) -> str:
 
 
 def _to_array(raw: Any, values: tuple[str, ...] | None, item_type: str) -> list[Any]:
-    if item_type in ("array", "file"):
+    if item_type in ("array", "file", "secret"):
         raise ValueError(f"an array cannot hold items of type {item_type}")
     items: Any
     if isinstance(raw, list | tuple):  # a YAML default, or a list from the API
@@ -268,6 +286,7 @@ _CONVERTERS: dict[str, Callable[[Any, tuple[str, ...] | None], Any]] = {
     "datetime": _to_datetime,
     "date": _to_date,
     "file": _to_file,
+    "secret": _to_secret,
 }
 _TYPES = (*_CONVERTERS, "array")
 

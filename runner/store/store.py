@@ -347,16 +347,35 @@ _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1
 
 
 def _describe(url: URL) -> str:
-    """`postgresql database 'runner' at 127.0.0.1:5432` or `sqlite database '/x/runner.db'`."""
+    """`postgresql database 'runner' at 127.0.0.1:5432` or `sqlite database '/x/runner.db'`.
+
+    Where libpq connects: `?host=` and `?port=` in the query win over the URL's own host
+    and port (SQLAlchemy's psycopg dialect passes them on), may name several hosts (tried
+    in turn) and a Unix socket folder.
+    """
     dialect = url.get_backend_name()
     if dialect == "sqlite":
         return f"sqlite database '{url.database or ':memory:'}'"
     name = f" '{url.database}'" if url.database else ""
-    where = url.host or "localhost"
-    port = url.port or _DEFAULT_PORTS.get(dialect)
-    if port is not None:
-        where += f":{port}"
-    return f"{dialect} database{name} at {where}"
+    hosts = _query_list(url, "host") or [url.host or "localhost"]
+    ports = _query_list(url, "port") or [str(url.port or _DEFAULT_PORTS.get(dialect) or "")]
+    if len(ports) == 1:  # libpq: one port for every host, or one per host
+        ports *= len(hosts)
+    places = []
+    for host, port in zip(hosts, ports + [""] * len(hosts), strict=False):
+        host = host or "localhost"
+        if host.startswith("/"):
+            places.append(f"the socket in {host}" + (f" (port {port})" if port else ""))
+        else:
+            places.append(f"{host}:{port}" if port else host)
+    return f"{dialect} database{name} at {' or '.join(places)}"
+
+
+def _query_list(url: URL, key: str) -> list[str]:
+    """A query parameter of `url` as a list: `host=a,b`, `host=a&host=b`, or none."""
+    value = url.query.get(key)
+    items = [value] if isinstance(value, str) else list(value or ())
+    return [part.strip() for item in items for part in item.split(",")]
 
 
 def _mask_password(raw_url: str) -> str:

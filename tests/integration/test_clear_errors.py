@@ -148,6 +148,10 @@ def nobody_python(world: Path) -> list[str]:
         "sh",
         str(prefix),
         str(mount),
+        # Its own libpython, not one of the system's (the interpreter's rpath names the
+        # prefix, which nobody cannot reach; a Debian libpython3.11 would be found instead).
+        "env",
+        f"LD_LIBRARY_PATH={mount / 'lib'}",
         *drop,
         str(inside),
         "-c",

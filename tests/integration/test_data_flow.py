@@ -65,7 +65,17 @@ tasks:
         ls -d /cache
 """,
     )
-    out = cli("run", str(flow), "-i", "months=[1,2,3]", "--env", "RUNNER_TEST_SECRET")
+    # allowed_env declares, the operator allows (--env); --env alone also lets templates read
+    out = cli(
+        "run",
+        str(flow),
+        "-i",
+        "months=[1,2,3]",
+        "--env",
+        "RUNNER_TEST_SECRET",
+        "--env",
+        "RUNNER_TEST_ALLOWED",
+    )
     assert out.returncode == 0, out.stderr
     execution_id = execution_id_of(out.stdout)
     assert _logs(cli, execution_id, "use") == [
@@ -278,7 +288,10 @@ def test_polyglot_etl_moves_values_files_and_artifacts(cli: Cli) -> None:
     assert sorted(a["path"] for a in listed) == ["report/zones.json", "report/zones.tsv"]
 
 
-def test_taxi_monthly_loads_postgres_over_the_host_network(cli: Cli) -> None:
+def test_taxi_monthly_loads_postgres_over_the_host_network(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNNER_ALLOW_HOST_NETWORK", "1")  # the operator's leave for `host`
     url = os.environ.get("RUNNER_TEST_POSTGRES_URL")
     if not url:
         missing_service("RUNNER_TEST_POSTGRES_URL is not set")

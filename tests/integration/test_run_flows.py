@@ -110,7 +110,9 @@ def test_every_line_of_a_chatty_task_is_stored(cli: Cli, tmp_path: Path) -> None
         "    command: \"seq 1 100000; printf 'last line without newline'\"\n",
     )
     execution_id = run_ok(cli, ["run", str(flow), "--log-format", "json"])
-    lines = json.loads(cli("logs", execution_id, "--json").stdout)
+    out = cli("logs", execution_id, "--json")
+    assert out.returncode == 0, out.stderr
+    lines = json.loads(out.stdout)
     assert len(lines) == 100_001
     assert [ln["line"] for ln in lines[:3]] == ["1", "2", "3"]
     assert lines[99_999]["line"] == "100000"

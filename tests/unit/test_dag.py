@@ -161,3 +161,84 @@ def test_did_you_mean() -> None:
     assert did_you_mean("extrct", ["extract", "load"]) == " (did you mean 'extract'?)"
     assert did_you_mean("zzz", ["extract", "load"]) == ""
     assert did_you_mean("x", []) == ""
+
+
+# --- matrix values that would give two runs one name ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            [1, "1"],
+            "values 1 and '1' print alike (n=1) and would give two runs one name; keep one",
+        ),
+        ([True, "true"][::-1], None),  # YAML's true is a bool; 'true' a string: see below
+        (
+            ["a/b", "a_b"],
+            "values 'a/b' and 'a_b' differ only in characters a container or folder name"
+            " cannot hold (both become 'a_b'); make them differ in letters or digits",
+        ),
+        (["x y", "x?y"], "values 'x y' and 'x?y' differ only in characters"),
+        (["2024", 2024], "values '2024' and 2024 print alike"),
+    ],
+)
+def test_matrix_values_that_collide_are_refused(values: list[Any], message: str | None) -> None:
+    f = Flow.model_validate(
+        {"id": "f", "tasks": [{"id": "t", "image": "i", "matrix": {"n": values}}]}
+    )
+    found = find_problems(f)
+    if message is None:  # true (a bool, printed `true`) and 'true' collide too
+        printed = {str(v).lower() for v in f.tasks[0].matrix["n"]}  # type: ignore[index]
+        assert bool(found) == (len(printed) == 1)
+        return
+    assert len(found) == 1
+    loc, text = found[0]
+    assert loc == ("tasks", 0, "matrix", "n", 1)
+    assert text.startswith(message)
+
+
+def test_combinations_that_print_alike_are_refused() -> None:
+    f = Flow.model_validate(
+        {
+            "id": "f",
+            "tasks": [
+                {"id": "t", "image": "i", "matrix": {"a": ["1,b=2", "1"], "b": ["3", "2,b=3"]}}
+            ],
+        }
+    )
+    assert find_problems(f) == [
+        (
+            ("tasks", 0, "matrix"),
+            "the runs of {a: '1,b=2', b: '3'} and {a: '1', b: '2,b=3'} would get the same"
+            " name 't[a=1,b=2,b=3]'; change values holding ',', '=' or '_'",
+        )
+    ]
+
+
+def test_a_run_name_longer_than_the_store_keeps_is_refused() -> None:
+    fits = Flow.model_validate(
+        {"id": "f", "tasks": [{"id": "t", "image": "i", "matrix": {"k": ["x" * 250]}}]}
+    )
+    assert find_problems(fits) == []  # t[k=xxx...]: 255 characters
+    too_long = Flow.model_validate(
+        {"id": "f", "tasks": [{"id": "t", "image": "i", "matrix": {"k": ["y", "x" * 251]}}]}
+    )
+    ((loc, message),) = find_problems(too_long)
+    assert loc == ("tasks", 0, "matrix")
+    assert message.endswith(
+        "would have a name of 256 characters; at most 255 are kept: use shorter matrix"
+        " values or keys"
+    )
+    assert len(message) < 200
+
+
+def test_handlers_matrices_are_checked_too() -> None:
+    f = Flow.model_validate(
+        {
+            "id": "f",
+            "tasks": [{"id": "a", "image": "i"}],
+            "finally": [{"id": "t", "image": "i", "matrix": {"n": [1, "1"]}}],
+        }
+    )
+    assert [loc for loc, _ in find_problems(f)] == [("finally", 0, "matrix", "n", 1)]

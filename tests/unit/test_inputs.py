@@ -128,7 +128,7 @@ def test_an_unknown_type() -> None:
         coerce_value("timestamp", "2024-01-01", None)
     assert str(caught.value) == (
         "unknown input type 'timestamp'; expected one of "
-        "string, int, float, bool, enum, json, datetime, date, file, array"
+        "string, int, float, bool, enum, json, datetime, date, file, secret, array"
     )
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from runner.errors import FlowError, Problem
 from runner.loader import LineMap, LoadedFlow, load_flow, parse_flow
+from runner.policy import HostPolicy
 
 GOOD = """\
 id: polyglot_etl
@@ -49,9 +50,9 @@ def flow_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def parse(text: str, folder: Path | None = None) -> LoadedFlow:
+def parse(text: str, folder: Path | None = None, policy: HostPolicy | None = None) -> LoadedFlow:
     path = (folder or Path("/nonexistent")) / "flow.yml"
-    return parse_flow(textwrap.dedent(text), path=path)
+    return parse_flow(textwrap.dedent(text), path=path, policy=policy or HostPolicy())
 
 
 def problems(text: str, folder: Path | None = None) -> list[Problem]:
@@ -153,10 +154,10 @@ def test_a_directory(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(self: Path) -> bytes:
+    def refuse(self: Path, *args: object, **kwargs: object) -> bytes:
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)  # chmod 0 does not stop root
+    monkeypatch.setattr(Path, "open", refuse)  # chmod 0 does not stop root
     with pytest.raises(FlowError) as caught:
         load_flow(tmp_path / "flow.yml")
     assert caught.value.problems[0].message == "cannot read the file: Permission denied"
@@ -463,7 +464,7 @@ def test_enum_errors_list_the_allowed_values() -> None:
     problem = only("id: x\ninputs: [{id: n, type: integer}]\ntasks: [{id: a, image: i}]\n")
     assert problem.field == "inputs[0] (n).type"
     assert problem.message == (
-        "expected one of 'string', 'int', 'float', 'bool', 'enum', 'json', 'array', 'datetime', 'date', 'file', "
+        "expected one of 'string', 'int', 'float', 'bool', 'enum', 'json', 'array', 'datetime', 'date', 'file', 'secret', "
         "got 'integer' (did you mean 'int'?)"
     )
 
@@ -541,7 +542,9 @@ def test_wrong_shapes_are_problems_not_tracebacks(
     ["cache:/cache", "./data:/data:ro", "/srv:/srv:rw", "C:/Users/me/Data Engg:/data:ro", "../x:/"],
 )
 def test_good_volumes(volume: str) -> None:
-    loaded = parse(f"id: x\ntasks: [{{id: a, image: i, volumes: ['{volume}']}}]\n")
+    # Host paths outside the flow's folder need the operator's leave: see test_policy.py.
+    anywhere = HostPolicy(allowed_mounts=("*",))
+    loaded = parse(f"id: x\ntasks: [{{id: a, image: i, volumes: ['{volume}']}}]\n", policy=anywhere)
     assert loaded.flow.tasks[0].volumes == (volume,)
 
 
@@ -963,3 +966,27 @@ def test_mutated_flows_raise_only_flow_errors(flow_dir: Path) -> None:
             outcomes["loaded"] += 1
             assert isinstance(loaded, LoadedFlow)
     assert outcomes["loaded"] > 30 and outcomes["refused"] > 300, outcomes
+
+
+# --- messages: the names written in files, values cut short ---------------------------------
+
+
+def test_an_unknown_field_names_fields_as_files_spell_them() -> None:
+    problem = only("id: x\ntasks: [{id: a, image: i}]\nfinally_: []\n")
+    assert problem.message == "unknown field 'finally_' (did you mean 'finally'?)"
+    problem = only("id: x\ntasks: [{id: a, image: i}]\nzzzzzz: 1\n")
+    assert "finally" in problem.message and "finally_" not in problem.message
+
+
+@pytest.mark.parametrize(
+    "field", ["cpus", "memory", "timeout", "working_dir", "pull", "interpreter", "volumes"]
+)
+def test_a_huge_value_is_cut_short_in_its_message(field: str) -> None:
+    value = "9x" * 100_000
+    shown = f"['{value}']" if field == "volumes" else f"'{value}'"
+    if field == "interpreter":
+        shown = f'"{value} \'unclosed"'  # cannot be split into words
+    text = f"id: x\ntasks:\n  - id: a\n    image: i\n    script: s\n    {field}: {shown}\n"
+    problem = only(text)
+    assert len(problem.message) < 300, problem.message
+    assert "(200002 characters)" in problem.message or "..." in problem.message

@@ -174,9 +174,9 @@ def test_compiled_templates_are_reused() -> None:
     template = "{{ inputs.color }} reuse-check"
     ctx = load_ctx()
     render(template, ctx, where="x")
-    hits = templating.compile_template.cache_info().hits
+    hits = templating._compile.cache_info().hits
     render(template, ctx, where="x")
-    assert templating.compile_template.cache_info().hits == hits + 1
+    assert templating._compile.cache_info().hits == hits + 1
 
 
 # --- strict: undefined names fail, saying what is defined -------------------------------------
@@ -341,11 +341,11 @@ def test_template_error_is_a_runner_error_with_exit_code_2() -> None:
         ),
         (
             "{{ 'x' * 10000000 }}",
-            "command: {{ 'x' * 10000000 }}: '*' would build 10,000,000 items; at most 1,000,000 are allowed",
+            "command: template too large: {{ 'x' * 10000000 }}: '*' would make 10,000,000 characters; the limit is 1 MiB (RUNNER_TEMPLATE_MAX_BYTES)",
         ),
         (
             "{{ 9 ** 999999999 }}",
-            "command: {{ 9 ** 999999999 }}: '**' would build a number of more than 1,000,000 bits",
+            "command: template too large: {{ 9 ** 999999999 }}: '**' would make a number of more than 100,000 bits",
         ),
         (
             "{{ range(10 ** 9) | list }}",

@@ -62,6 +62,6 @@ ENV LANG=C.UTF-8 \
 WORKDIR /flows
 # Healthy when the engine answers (through the socket or DOCKER_HOST), without waiting.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
-  CMD ["python3", "-m", "runner.backends.docker_connection"]
+  CMD ["python3", "-m", "runner.backends.docker"]
 ENTRYPOINT ["runner-entrypoint"]
 CMD ["--help"]

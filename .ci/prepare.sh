@@ -37,7 +37,7 @@ RUNNER_PG_USER="${RUNNER_PG_USER:-runner}"
 RUNNER_PG_PASSWORD="${RUNNER_PG_PASSWORD:-runner}"
 RUNNER_PG_DATABASE="${RUNNER_PG_DATABASE:-runner_test}"
 RUNNER_TASK_IMAGES="${RUNNER_TASK_IMAGES:-python node shell}"
-RUNNER_APT_PACKAGES="${RUNNER_APT_PACKAGES:-docker.io iptables debootstrap postgresql docker-compose}"
+RUNNER_APT_PACKAGES="${RUNNER_APT_PACKAGES:-docker.io iptables debootstrap postgresql docker-compose faketime}"
 
 # The legacy builder is what the Docker SDK (docker-py) uses, so images built here share
 # their layer cache with images the tests build; BuildKit would also try to resolve the

@@ -67,7 +67,7 @@ from docker.utils import kwargs_from_env  # noqa: E402
 
 from runner import api, dag, logs  # noqa: E402
 from runner.loader import load_flow  # noqa: E402
-from runner.store import Store  # noqa: E402
+from runner.store import Store, open_store  # noqa: E402
 from runner.store.testing import (  # noqa: E402
     POSTGRES_URL_ENV,
     postgres_problem,
@@ -353,7 +353,7 @@ def skipped_row(group: str, name: str, reason: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def sqlite_store(work: Path, name: str) -> Iterator[Store]:
-    store = Store.open(f"sqlite:///{work / name}.db")
+    store = open_store(f"sqlite:///{work / name}.db")
     try:
         yield store
     finally:
@@ -426,7 +426,7 @@ def bench_logs_postgres(
     if problem is not None:
         return skipped_row("logs", "logs postgres", f"skipped: {problem}")
     with temporary_postgres_database(url) as db_url:
-        store = Store.open(db_url)
+        store = open_store(db_url)
         try:
             return bench_logs(client, work, sizes, store, "postgres")
         finally:

@@ -19,6 +19,7 @@ backend is opened, not when this module is.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +61,7 @@ from runner.settings import (
     lease_seconds,
 )
 from runner.specs import execution_labels
+from runner.store.fence import FencedStore
 from runner.values import InputType, parse_input_args
 
 if TYPE_CHECKING:
@@ -285,11 +287,11 @@ class Worker:
             execution_id = _create(self._store, prepared, owner)
             # Leased from now on, also while it waits for a thread: another process must
             # not take it for orphaned.
-            heartbeat = Heartbeat(self._store, execution_id, owner, control.cancel)
-            heartbeat.__enter__()
+            lease = _Lease.of(self._store, execution_id, owner, control)
+            lease.heartbeat.__enter__()
             self._controls[execution_id] = control
             self._futures[execution_id] = self._pool.submit(
-                self._run, prepared, execution_id, owner, control, heartbeat
+                self._run, prepared, execution_id, owner, control, lease
             )
         return execution_id
 
@@ -299,7 +301,7 @@ class Worker:
         execution_id: str,
         owner: Owner,
         control: Control,
-        heartbeat: Heartbeat,
+        lease: _Lease,
     ) -> ExecutionResult:
         try:
             with _store_and_backend(self._store, self._backend) as (store, backend):
@@ -313,7 +315,7 @@ class Worker:
                     owner=owner,
                     control=control,
                     handle_signals=False,
-                    heartbeat=heartbeat,
+                    lease=lease,
                 )
         except RunnerError as exc:
             # Recorded by the scheduler where it could be (an unreachable engine ends the
@@ -321,7 +323,7 @@ class Worker:
             log.error("execution_failed", execution_id=execution_id, error=str(exc))
             raise
         finally:
-            heartbeat.__exit__(None, None, None)
+            lease.heartbeat.__exit__(None, None, None)
 
     def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionResult:
         """Block until a submitted execution ends; its result (or the error it raised)."""
@@ -700,7 +702,6 @@ class Info:
 def info(url: str | None = None, backend: Backend | None = None) -> Info:
     """Which backend and engine runner would use, and which database at which revision;
     what cannot be reached is said, not raised."""
-    from runner.store import describe_url
     from runner.store import open_store as open_database
 
     the_url = url or database_url()
@@ -727,7 +728,7 @@ def info(url: str | None = None, backend: Backend | None = None) -> Info:
             store.close()
     except RunnerError as exc:
         database_error = str(exc)
-        shown = describe_url(the_url)
+        shown = _without_password(the_url)
     return Info(
         engine.backend if engine is not None else name,
         engine,
@@ -736,6 +737,11 @@ def info(url: str | None = None, backend: Backend | None = None) -> Info:
         schema,
         database_error,
     )
+
+
+def _without_password(url: str) -> str:
+    """A database URL as messages may show it (the password as ***)."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 # -- the parts run and restart share ---------------------------------------------------------
@@ -830,29 +836,42 @@ def _execute(
     control: Control,
     handle_signals: bool,
     resume: Resume | None = None,
-    heartbeat: Heartbeat | None = None,
+    lease: _Lease | None = None,
 ) -> ExecutionResult:
-    """Hold the lease, wait for a concurrency slot, run; the part run and restart share."""
+    """Hold the lease, wait for a concurrency slot, run; the part run and restart share.
+    A worker passes the `lease` it started when the execution was submitted."""
     from runner.store import LogWriter
 
-    writer = LogWriter(store)
-    scheduler = Scheduler(backend, store, writer, control)
-    lease = (
-        heartbeat
-        if heartbeat is not None
-        else Heartbeat(store, execution_id, owner, control.cancel)
-    )
+    held = lease if lease is not None else _Lease.of(store, execution_id, owner, control)
+    writer = LogWriter(held.store)
+    scheduler = Scheduler(backend, held.store, writer, control)
     try:
         with (
-            _holding(lease, own=heartbeat is None),
+            _holding(held.heartbeat, own=lease is None),
             _cancel_on_signals(control.cancel, enabled=handle_signals),
         ):
-            refused = _wait_for_slot(store, loaded, execution_id, control)
+            refused = _wait_for_slot(held.store, loaded, execution_id, control)
             if refused is not None:
                 return ExecutionResult(execution_id, loaded.flow.full_id, refused)
             return scheduler.run(execution_id, loaded, values, options, resume)
     finally:
         writer.close()
+
+
+@dataclass(frozen=True)
+class _Lease:
+    """An execution's lease as a run holds it: the heartbeat renewing it, and the store
+    the run writes through, fenced by the heartbeat if the lease is lost (runner.store.
+    fence): an owner that lost its lease kills its containers and writes nothing more."""
+
+    store: FencedStore
+    heartbeat: Heartbeat
+
+    @classmethod
+    def of(cls, store: Store, execution_id: str, owner: Owner, control: Control) -> _Lease:
+        fenced = FencedStore(store)
+        heartbeat = Heartbeat(fenced, execution_id, owner, control.cancel, on_lost=fenced.fence)
+        return cls(fenced, heartbeat)
 
 
 @contextmanager

@@ -1,10 +1,15 @@
 """Which process runs an execution, and how the others can tell it is still alive.
 
-The owner (host, pid, a random token) renews a lease in the database every few seconds
-from a heartbeat thread; the same round trip tells it whether `runner kill` was asked
-from another process. Another `runner` command that finds a lease expired (no heartbeat
-for `lease_seconds()`, or the owner's pid gone on this same host) may take it over with
-a compare-and-set on the token, and recover the execution (`runner.recovery`).
+The owner (host and its boot id, pid, a random token) renews a lease in the database every
+few seconds from a heartbeat thread; the same round trip tells it whether `runner kill`
+was asked from another process. The database's clock alone decides whether a lease
+expired (`Store.active_leases` says so), so machines whose clocks disagree agree on it.
+Another `runner` command that finds a lease expired, or the owner's pid gone on this same
+machine (same host and same boot), may take it over with a compare-and-set on the token,
+and recover the execution (`runner.recovery`).
+
+An owner that cannot renew its lease within the lease time stops its run (the heartbeat
+calls `on_stop`): by then another runner may take the execution over.
 """
 
 from __future__ import annotations
@@ -13,17 +18,31 @@ import os
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from enum import Enum
+from pathlib import Path
 from types import TracebackType
-from typing import Protocol
 
 from runner.errors import StoreError
 from runner.logs import get_logger
-from runner.settings import heartbeat_seconds
+from runner.settings import heartbeat_seconds, lease_seconds
+from runner.store.base import Store
+from runner.store.records import Beat, Lease
+
+__all__ = ["Beat", "Heartbeat", "Lease", "Owner", "boot_id", "is_expired"]
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str | None:
+    """This boot of this machine (Linux: a uuid that changes at every boot); None where
+    the system does not tell."""
+    try:
+        return _BOOT_ID.read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -33,43 +52,33 @@ class Owner:
     host: str
     pid: int
     token: str
+    boot_id: str | None = None
 
     @classmethod
     def here(cls) -> Owner:
-        return cls(host=socket.gethostname(), pid=os.getpid(), token=uuid.uuid4().hex)
+        return cls(
+            host=socket.gethostname(), pid=os.getpid(), token=uuid.uuid4().hex, boot_id=boot_id()
+        )
 
     def __str__(self) -> str:
         return f"pid {self.pid} on {self.host}"
 
 
-@dataclass(frozen=True)
-class Lease:
-    """An execution that is not final, with who holds it, as the database says."""
+def is_expired(lease: Lease, *, host: str, boot_id: str | None) -> bool:
+    """Whether the holder of `lease` is gone: the database found no heartbeat within the
+    lease time (`lease.expired`), or the holder ran on this very machine (same host name
+    and same boot id; both unknown counts as the same) and its pid no longer exists.
 
-    execution_id: str
-    state: str
-    owner_host: str | None
-    owner_pid: int | None
-    token: str | None
-    heartbeat_at: datetime | None
-    kill_requested: bool = False
-
-    @property
-    def holder(self) -> str:
-        if self.owner_pid is None:
-            return "an older runner"
-        return f"pid {self.owner_pid} on {self.owner_host}"
-
-
-def is_expired(lease: Lease, now: datetime, *, host: str, lease_s: float) -> bool:
-    """Whether the holder of `lease` is gone: its pid no longer exists on this host, or it
-    has not renewed the lease for `lease_s` seconds (a lease without any heartbeat, from
-    a runner older than leases, is expired)."""
-    if lease.heartbeat_at is None:
+    The boot id matters: containers started with `--uts=host` share the host's name but
+    not its pids, and a machine that rebooted reuses pids."""
+    if lease.expired or lease.heartbeat_at is None:
         return True
-    if lease.owner_host == host and lease.owner_pid is not None and not _pid_alive(lease.owner_pid):
-        return True
-    return now - lease.heartbeat_at > timedelta(seconds=lease_s)
+    return (
+        lease.owner_host == host
+        and lease.owner_boot_id == boot_id
+        and lease.owner_pid is not None
+        and not _pid_alive(lease.owner_pid)
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -112,42 +121,47 @@ def _windows_pid_alive(pid: int) -> bool:
         kernel32.CloseHandle(handle)
 
 
-class Beat(Enum):
-    KEPT = "kept"
-    KILL = "kill"  # `runner kill` asked for this execution
-    LOST = "lost"  # another process took the lease over: this one must stop
-
-
-class HeartbeatStore(Protocol):
-    """What the heartbeat needs of the store (`runner.store.Store` has it)."""
-
-    def heartbeat(self, execution_id: str, token: str) -> Beat: ...
-
-
 class Heartbeat:
     """A daemon thread renewing an execution's lease; calls `on_stop(reason)` once if a
-    kill is requested or the lease is lost. Use as a context manager around the run."""
+    kill is requested, the lease is lost to another process, or it could not be renewed
+    for nearly the lease time (then others may take it over: the run must stop first).
+    Use as a context manager around the run."""
 
     def __init__(
         self,
-        store: HeartbeatStore,
+        store: Store,
         execution_id: str,
         owner: Owner,
         on_stop: Callable[[str], None],
         *,
+        on_lost: Callable[[str], None] | None = None,
         interval_s: float | None = None,
+        lease_s: float | None = None,
     ) -> None:
         self._store = store
         self._execution_id = execution_id
         self._owner = owner
         self._on_stop = on_stop
+        self._on_lost = on_lost
         self._interval = heartbeat_seconds() if interval_s is None else interval_s
+        lease = lease_seconds() if lease_s is None else lease_s
+        # Stop one beat before the lease runs out, by this process's monotonic clock
+        # counted from before the last renewal that worked (the database stamped it later).
+        self._stop_after = max(lease - self._interval, self._interval)
+        self._renewed_at = time.monotonic()  # the lease was taken just before the run
+        self._stopped = False
+        self._stop_lock = threading.Lock()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+        self._watchdog = threading.Thread(
+            target=self._watch, name="heartbeat-watchdog", daemon=True
+        )
         self._log = get_logger(execution_id=execution_id)
 
     def __enter__(self) -> Heartbeat:
+        self._renewed_at = time.monotonic()
         self._thread.start()
+        self._watchdog.start()
         return self
 
     def __exit__(
@@ -158,23 +172,55 @@ class Heartbeat:
     ) -> None:
         self._done.set()
         self._thread.join(timeout=5)
+        self._watchdog.join(timeout=5)
+
+    def _stop(self, reason: str, *, lost: bool = False) -> None:
+        """Stop the run once; when the lease is lost, `on_lost` first (it fences the
+        run's store: from then on, nothing the run writes reaches the database)."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if lost and self._on_lost is not None:
+            self._on_lost(reason)
+        self._on_stop(reason)
 
     def _loop(self) -> None:
-        stopped = False
         while not self._done.wait(self._interval):
+            sent = time.monotonic()
             try:
                 beat = self._store.heartbeat(self._execution_id, self._owner.token)
             except StoreError as exc:
-                # The store retries on its own; a missed beat is not fatal until the lease
-                # runs out, and the run itself reports a database that stays down.
+                # A missed beat is not fatal until the lease runs out: the watchdog
+                # stops the run then.
                 self._log.warning("heartbeat_failed", error=str(exc))
                 continue
-            if beat is Beat.KEPT or stopped:
+            self._renewed_at = sent
+            if beat is Beat.KEPT or self._stopped:
                 continue
-            stopped = True
             if beat is Beat.KILL:
                 self._log.warning("kill_requested")
-                self._on_stop("killed by `runner kill`")
+                self._stop("killed by `runner kill`")
             else:
                 self._log.error("lease_lost")
-                self._on_stop("another runner took this execution over (its lease expired)")
+                self._stop(
+                    "another runner took this execution over (its lease expired)", lost=True
+                )
+
+    def _watch(self) -> None:
+        """Stop the run when the lease could not be renewed for `_stop_after` seconds,
+        even while a renewal hangs on an unanswering database."""
+        while not self._stopped:
+            left = self._renewed_at + self._stop_after - time.monotonic()
+            if left > 0:
+                if self._done.wait(min(left, self._interval)):
+                    return
+                continue
+            silent_s = time.monotonic() - self._renewed_at
+            self._log.error("lease_not_renewed", silent_s=round(silent_s, 1))
+            self._stop(
+                f"could not renew its lease for {silent_s:.0f} s (the database did not"
+                " answer): stopped before another runner may take the execution over",
+                lost=True,
+            )
+            return

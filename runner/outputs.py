@@ -20,6 +20,7 @@ ordinary line costs one `startswith`.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,10 +74,12 @@ def _read(line: str) -> dict[str, Any] | str | None:
     if len(text) < len("::{}::") or not (text.startswith("::{") and text.endswith("}::")):
         return None
     try:
-        message = json.loads(text[2:-2], parse_constant=_reject_constant)
+        message = json.loads(text[2:-2], parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         # +2: the column in the line, after `::` (and any indentation stripped)
         return f"not valid JSON: {exc.msg} at column {exc.colno + 2}"
+    except _NotFinite as exc:
+        return str(exc)
     except ValueError as exc:  # NaN and Infinity, refused by _reject_constant
         return f"not valid JSON: {exc}"
     except RecursionError:
@@ -89,6 +92,20 @@ def _read(line: str) -> dict[str, Any] | str | None:
     if not isinstance(outputs, dict):
         return f'"outputs" must be a JSON object, not {_json_type(outputs)}'
     return outputs
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    # `1e999` is valid JSON but no double: Python reads it as inf, which Postgres refuses
+    # and SQLite stores as `Infinity` (then `runner show --json` is not JSON).
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 20 else text[:17] + "..."
+        raise _NotFinite(f"the number {shown} is too large: outputs must be finite numbers")
+    return value
 
 
 def _reject_constant(name: str) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from runner import dag
@@ -59,13 +58,11 @@ class Recovered:
 
 def expired_leases(store: Store, execution_id: str | None = None) -> list[Lease]:
     """The executions, not final, whose runner is gone."""
-    now = datetime.now(UTC)
-    host = Owner.here().host
-    lease_s = lease_seconds()
+    here = Owner.here()
     return [
         lease
-        for lease in store.active_leases(execution_id)
-        if is_expired(lease, now, host=host, lease_s=lease_s)
+        for lease in store.active_leases(execution_id, lease_s=lease_seconds())
+        if is_expired(lease, host=here.host, boot_id=here.boot_id)
     ]
 
 

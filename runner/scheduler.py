@@ -37,6 +37,7 @@ from runner.secrets import Masker
 from runner.settings import DEFAULT_ARTIFACTS_DIR
 from runner.specs import TaskContext, execution_labels
 from runner.store import LogWriter, Store
+from runner.store.fence import LeaseLostError
 from runner.templating import TemplateContext
 
 # How often the main loop wakes to notice a cancel request while tasks run.
@@ -164,7 +165,7 @@ class Scheduler:
             self._first_attempt = resume.first_attempt
             for node_id, result in done.items():
                 self._reuse(plan.nodes[node_id], result, run)
-        state, execution_error, store_failed = ExecutionState.FAILED, None, False
+        state, execution_error, store_failed, lost = ExecutionState.FAILED, None, False, False
         try:
             self.backend.check()
             reuse_workspace = resume is not None and resume.workspace_kept
@@ -190,6 +191,13 @@ class Scheduler:
             execution_error = masker.mask(str(exc))
             log.error("execution_error", error=execution_error)
             raise
+        except LeaseLostError as exc:
+            # Another runner has the execution now: its containers are killed (the
+            # heartbeat cancelled this run), its history and workspace are the new
+            # owner's to write and clean up. Nothing more is written from here.
+            lost = True
+            log.error("execution_abandoned", reason=str(exc))
+            raise
         except StoreError as exc:
             # The history cannot be written (the database stayed down past the retry
             # limit): leave nothing behind, as a kill does; a kept workspace would have
@@ -198,13 +206,14 @@ class Scheduler:
             log.error("execution_error", error=execution_error)
             raise
         finally:
-            if self.cancelled:
-                state = ExecutionState.KILLED
-            self._clean_up(ctx, workspace, state, options, log, remove_all=store_failed)
-            self.log_writer.flush()
-            error = execution_error or self._error_of(state, run)
-            self.store.set_execution_state(execution_id, state, error=error)
-            log.info("execution_finished", state=state.value)
+            if not lost:
+                if self.cancelled:
+                    state = ExecutionState.KILLED
+                self._clean_up(ctx, workspace, state, options, log, remove_all=store_failed)
+                self.log_writer.flush()
+                error = execution_error or self._error_of(state, run)
+                self.store.set_execution_state(execution_id, state, error=error)
+                log.info("execution_finished", state=state.value)
         return ExecutionResult(
             execution_id=execution_id,
             flow_id=flow.full_id,

@@ -62,7 +62,7 @@ from runner.execution import (
     Stream,
 )
 from runner.hostpaths import BindSourceTranslator
-from runner.settings import engine_wait_seconds
+from runner.settings import ENGINE_WAIT_SECONDS_ENV, engine_wait_seconds
 
 PULL_POLICIES = ("missing", "always", "never")
 WORKSPACE_PREFIX = "runner-ws-"
@@ -1123,3 +1123,27 @@ def _assemble_lines(frames: Iterator[tuple[int, bytes]]) -> Iterator[LogLine]:
 
 def _decode_line(line: bytes) -> str:
     return line.removesuffix(b"\r").decode("utf-8", "replace")
+
+
+def main() -> int:
+    """`python -m runner.backends.docker`: the runner image's health check. Exit 0 when
+    the engine answers (without waiting for one that is coming up), else 1 with the
+    reason on stderr."""
+    import sys
+
+    env = dict(os.environ, **{ENGINE_WAIT_SECONDS_ENV: "0"})
+    try:
+        client = docker_connection.client_from_env(_translate, environ=env)
+        client.api.ping()
+        client.close()
+    except _ENGINE_ERRORS as exc:
+        print(f"unhealthy: {_translate(exc, 'reach the Docker engine', '')}", file=sys.stderr)
+        return 1
+    except BackendError as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -585,28 +585,3 @@ def host_path_translator(
         mounts=own.mounts if own is not None else None,
     )
     return BindSourceTranslator(facts, place)
-
-
-def main() -> int:
-    """`python -m runner.backends.docker_connection`: the image's health check. Exit 0
-    when the engine answers (without waiting), else 1 with the reason on stderr."""
-    import sys
-
-    from runner.backends.docker import _translate
-
-    env = dict(os.environ, **{ENGINE_WAIT_SECONDS_ENV: "0"})
-    try:
-        client = client_from_env(_translate, environ=env)
-        client.api.ping()
-        client.close()
-    except BackendError as exc:
-        print(f"unhealthy: {exc}", file=sys.stderr)
-        return 1
-    except (docker.errors.DockerException, *_CONNECTION_ERRORS) as exc:
-        print(f"unhealthy: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

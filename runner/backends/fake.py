@@ -54,6 +54,7 @@ class FakeBackend:
         self.volumes: set[str] = set()
         self.removed: list[str] = []
         self.stopped: list[str] = []
+        self.killed: list[str] = []
         self.seeded: list[tuple[str, bytes]] = []
         self.workspace_files: dict[str, dict[str, bytes]] = {}
         self._containers: dict[str, _Container] = {}
@@ -107,6 +108,7 @@ class FakeBackend:
         self._containers[container_id].killed.set()
 
     def kill(self, container_id: str) -> None:
+        self.killed.append(container_id)
         self._containers[container_id].killed.set()
 
     def node_of(self, container_id: str) -> str | None:

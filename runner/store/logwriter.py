@@ -5,12 +5,17 @@ Many threads `add` lines (a list append under a lock, never a database call); on
 background thread writes them in batches every 0.2 s, or sooner once 5,000 are waiting.
 Lines are written in the order they were added, so each task's lines keep their order.
 
-When a write fails the lines are kept and the write is retried with a growing pause
-(0.2 s doubling to 5 s); lines added meanwhile wait behind them. After `give_up_after`
-seconds of failures (default `RUNNER_DB_RETRY_SECONDS`, else 60), or as soon as the store
-says it has given up itself (`StoreUnavailableError`: its outage clock, shared by all its
-writes, passed the limit), the writer gives up: the lines still waiting are lost, and
-every later `add`, `flush` and `close` raises the `StoreError` that made it give up.
+When a write fails on a connection-level error (`TransientStoreError`) the lines are
+kept and the write is retried with a growing pause (0.2 s doubling to 5 s); lines added
+meanwhile wait behind them. After `give_up_after` seconds of failures (default
+`RUNNER_DB_RETRY_SECONDS`, else 60), or as soon as the store says it has given up itself
+(`StoreUnavailableError`: its outage clock, shared by all its writes, passed the limit),
+the writer gives up: the lines still waiting are lost, and every later `add`, `flush` and
+`close` raises the `StoreError` that made it give up.
+
+Any other failure is permanent (a line the database refuses, whatever the retries): the
+writer stores the lines before the one refused, then gives up at once, naming the task
+and that line's number in the task's output.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import structlog
 
 from runner.errors import StoreError
 from runner.settings import DB_RETRY_FIRST_S, DB_RETRY_MAX_S, db_retry_seconds
-from runner.store.store import NewLogLine, Store, StoreUnavailableError
+from runner.store.base import Store
+from runner.store.records import NewLogLine, StoreUnavailableError, TransientStoreError
 
 FLUSH_INTERVAL_S = 0.2
 BATCH_SIZE = 5_000
@@ -137,23 +143,21 @@ class LogWriter:
             except StoreUnavailableError as exc:
                 # The store has been failing for its whole limit already: it says so itself.
                 log.error("log_lines_lost", lines=len(batch), error=str(exc))
-                with self._cond:
-                    self._error = exc
-                    self._cond.notify_all()
+                self._give_up(exc, None)
                 return
-            except StoreError as exc:
+            except TransientStoreError as exc:
                 now = time.monotonic()
                 failing_since = failing_since if failing_since is not None else now
                 left = self._give_up_after - (now - failing_since)
                 if left <= 0:
                     log.error("log_lines_lost", lines=len(batch), error=str(exc))
-                    with self._cond:
-                        self._error = StoreError(
+                    self._give_up(
+                        StoreError(
                             f"gave up storing {len(batch)} log lines after "
                             f"{self._give_up_after:g} s of failures: {exc}"
-                        )
-                        self._error.__cause__ = exc
-                        self._cond.notify_all()
+                        ),
+                        exc,
+                    )
                     return
                 pause = min(retry_in, left)  # one last try at the limit, not after it
                 log.warning(
@@ -162,15 +166,75 @@ class LogWriter:
                 time.sleep(pause)
                 retry_in = min(retry_in * 2, RETRY_MAX_S)
                 continue
+            except StoreError as exc:
+                # Permanent: the database refuses a line. Store those before it, then stop.
+                refused = self._refused(batch, exc)
+                if refused is not None:
+                    self._give_up(refused, exc)
+                    return
             except Exception as exc:  # a bug, not an outage: retrying will not help
                 log.error("log_lines_lost", lines=len(batch), error=repr(exc))
-                with self._cond:
-                    self._error = StoreError(f"cannot store {len(batch)} log lines: {exc!r}")
-                    self._error.__cause__ = exc
-                    self._cond.notify_all()
+                self._give_up(StoreError(f"cannot store {len(batch)} log lines: {exc!r}"), exc)
                 return
             failing_since, retry_in = None, RETRY_FIRST_S
             with self._cond:
                 self._stored += len(batch)
                 self._cond.notify_all()
             batch = []
+
+    def _give_up(self, error: StoreError, cause: BaseException | None) -> None:
+        if cause is not None and error is not cause:
+            error.__cause__ = cause
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    def _refused(self, batch: list[NewLogLine], exc: StoreError) -> StoreError | None:
+        """After the store refused `batch` for good: store the lines before the first one
+        it refuses (halving the batch until that line is found) and say which it is.
+        None if the store took every line this time."""
+        try:
+            stored, bad, error = self._store_until_refused(batch)
+        except StoreError as again:  # the database failed otherwise meanwhile: give up
+            log.error("log_lines_lost", lines=len(batch), error=str(again))
+            return StoreError(f"cannot store {len(batch)} log lines: {exc}")
+        if bad is None:
+            return None
+        with self._cond:
+            self._stored += stored
+        try:
+            number = str(self._store.count_task_run_logs(bad.task_run_id) + 1)
+        except StoreError:
+            number = "?"
+        lost = len(batch) - stored
+        log.error(
+            "log_line_refused",
+            task_id=bad.task_id,
+            line_number=number,
+            lines_lost=lost,
+            error=str(error),
+        )
+        return StoreError(
+            f"line {number} of task '{bad.task_id}' (execution {bad.execution_id}) cannot be"
+            f" stored, so its output ends before it ({lost} lines lost): {error}"
+        )
+
+    def _store_until_refused(
+        self, lines: list[NewLogLine]
+    ) -> tuple[int, NewLogLine | None, StoreError | None]:
+        """Store `lines` in order up to the first the store refuses for good: how many
+        were stored, that line and the error (None, None if all were stored)."""
+        if len(lines) > 1:
+            half = len(lines) // 2
+            stored, bad, error = self._store_until_refused(lines[:half])
+            if bad is not None:
+                return stored, bad, error
+            more, bad, error = self._store_until_refused(lines[half:])
+            return stored + more, bad, error
+        try:
+            self._store.append_logs(lines)
+        except (TransientStoreError, StoreUnavailableError):
+            raise
+        except StoreError as exc:
+            return 0, lines[0], exc
+        return len(lines), None, None

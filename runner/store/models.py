@@ -119,9 +119,13 @@ class ExecutionRow(Base):
     # Where the flow file was: a restart reads `files:` and `build:` folders next to it.
     flow_path: Mapped[str | None] = mapped_column(Text)
     # The lease: the process running the execution proves it is alive by moving
-    # `heartbeat_at`; `lease_token` changes hands when another process takes over.
+    # `heartbeat_at` (always the database's clock); `lease_token` changes hands when
+    # another process takes over.
     owner_host: Mapped[str | None] = mapped_column(String(255))
     owner_pid: Mapped[int | None] = mapped_column(Integer)
+    # /proc/sys/kernel/random/boot_id of the owner's machine: with the host, it tells
+    # whether the owner's pid can be looked up here (same machine, same boot).
+    owner_boot_id: Mapped[str | None] = mapped_column(String(36))
     lease_token: Mapped[str | None] = mapped_column(String(32))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Set by `runner kill` in any process; the owner sees it at its next heartbeat.

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from runner.store import Store
+from runner.store import open_store
 from tests.conftest import BASE_IMAGE, missing_service
 from tests.integration.helpers import Cli, execution_id_of, run_ok
 
@@ -207,7 +207,7 @@ def compose(docker_client: Any, postgres_image: str) -> Iterator[Compose]:
 def record_execution(url: str, flow_id: str) -> str:
     """Create an execution through the Store (which also migrates the database)."""
     execution_id = uuid.uuid4().hex
-    with Store.open(url) as store:
+    with open_store(url) as store:
         store.create_execution(
             execution_id=execution_id,
             flow_id=flow_id,
@@ -222,8 +222,8 @@ def record_execution(url: str, flow_id: str) -> str:
 
 def recorded(url: str) -> dict[str, str]:
     """Execution id -> flow id of every execution in the database."""
-    with Store.open(url) as store:
-        return {e.id: e.flow_id for e in store.list_executions(limit=1000)}
+    with open_store(url) as store:
+        return {e.id: e.flow_id for e in store.list_executions(limit=1000).items}
 
 
 def test_named_volume_keeps_the_history_across_down_and_up_but_not_down_v(
@@ -236,7 +236,7 @@ def test_named_volume_keeps_the_history_across_down_and_up_but_not_down_v(
 
     compose.restart(docker_client)
     assert recorded(compose.url) == {kept: "named_volume"}
-    with Store.open(compose.url) as store:
+    with open_store(compose.url) as store:
         execution = store.get_execution(kept)
     assert (execution.namespace, dict(execution.inputs)) == ("tests", {"rows": 100})
 
@@ -297,6 +297,6 @@ def test_the_runner_service_waits_for_postgres_and_runs_a_flow(
     # No `up` first: `run` starts postgres and waits for it to be healthy (depends_on).
     out = compose("run", "--rm", "-T", "runner", "run", "hello.yml")
     execution_id = execution_id_of(out.stdout)
-    with Store.open(compose.url) as store:
+    with open_store(compose.url) as store:
         execution = store.get_execution(execution_id)
     assert (execution.flow_id, execution.state) == ("hello", "SUCCESS"), execution

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from runner import api
-from runner.store import Store
+from runner.store import Store, open_store
 from tests.integration.helpers import Cli, execution_id_of, labelled, write_flow
 
 IMAGE = "debian:bookworm-slim"
@@ -45,7 +45,7 @@ def _task_state(store: Store, execution_id: str, task_id: str) -> str | None:
 
 @pytest.fixture
 def store(cli: Cli) -> Iterator[Store]:
-    opened = Store.open(cli.db_url)
+    opened = open_store(cli.db_url)
     yield opened
     opened.close()
 
@@ -313,7 +313,7 @@ def _window(run: dict[str, Any]) -> tuple[datetime, datetime]:
 def _first_running(cli: Cli, flow: Path) -> Iterator[tuple[Store, subprocess.Popen[str]]]:
     """A store on the CLI's database and a `runner run` of `flow` that has taken its slot."""
     assert cli("db", "upgrade").returncode == 0
-    store = Store.open(cli.db_url)
+    store = open_store(cli.db_url)
     first = cli.popen("run", str(flow))
     try:
         _wait_for(
@@ -440,13 +440,13 @@ def test_kill_an_execution_whose_runner_died(
         "  command: 'echo one; echo two; echo three; sleep 300'\n",
     )
     execution_id = _start_and_crash(cli, store, flow, "nap", 3)
-    (dead,) = store.active_leases(execution_id)
+    (dead,) = store.active_leases(execution_id, lease_s=30)
     # a read command hands the running task to a background `runner recover`...
     listed = cli("executions")
     assert "following it in the background" in listed.stderr
     _wait_for(
         "the background recovery to take the lease",
-        lambda: store.active_leases(execution_id)[0].token != dead.token,
+        lambda: store.active_leases(execution_id, lease_s=30)[0].token != dead.token,
         timeout=30,
     )
     # ...which obeys `runner kill` like the runner it replaced

@@ -30,7 +30,7 @@ from sqlalchemy import exc as sa_exc
 from runner import api
 from runner.errors import StoreError
 from runner.execution import ExecutionState, TaskState
-from runner.store import LogWriter, NewLogLine, Store, StoreUnavailableError
+from runner.store import LogWriter, NewLogLine, Store, StoreUnavailableError, open_store
 from tests.conftest import BASE_IMAGE
 from tests.integration.helpers import Cli, execution_id_of, labelled, write_flow
 from tests.integration.test_compose import POSTGRES_IMAGE_DIR, TEST_POSTGRES_IMAGE, free_port
@@ -216,7 +216,7 @@ tasks:{start}
 def wait_for_lines(url: str, at_least: int, timeout: float = 60) -> tuple[str, int]:
     """Wait until the only execution in the database has `at_least` log lines stored."""
     deadline = time.monotonic() + timeout
-    with Store.open(url) as store:
+    with open_store(url) as store:
         while time.monotonic() < deadline:
             found = api.list_executions(store, limit=2).executions
             if found:
@@ -230,7 +230,7 @@ def wait_for_lines(url: str, at_least: int, timeout: float = 60) -> tuple[str, i
 
 def wait_for_running(url: str, execution_id: str, tasks: set[str], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    with Store.open(url) as store:
+    with open_store(url) as store:
         while time.monotonic() < deadline:
             runs = store.get_execution(execution_id).task_runs
             if {r.task_id for r in runs if r.state is TaskState.RUNNING} >= tasks:
@@ -253,7 +253,7 @@ def test_db_current_and_upgrade(database_url: str, tmp_path: Path) -> None:
     fresh = cli("db", "current", "--check")
     assert fresh.returncode == 1, fresh.stderr
     assert fresh.stdout.startswith(f"{where}:") and "no tables yet" in fresh.stdout
-    with Store.open(database_url, upgrade=False) as store:
+    with open_store(database_url, upgrade=False) as store:
         before = store.schema_revision()
     assert (before.current, before.known, before.is_head) == (None, True, False)
 
@@ -269,7 +269,7 @@ def test_db_current_and_upgrade(database_url: str, tmp_path: Path) -> None:
 
 
 def test_db_current_reports_a_revision_of_a_newer_runner(database_url: str, tmp_path: Path) -> None:
-    with Store.open(database_url) as store:
+    with open_store(database_url) as store:
         head = store.schema_revision().head
     engine = create_engine(database_url)
     try:
@@ -386,7 +386,7 @@ def connections(server_url: str, database_url: str) -> Iterator[_Connections]:
 def test_writes_wait_for_the_database_to_come_back(
     database_url: str, connections: _Connections
 ) -> None:
-    with Store.open(database_url, retry_seconds=30) as store:
+    with open_store(database_url, retry_seconds=30) as store:
         execution_id = new_execution(store)
         connections.refuse()
         threading.Timer(1.5, connections.allow).start()
@@ -405,7 +405,7 @@ def test_writes_wait_for_the_database_to_come_back(
 def test_the_store_gives_up_after_its_limit_and_recovers_later(
     database_url: str, connections: _Connections
 ) -> None:
-    with Store.open(database_url, retry_seconds=1.5) as store:
+    with open_store(database_url, retry_seconds=1.5) as store:
         execution_id = new_execution(store)
         connections.refuse()
         started = time.monotonic()
@@ -434,7 +434,7 @@ def test_the_store_gives_up_after_its_limit_and_recovers_later(
 def test_the_log_writer_gives_up_when_the_store_does(
     database_url: str, connections: _Connections
 ) -> None:
-    with Store.open(database_url, retry_seconds=1) as store:
+    with open_store(database_url, retry_seconds=1) as store:
         execution_id = new_execution(store)
         run_id = store.create_task_run(
             execution_id=execution_id, task_id="t", attempt=1, image=None
@@ -480,7 +480,7 @@ class _CommitThenDrop:
 def test_a_retried_insert_whose_commit_got_through_is_not_stored_twice(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with Store.open(database_url) as store:
+    with open_store(database_url) as store:
         writer = _CommitThenDrop(store._writer)
         monkeypatch.setattr(store, "_writer", writer)
         execution_id = new_execution(store)  # would fail on a duplicate key if retried blindly
@@ -537,7 +537,7 @@ def test_concurrent_runs_lose_no_row(database_url: str, docker_client: Any, tmp_
     assert len(set(ids)) == CONCURRENT_RUNS
 
     tasks = ["root", *(f"p{n}" for n in range(1, FANOUT_TASKS + 1))]
-    with Store.open(database_url) as store:
+    with open_store(database_url) as store:
         assert {e.id for e in api.list_executions(store, limit=100).executions} == set(ids)
         for execution_id in ids:
             record = store.get_execution(execution_id)
@@ -573,7 +573,7 @@ def test_a_postgres_restart_mid_run_loses_no_line(
     assert code == 0, f"exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr[-3000:]}"
     assert before < lines  # the restart happened while the task was printing
     assert "log_write_failed" in stderr or "store_write_retrying" in stderr  # it was retried
-    with Store.open(own_postgres.url) as store:
+    with open_store(own_postgres.url) as store:
         record = store.get_execution(execution_id)
         stored = [ln.line for ln in store.get_logs(execution_id)]
     assert record.state is ExecutionState.SUCCESS, record

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from runner.store import Store
+from runner.store import Store, open_store
 from tests.integration.helpers import REPO, Cli, execution_id_of, labelled, write_flow
 
 IMAGE = "debian:bookworm-slim"
@@ -45,7 +45,7 @@ tasks:
 
 @pytest.fixture
 def store(cli: Cli) -> Iterator[Store]:
-    opened = Store.open(cli.db_url)
+    opened = open_store(cli.db_url)
     yield opened
     opened.close()
 

@@ -16,6 +16,7 @@ from runner.errors import InputError, UsageError
 from runner.execution import ExecutionState, TaskState
 from runner.loader import parse_flow
 from runner.store import Store
+from runner.store.testing import InMemoryStore
 
 FLOW = """\
 id: f
@@ -29,8 +30,12 @@ tasks:
 """
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The in-memory double, and SQLite to show the double tells the truth."""
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
     opened = api.open_store(f"sqlite:///{tmp_path / 'runner.db'}", recover=False)
     yield opened
     opened.close()
@@ -88,7 +93,7 @@ def test_a_worker_runs_at_most_max_running_and_the_rest_wait_leased(
         _wait_state(store, first, ExecutionState.RUNNING)
         assert api.get_execution(store, second).state is ExecutionState.CREATED
         # It waits for a thread, not for its lease: no one may take it for orphaned.
-        (lease,) = [le for le in store.active_leases() if le.execution_id == second]
+        (lease,) = [le for le in store.active_leases(lease_s=30) if le.execution_id == second]
         assert lease.owner_pid is not None
         for execution_id in (first, second):
             assert worker.wait(execution_id, timeout=30).state is ExecutionState.SUCCESS
@@ -142,8 +147,9 @@ def test_get_logs_pages_after_a_line_id(store: Store, tmp_path: Path) -> None:
     assert api.get_logs(store, execution_id, task_id="b") == []
 
 
-def test_info_names_backend_engine_and_database(store: Store, tmp_path: Path) -> None:
+def test_info_names_backend_engine_and_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runner.db'}"
+    api.upgrade_schema(url)
     found = api.info(url, backend=FakeBackend())
     assert found.backend == "fake" and found.engine is not None
     assert found.engine.name == "fake engine" and found.engine_error is None

@@ -4,6 +4,7 @@ the scripted FakeBackend; and the pure parsing of durations and memory sizes."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,13 +18,13 @@ from runner.execution import ExecutionState, TaskState
 from runner.flow import Retry
 from runner.loader import parse_flow
 from runner.store import Store
+from runner.store.testing import InMemoryStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(f"sqlite:///{tmp_path / 'runner.db'}")
-    yield s
-    s.close()
+def store() -> Iterator[InMemoryStore]:
+    with InMemoryStore() as s:
+        yield s
 
 
 def _load(text: str, tmp_path: Path):

@@ -32,6 +32,10 @@ from runner.outputs import (
         ('::{"outputs": {"a": 1}, "metrics": []}::', {"a": 1}),
         ('::{"outputs": {"text": "has :: inside }::"}}::', {"text": "has :: inside }::"}),
         ('::{"outputs": {"ünï": "cödé"}}::', {"ünï": "cödé"}),
+        (
+            '::{"outputs": {"big": 1.5e300, "small": -2.5e-300}}::',
+            {"big": 1.5e300, "small": -2.5e-300},
+        ),
     ],
 )
 def test_an_outputs_line_gives_its_outputs(line: str, expected: dict[str, Any]) -> None:
@@ -72,6 +76,14 @@ def test_any_other_line_gives_none_and_no_problem(line: str) -> None:
             "not valid JSON: Expecting property name enclosed in double quotes at column 4",
         ),
         ('::{"outputs": {"a": NaN}}::', "not valid JSON: NaN is not valid JSON"),
+        (
+            '::{"outputs": {"n": 1e999}}::',
+            "the number 1e999 is too large: outputs must be finite numbers",
+        ),
+        (
+            '::{"outputs": {"deep": [{"n": -1.5e400}]}}::',
+            "the number -1.5e400 is too large: outputs must be finite numbers",
+        ),
         ('::{"outputs": 5}::', '"outputs" must be a JSON object, not a number'),
         ('::{"outputs": [1, 2]}::', '"outputs" must be a JSON object, not an array'),
         ('::{"outputs": "rows=5"}::', '"outputs" must be a JSON object, not a string'),

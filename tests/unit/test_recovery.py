@@ -28,12 +28,18 @@ from runner.lease import Beat, Heartbeat, Owner
 from runner.loader import parse_flow
 from runner.recovery import collect_garbage, recover_orphans
 from runner.store import NewLogLine, Store
+from runner.store.fence import LeaseLostError
+from runner.store.testing import InMemoryStore
 
 FLOW = "id: f\ntasks:\n- {id: work, image: i}\n- {id: after, image: i, depends_on: [work]}\n"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The in-memory double, and SQLite to show the double tells the truth."""
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
     opened = api.open_store(f"sqlite:///{tmp_path / 'runner.db'}", recover=False)
     yield opened
     opened.close()
@@ -49,7 +55,8 @@ def _dead_owner() -> Owner:
     """An owner on this host whose process has ended (and been reaped)."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    return Owner(host=Owner.here().host, pid=child.pid, token="dead-token")
+    here = Owner.here()
+    return Owner(host=here.host, pid=child.pid, token="dead-token", boot_id=here.boot_id)
 
 
 def _orphan(
@@ -204,7 +211,7 @@ def test_kill_of_an_orphan_kills_its_container_and_records_killed(
 
 def test_two_recoverers_take_an_orphan_once(store: Store, tmp_path: Path) -> None:
     execution_id, _ = _orphan(store, tmp_path, _dead_owner())
-    (lease,) = [lease for lease in store.active_leases() if lease.execution_id == execution_id]
+    (lease,) = [lease for lease in store.active_leases(lease_s=30) if lease.execution_id == execution_id]
     assert store.take_lease(lease, Owner.here())
     assert not store.take_lease(lease, Owner.here())  # the compare-and-set failed
 
@@ -239,7 +246,7 @@ def test_the_heartbeat_stops_a_runner_whose_lease_was_taken(store: Store, tmp_pa
         reasons.append(reason)
         stopped.set()
 
-    (lease,) = [lease for lease in store.active_leases() if lease.execution_id == execution_id]
+    (lease,) = [lease for lease in store.active_leases(lease_s=30) if lease.execution_id == execution_id]
     with Heartbeat(store, execution_id, owner, on_stop, interval_s=0.05):
         assert store.take_lease(lease, Owner(host="other", pid=2, token="other-token"))
         assert stopped.wait(5)
@@ -302,3 +309,39 @@ def test_gc_removes_what_ended_executions_left_and_keeps_the_rest(
     assert (garbage.kept_active, garbage.kept_unknown) == (2, 1)  # a container and a volume
     assert backend.removed == [stale] and backend.volumes == {f"fake-ws-{running}"}
     assert live not in backend.removed and unknown not in backend.removed
+
+
+def test_a_runner_that_lost_its_lease_kills_its_tasks_and_writes_nothing_more(
+    store: Store, tmp_path: Path, fast_leases: None
+) -> None:
+    """Another process took the execution over (it found the lease expired while this
+    one was paused): this one must not write a second outcome over the new owner's."""
+    backend = FakeBackend({"work": Script(seconds=60)})
+    flow = parse_flow(FLOW, path=tmp_path / "flow.yml")
+    created: list[str] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            api.run_flow(flow, store=store, backend=backend, on_created=created.append)
+        except BaseException as exc:
+            errors.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while not backend.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert backend.started, "the task never started"
+    (lease,) = store.active_leases(created[0], lease_s=30)
+    assert store.take_lease(lease, Owner(host="other", pid=2, token="new-owner"))
+    runner.join(30)
+
+    assert not runner.is_alive()
+    (error,) = errors
+    assert isinstance(error, LeaseLostError) and "took this execution over" in str(error)
+    record = store.get_execution(created[0])
+    # Left as the new owner found it: neither KILLED nor FAILED written over its work.
+    assert record.state is ExecutionState.RUNNING and record.error is None
+    assert [run.state for run in record.task_runs] == [TaskState.RUNNING]
+    assert backend.killed == ["c0000"]  # its task was killed

@@ -1,9 +1,10 @@
 """Restarts and flow concurrency without an engine: what a restart reruns (pure), the
-scheduler resuming from it (scripted FakeBackend, real SQLite store), and the
+scheduler resuming from it (scripted FakeBackend, in-memory store), and the
 `concurrency:` field."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from runner.lease import Owner
 from runner.loader import LoadedFlow, parse_flow
 from runner.restart import plan_restart
 from runner.store import Store, TaskRunRecord
+from runner.store.testing import InMemoryStore
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -35,10 +37,9 @@ tasks:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(f"sqlite:///{tmp_path / 'runner.db'}")
-    yield s
-    s.close()
+def store() -> Iterator[InMemoryStore]:
+    with InMemoryStore() as s:
+        yield s
 
 
 def _load(text: str, tmp_path: Path) -> LoadedFlow:

@@ -1,10 +1,11 @@
-"""Ordering, skipping, concurrency and cancel, against the scripted FakeBackend and a real
-SQLite store. What containers themselves do is tested in tests/integration."""
+"""Ordering, skipping, concurrency and cancel, against the scripted FakeBackend and the
+in-memory store. What containers themselves do is tested in tests/integration."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,13 @@ from runner.backends.fake import FakeBackend, Script
 from runner.execution import ExecutionState, TaskState
 from runner.loader import parse_flow
 from runner.store import Store
+from runner.store.testing import InMemoryStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(f"sqlite:///{tmp_path / 'runner.db'}")
-    yield s
-    s.close()
+def store() -> Iterator[InMemoryStore]:
+    with InMemoryStore() as s:
+        yield s
 
 
 def _load(text: str, tmp_path: Path):

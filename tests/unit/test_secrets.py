@@ -259,7 +259,7 @@ def test_a_run_stores_and_echoes_only_masked_secrets(
     from runner import logs
     from runner.api import run_flow
     from runner.backends.fake import FakeBackend, Script
-    from runner.store import Store
+    from runner.store.testing import InMemoryStore
 
     monkeypatch.setenv("RUNNER_SECRET_TOKEN", "tok-123456")
     echo = io.StringIO()
@@ -281,7 +281,7 @@ def test_a_run_stores_and_echoes_only_masked_secrets(
         path=tmp_path / "flow.yml",
         policy=HostPolicy(),
     )
-    store = Store.open(f"sqlite:///{tmp_path / 'runner.db'}")
+    store = InMemoryStore()
     try:
         result = run_flow(loaded, {"pw": "hunter2-pw"}, store=store, backend=backend)
         record = store.get_execution(result.execution_id)

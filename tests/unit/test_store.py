@@ -1,9 +1,12 @@
-"""The store's contract, run on SQLite and (with the `postgres` marker) on PostgreSQL.
+"""The store's contract, run on SQLite, (with the `postgres` marker) PostgreSQL, and the
+in-memory store, so that the double is shown to behave like the real thing.
 
-Every test that takes `store` or `store_url` runs once per database: SQLite in a fresh
-folder under tmp_path, and Postgres in a freshly created database (RUNNER_TEST_POSTGRES_URL,
-skipped locally when unset or unreachable, a failure in CI). Postgres-only behaviour
-(server errors such as a wrong password) is in tests/integration/test_store_postgres.py.
+Every test that takes `store` runs once per store: SQLite in a fresh folder under
+tmp_path, Postgres in a freshly created database (RUNNER_TEST_POSTGRES_URL, skipped
+locally when unset or unreachable, a failure in CI), and `InMemoryStore`. Tests of what
+only a database has (migrations, URLs, SQL statements, several processes) take
+`sql_store` or `store_url` and run on the two databases. Postgres-only behaviour (server
+errors such as a wrong password) is in tests/integration/test_store_postgres.py.
 """
 
 from __future__ import annotations
@@ -11,20 +14,24 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import DateTime, Engine, create_engine, event, insert, inspect, make_url
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine.interfaces import DBAPICursor
 
 from runner.archives import Artifact
@@ -33,26 +40,30 @@ from runner.execution import ExecutionState, TaskState
 from runner.lease import Beat, Lease, Owner, is_expired
 from runner.store import (
     ArtifactRecord,
+    ExecutionFilter,
     ExecutionRecord,
     LogWriter,
     NewLogLine,
     Store,
     TaskRunRecord,
+    TransientStoreError,
     default_database_url,
 )
+from runner.store.engine import alembic_config, describe, is_transient
 from runner.store.models import Base, UTCDateTime, executions, log_lines, task_runs
-from runner.store.store import alembic_config
-from runner.store.testing import temporary_postgres_database
+from runner.store.sql import SqlStore
+from runner.store.testing import InMemoryStore, temporary_postgres_database
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
+POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def _database_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL of an empty database: a SQLite file whose folder does not exist yet, or a
     new Postgres database dropped after the test."""
-    if request.param == "sqlite":
+    if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'nested' / '.runner' / 'runner.db'}"
         return
     server = request.getfixturevalue("postgres_server_url")
@@ -60,11 +71,59 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", POSTGRES])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with _database_url(request.param, request, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = Store.open(store_url)
+def sql_store(store_url: str) -> Iterator[SqlStore]:
+    """The store in a database (what only SQL has: statements, engines, URLs)."""
+    opened = SqlStore.open(store_url)
     yield opened
     opened.close()
+
+
+@pytest.fixture(params=["sqlite", POSTGRES, "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each store that keeps the contract: SQLite, PostgreSQL and the in-memory double."""
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
+    with _database_url(request.param, request, tmp_path) as url, SqlStore.open(url) as opened:
+        yield opened
+
+
+def backdate_heartbeat(store: Store, execution_id: str, seconds: float) -> None:
+    """Make the last heartbeat of an execution `seconds` older (its runner went quiet)."""
+    if isinstance(store, InMemoryStore):
+        row = store._executions[execution_id]
+        assert row.heartbeat_at is not None
+        row.heartbeat_at -= timedelta(seconds=seconds)
+        return
+    assert isinstance(store, SqlStore)
+    (lease,) = store.active_leases(execution_id, lease_s=30)
+    assert lease.heartbeat_at is not None
+    with store._engine.begin() as conn:
+        conn.execute(
+            executions.update()
+            .where(executions.c.id == execution_id)
+            .values(heartbeat_at=lease.heartbeat_at - timedelta(seconds=seconds))
+        )
+
+
+def set_created_at(store: Store, execution_ids: list[str], when: datetime) -> None:
+    """Give executions the same creation time (to see ties broken by id)."""
+    if isinstance(store, InMemoryStore):
+        for execution_id in execution_ids:
+            store._executions[execution_id].created_at = when
+        return
+    assert isinstance(store, SqlStore)
+    with store._engine.begin() as conn:
+        conn.execute(
+            executions.update().where(executions.c.id.in_(execution_ids)).values(created_at=when)
+        )
 
 
 def new_execution(store: Store, *, flow_id: str = "etl", execution_id: str | None = None) -> str:
@@ -98,7 +157,7 @@ def log_line(
 
 
 def test_open_creates_the_tables_and_records_the_revision(store_url: str) -> None:
-    Store.open(store_url).close()
+    SqlStore.open(store_url).close()
     engine = create_engine(store_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -111,14 +170,14 @@ def test_open_creates_the_tables_and_records_the_revision(store_url: str) -> Non
 
 
 def test_open_again_keeps_the_data(store_url: str) -> None:
-    with Store.open(store_url) as store:
+    with SqlStore.open(store_url) as store:
         execution_id = new_execution(store)
-    with Store.open(store_url) as store:
+    with SqlStore.open(store_url) as store:
         assert store.get_execution(execution_id).id == execution_id
 
 
 def test_a_database_from_a_newer_runner_is_refused(store_url: str) -> None:
-    Store.open(store_url).close()
+    SqlStore.open(store_url).close()
     engine = create_engine(store_url)
     try:
         with engine.begin() as conn:
@@ -128,10 +187,11 @@ def test_a_database_from_a_newer_runner_is_refused(store_url: str) -> None:
     with pytest.raises(
         StoreError, match="has schema revision '9999', which this version of runner does not know"
     ):
-        Store.open(store_url)
+        SqlStore.open(store_url)
 
 
-def test_url_hides_the_password(store: Store, store_url: str) -> None:
+def test_url_hides_the_password(sql_store: SqlStore, store_url: str) -> None:
+    store = sql_store
     password = make_url(store_url).password
     if password:
         assert f":{password}@" not in store.url and ":***@" in store.url
@@ -295,23 +355,23 @@ def test_list_executions_newest_first_with_filters(store: Store) -> None:
     store.create_task_run(execution_id=ids[4], task_id="t", attempt=1, image=None)
     store.record_skipped(execution_id=ids[4], task_id="u", reason="because")
 
-    everything = store.list_executions()
+    def listed(where: ExecutionFilter | None = None, limit: int = 20) -> list[str]:
+        return [r.id for r in store.list_executions(where, limit=limit).items]
+
+    everything = store.list_executions().items
     assert [r.id for r in everything] == ids[::-1]
-    assert [r.id for r in store.list_executions(flow_id="a")] == [ids[4], ids[2], ids[0]]
-    assert [r.id for r in store.list_executions(state="SUCCESS")] == [ids[4], ids[0]]
-    assert [r.id for r in store.list_executions(state="success", flow_id="b")] == []
-    assert [r.id for r in store.list_executions(state=ExecutionState.CREATED)] == [
-        ids[3],
-        ids[2],
-        ids[1],
-    ]
-    assert [r.id for r in store.list_executions(limit=2)] == [ids[4], ids[3]]
+    assert listed(ExecutionFilter(flow_id="a")) == [ids[4], ids[2], ids[0]]
+    assert listed(ExecutionFilter(states=["SUCCESS"])) == [ids[4], ids[0]]
+    assert listed(ExecutionFilter(states=["success"], flow_id="b")) == []
+    assert listed(ExecutionFilter(states=[ExecutionState.CREATED])) == [ids[3], ids[2], ids[1]]
+    assert listed(limit=2) == [ids[4], ids[3]]
     assert [t.task_id for t in everything[0].task_runs] == ["t", "u"]
     assert all(r.task_runs == () for r in everything[1:])
-    assert store.list_executions(flow_id="nothing") == []
+    assert listed(ExecutionFilter(flow_id="nothing")) == []
 
 
-def test_list_executions_reads_task_runs_in_one_query(store: Store) -> None:
+def test_list_executions_reads_task_runs_in_one_query(sql_store: SqlStore) -> None:
+    store = sql_store
     for _ in range(5):
         execution_id = new_execution(store)
         store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
@@ -330,11 +390,110 @@ def test_list_executions_reads_task_runs_in_one_query(store: Store) -> None:
 
     event.listen(Engine, "before_cursor_execute", count)
     try:
-        records = store.list_executions()
+        records = store.list_executions().items
     finally:
         event.remove(Engine, "before_cursor_execute", count)
     assert len(records) == 5 and all(len(r.task_runs) == 1 for r in records)
     assert len(selects) == 2, selects
+
+
+def labelled_execution(
+    store: Store, *, namespace: str = "team", flow_id: str = "etl", labels: dict[str, str]
+) -> str:
+    execution_id = uuid.uuid4().hex
+    store.create_execution(
+        execution_id=execution_id,
+        flow_id=flow_id,
+        namespace=namespace,
+        revision="r",
+        source="",
+        inputs={},
+        labels=labels,
+    )
+    return execution_id
+
+
+def test_list_executions_pages_with_a_cursor(store: Store) -> None:
+    ids = [new_execution(store) for _ in range(7)]
+    newest_first = ids[::-1]
+    first = store.list_executions(limit=3)
+    assert [r.id for r in first.items] == newest_first[:3]
+    assert first.next_cursor is not None
+    late = new_execution(store)  # created while paging: does not shift the pages
+    second = store.list_executions(after=first.next_cursor, limit=3)
+    assert [r.id for r in second.items] == newest_first[3:6]
+    assert second.next_cursor is not None
+    third = store.list_executions(after=second.next_cursor, limit=3)
+    assert [r.id for r in third.items] == newest_first[6:]
+    assert third.next_cursor is None
+    exact = store.list_executions(after=second.next_cursor, limit=1)
+    assert [r.id for r in exact.items] == newest_first[6:] and exact.next_cursor is None
+    assert store.list_executions(limit=1).items[0].id == late
+
+
+def test_list_executions_breaks_ties_of_creation_time_by_id(store: Store) -> None:
+    ids = sorted(new_execution(store) for _ in range(5))
+    set_created_at(store, ids, T0)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = store.list_executions(after=cursor, limit=2)
+        seen += [r.id for r in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+
+
+def test_list_executions_filters(store: Store) -> None:
+    nightly = labelled_execution(store, labels={"team": "data", "schedule": "nightly"})
+    adhoc = labelled_execution(store, labels={"team": "data", "schedule": "adhoc"})
+    other_ns = labelled_execution(store, namespace="ops", labels={"team": "data"})
+    other_flow = labelled_execution(store, flow_id="load", labels={"team": "web"})
+    dotted = labelled_execution(store, labels={"app.kubernetes.io/name": "x y", "it's": "quoted"})
+    store.set_execution_state(adhoc, ExecutionState.FAILED)
+    store.set_execution_state(other_flow, ExecutionState.RUNNING)
+
+    def listed(**fields: Any) -> list[str]:
+        return [r.id for r in store.list_executions(ExecutionFilter(**fields)).items]
+
+    assert listed(labels={"team": "data"}) == [other_ns, adhoc, nightly]
+    assert listed(labels={"team": "data", "schedule": "nightly"}) == [nightly]
+    assert listed(labels={"schedule": "weekly"}) == []
+    assert listed(labels={"app.kubernetes.io/name": "x y"}) == [dotted]
+    assert listed(labels={"it's": "quoted"}) == [dotted]
+    assert listed(namespace="ops") == [other_ns]
+    assert listed(namespace="team", flow_id="etl", labels={"team": "data"}) == [adhoc, nightly]
+    assert listed(states=["failed", ExecutionState.RUNNING]) == [other_flow, adhoc]
+    everything = store.list_executions().items
+    created = {r.id: r.created_at for r in everything}
+    middle = created[other_ns]
+    assert listed(created_after=middle) == [dotted, other_flow, other_ns]
+    assert listed(created_before=middle) == [adhoc, nightly]
+    naive = middle.replace(tzinfo=None)  # taken as UTC
+    assert listed(created_after=naive, created_before=created[dotted]) == [other_flow, other_ns]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["", "nonsense", "!!!", "MjAyNA", "MjAyNC0wNS0wMVQxMjowMDowMHx4", "a" * 500],
+)
+def test_a_malformed_cursor_is_a_usage_error(store: Store, cursor: str) -> None:
+    new_execution(store)
+    with pytest.raises(UsageError, match=r"^invalid cursor '.*': pass the next_cursor") as raised:
+        store.list_executions(after=cursor)
+    assert len(str(raised.value)) < 200
+
+
+@pytest.mark.parametrize("limit", [0, -1, 10_001, 10**20, True])
+def test_a_limit_out_of_range_is_a_usage_error(store: Store, limit: int) -> None:
+    with pytest.raises(UsageError, match="limit must be a whole number from 1 to 10000"):
+        store.list_executions(limit=limit)
+
+
+def test_an_unknown_state_is_a_usage_error(store: Store) -> None:
+    with pytest.raises(UsageError, match=r"unknown execution state 'DONE' \(one of CREATED, "):
+        store.list_executions(ExecutionFilter(states=["DONE"]))
 
 
 # -- values ------------------------------------------------------------------------------
@@ -427,11 +586,44 @@ def test_logs_are_read_back_in_order_and_by_task(store: Store) -> None:
     assert store.get_logs("0" * 32) == []
 
 
+def test_get_logs_after_a_line_id_with_a_limit(store: Store) -> None:
+    execution_id = new_execution(store)
+    a = store.create_task_run(execution_id=execution_id, task_id="a", attempt=1, image=None)
+    b = store.create_task_run(execution_id=execution_id, task_id="b", attempt=1, image=None)
+    store.append_logs(
+        [
+            log_line(execution_id, a if n % 2 else b, "a" if n % 2 else "b", str(n))
+            for n in range(10)
+        ]
+    )
+    every = store.get_logs(execution_id)
+    assert [ln.line for ln in every] == [str(n) for n in range(10)]
+    # follow the log four lines at a time, as a page polling for new lines does
+    seen, last = [], None
+    while chunk := store.get_logs(execution_id, after=last, limit=4):
+        assert len(chunk) <= 4
+        seen += [ln.line for ln in chunk]
+        last = chunk[-1].id
+    assert seen == [str(n) for n in range(10)]
+    assert store.get_logs(execution_id, after=every[-1].id) == []
+    store.append_logs([log_line(execution_id, a, "a", "late")])
+    assert [ln.line for ln in store.get_logs(execution_id, after=last)] == ["late"]
+    only_a = store.get_logs(execution_id, task_id="a", after=every[2].id, limit=2)
+    assert [ln.line for ln in only_a] == ["3", "5"]
+    assert store.get_logs(execution_id, after=0, limit=1)[0].line == "0"
+    data = json.loads(json.dumps(every[0].to_dict()))
+    assert data["line"] == "0" and data["id"] == every[0].id
+    for bad in ({"after": -1}, {"limit": 0}, {"after": "3"}):
+        with pytest.raises(UsageError):
+            store.get_logs(execution_id, **bad)  # type: ignore[arg-type]
+
+
 def test_append_logs_through_core_gives_the_same_rows(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    sql_store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SQLite normally takes a shortcut past SQLAlchemy's per-row work; the plain Core
     insert (what Postgres uses) must store exactly the same."""
+    store = sql_store
     monkeypatch.setattr(store, "_sqlite_log_insert", None)
     execution_id = new_execution(store)
     run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
@@ -516,24 +708,28 @@ def test_log_writer_writes_in_the_background(store: Store) -> None:
         assert store.count_logs(execution_id) == 1
 
 
-class FlakyStore:
-    """Fails the first `failures` writes (or all of them), remembering what it stored."""
+class FlakyStore(InMemoryStore):
+    """Its log writes fail (as a locked database does) the first `failures` times, or
+    always; it remembers what it stored."""
 
     def __init__(self, failures: int) -> None:
+        super().__init__()
         self.failures = failures
         self.calls = 0
         self.stored: list[NewLogLine] = []
 
-    def append_logs(self, lines: list[NewLogLine]) -> None:
+    def append_logs(self, lines: Sequence[NewLogLine]) -> None:
         self.calls += 1
         if self.failures < 0 or self.calls <= self.failures:
-            raise StoreError("cannot store log lines in sqlite database 'x': database is locked")
+            raise TransientStoreError(
+                "cannot store log lines in sqlite database 'x': database is locked"
+            )
         self.stored.extend(lines)
 
 
 def test_log_writer_retries_a_failed_write_and_keeps_the_order() -> None:
     fake = FlakyStore(failures=2)
-    writer = LogWriter(cast(Store, fake))
+    writer = LogWriter(fake)
     writer.add(log_line("e", 1, "t", "first"))
     time.sleep(0.3)  # the first write has failed by now; this line joins the retry
     writer.add(log_line("e", 1, "t", "second"))
@@ -545,7 +741,7 @@ def test_log_writer_retries_a_failed_write_and_keeps_the_order() -> None:
 
 def test_log_writer_gives_up_and_then_raises() -> None:
     fake = FlakyStore(failures=-1)
-    writer = LogWriter(cast(Store, fake), give_up_after=0.5)
+    writer = LogWriter(fake, give_up_after=0.5)
     writer.add(log_line("e", 1, "t", "lost"))
     with pytest.raises(
         StoreError,
@@ -560,11 +756,11 @@ def test_log_writer_gives_up_and_then_raises() -> None:
 
 
 def test_log_writer_reports_an_unexpected_error_at_once() -> None:
-    class BrokenStore:
-        def append_logs(self, lines: list[NewLogLine]) -> None:
+    class BrokenStore(InMemoryStore):
+        def append_logs(self, lines: Sequence[NewLogLine]) -> None:
             raise TypeError("not a log line")
 
-    writer = LogWriter(cast(Store, BrokenStore()))
+    writer = LogWriter(BrokenStore())
     writer.add(log_line("e", 1, "t", "x"))
     with pytest.raises(
         StoreError, match=r"cannot store 1 log lines: TypeError\('not a log line'\)"
@@ -576,7 +772,7 @@ def test_log_writer_reports_an_unexpected_error_at_once() -> None:
 
 def test_log_writer_refuses_lines_after_close() -> None:
     fake = FlakyStore(failures=0)
-    writer = LogWriter(cast(Store, fake))
+    writer = LogWriter(fake)
     writer.add(log_line("e", 1, "t", "kept"))
     writer.close()
     writer.close()
@@ -675,6 +871,21 @@ def test_artifacts_of_an_unknown_task_run_are_a_store_error(store: Store) -> Non
     assert store.list_artifacts(execution_id) == []
 
 
+def test_get_artifact_by_id(store: Store) -> None:
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    store.record_artifacts(
+        execution_id=execution_id,
+        task_run_id=run_id,
+        task_id="t",
+        artifacts=[artifact("b.txt"), artifact("a.txt")],
+    )
+    listed = store.list_artifacts(execution_id)
+    assert [store.get_artifact(a.id) for a in listed] == listed
+    with pytest.raises(NotFoundError, match=r"^no artifact has id 999999$"):
+        store.get_artifact(999_999)
+
+
 # -- migrations --------------------------------------------------------------------------
 
 
@@ -741,7 +952,7 @@ def test_a_database_at_0001_upgrades_and_keeps_its_data(store_url: str) -> None:
     finally:
         engine.dispose()
 
-    with Store.open(store_url) as store:
+    with SqlStore.open(store_url) as store:
         record = store.get_execution("e" * 32)
         assert record.inputs == {"day": "2024-05-01"}
         assert record.ended_at == T0 + timedelta(seconds=1)
@@ -762,12 +973,51 @@ def test_a_database_at_0001_upgrades_and_keeps_its_data(store_url: str) -> None:
         assert "artifacts" not in inspect(engine).get_table_names()
     finally:
         engine.dispose()
-    with Store.open(store_url) as store:
+    with SqlStore.open(store_url) as store:
         assert store.get_execution("e" * 32).task_runs[0].outputs == {
             "rows": 3,
             "files": ["a", "b"],
         }
         assert store.list_artifacts("e" * 32) == []
+
+
+def test_a_database_at_0003_gets_the_owners_boot_id(store_url: str) -> None:
+    engine = _engine_for(store_url)
+    try:
+        _migrate_to(engine, "0003")
+        with engine.begin() as conn:
+            conn.execute(
+                insert(executions).values(
+                    id="f" * 32,
+                    flow_id="etl",
+                    namespace="team",
+                    revision="r",
+                    source="id: etl\n",
+                    inputs={},
+                    labels={},
+                    state="RUNNING",
+                    created_at=T0,
+                    owner_host="old-host",
+                    owner_pid=7,
+                    lease_token="7" * 32,
+                    heartbeat_at=T0,
+                )
+            )
+    finally:
+        engine.dispose()
+    with SqlStore.open(store_url) as store:
+        (lease,) = store.active_leases("f" * 32, lease_s=30)
+        assert (lease.owner_host, lease.owner_pid, lease.owner_boot_id) == ("old-host", 7, None)
+        assert lease.expired  # its heartbeat is from 2024
+        assert store.take_lease(lease, Owner("new-host", 8, "8" * 32, boot_id="b-8"))
+        (taken,) = store.active_leases("f" * 32, lease_s=30)
+        assert (taken.owner_host, taken.owner_boot_id, taken.expired) == ("new-host", "b-8", False)
+    engine = _engine_for(store_url)
+    try:
+        _migrate_to(engine, "0003", down=True)
+        assert "owner_boot_id" not in {c["name"] for c in inspect(engine).get_columns("executions")}
+    finally:
+        engine.dispose()
 
 
 def _same_type(
@@ -780,7 +1030,7 @@ def _same_type(
 
 
 def test_the_migrations_create_what_the_models_declare(store_url: str) -> None:
-    Store.open(store_url).close()
+    SqlStore.open(store_url).close()
     engine = create_engine(store_url)
     try:
         with engine.connect() as conn:
@@ -797,7 +1047,7 @@ def _open_and_write(url: str, start: Any, lines: int) -> None:
     """In a child process: open the (maybe fresh) database at the same moment as another
     process, and write an execution with its logs."""
     start.wait()
-    with Store.open(url) as store:
+    with SqlStore.open(url) as store:
         execution_id = new_execution(store, flow_id=f"pid{os.getpid()}")
         store.set_execution_state(execution_id, ExecutionState.RUNNING)
         run_id = store.create_task_run(
@@ -821,8 +1071,8 @@ def test_two_processes_open_a_fresh_database_at_once(store_url: str) -> None:
     for child in children:
         child.join(timeout=120)
     assert [child.exitcode for child in children] == [0, 0]
-    with Store.open(store_url) as store:
-        records = store.list_executions()
+    with SqlStore.open(store_url) as store:
+        records = store.list_executions().items
         assert len(records) == 2
         for record in records:
             assert record.state is ExecutionState.SUCCESS
@@ -851,14 +1101,14 @@ def test_threads_share_one_store(store: Store) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(store.list_executions(limit=1000)) == 120
+    assert len(store.list_executions(limit=1000).items) == 120
 
 
 # -- SQLite only -------------------------------------------------------------------------
 
 
 def test_in_memory_sqlite_works_across_threads() -> None:
-    with Store.open("sqlite://") as store:
+    with SqlStore.open("sqlite://") as store:
         execution_id = new_execution(store)
         run_id = store.create_task_run(
             execution_id=execution_id, task_id="t", attempt=1, image=None
@@ -871,13 +1121,38 @@ def test_in_memory_sqlite_works_across_threads() -> None:
 
 def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runner.db'}"
-    Store.open(url).close()
+    SqlStore.open(url).close()
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
     finally:
         engine.dispose()
+
+
+def test_wal_waits_for_another_process_creating_the_database(tmp_path: Path) -> None:
+    """Switching a new file to WAL needs it to itself, and SQLite refuses at once (no busy
+    wait) while another connection writes the file still in its first journal mode: what
+    two processes opening a new database together ran into ("database is locked")."""
+    path = tmp_path / "runner.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE creating_the_database (x)")
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        started = time.monotonic()
+        with SqlStore.open(f"sqlite:///{path}") as store:
+            assert time.monotonic() - started >= 0.4  # it waited for the other writer
+            new_execution(store)
+    finally:
+        release.join()
+        other.close()
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        check.close()
 
 
 @pytest.mark.parametrize(
@@ -897,17 +1172,42 @@ def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
 )
 def test_bad_urls_give_one_clear_line(url: str, message: str) -> None:
     with pytest.raises(StoreError) as raised:
-        Store.open(url)
+        SqlStore.open(url)
     text = str(raised.value)
     assert text.startswith(message)
     assert "\n" not in text and "secret" not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "described"),
+    [
+        (
+            "postgresql+psycopg://u:p@db.example:6543/runner",
+            "postgresql database 'runner' at db.example:6543",
+        ),
+        ("postgresql+psycopg://u:p@/runner", "postgresql database 'runner' at localhost:5432"),
+        # libpq takes host and port from the query too, and they win: so must the message
+        (
+            "postgresql+psycopg://u:p@/runner?host=127.0.0.1&port=1",
+            "postgresql database 'runner' at 127.0.0.1:1",
+        ),
+        (
+            "postgresql+psycopg://u:p@h:5432/runner?host=/run/postgresql",
+            "postgresql database 'runner' at /run/postgresql",
+        ),
+        ("sqlite:////tmp/x/runner.db", "sqlite database '/tmp/x/runner.db'"),
+        ("sqlite://", "sqlite database ':memory:'"),
+    ],
+)
+def test_a_database_is_named_where_the_driver_connects(url: str, described: str) -> None:
+    assert describe(make_url(url)) == described
 
 
 def test_unusable_sqlite_path_gives_one_clear_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(StoreError) as raised:
-        Store.open(f"sqlite:///{blocker / 'runner.db'}")
+        SqlStore.open(f"sqlite:///{blocker / 'runner.db'}")
     text = str(raised.value)
     assert text.startswith(f"cannot open sqlite database '{blocker / 'runner.db'}': ")
     assert "\n" not in text
@@ -919,7 +1219,7 @@ def test_a_file_that_is_not_a_database_gives_one_clear_line(tmp_path: Path) -> N
     with pytest.raises(
         StoreError, match=r"^cannot .*sqlite database '.*runner\.db'.*not a database"
     ) as raised:
-        Store.open(f"sqlite:///{path}")
+        SqlStore.open(f"sqlite:///{path}")
     assert "\n" not in str(raised.value)
 
 
@@ -978,32 +1278,53 @@ def test_heartbeat_reports_a_kill_request_and_a_lost_lease(store: Store) -> None
     assert store.execution_flow_path(execution_id) == "/flows/etl.yml"
     assert store.heartbeat(execution_id, owner.token) is Beat.KEPT
     assert store.request_kill(execution_id) is ExecutionState.CREATED
-    assert store.active_leases(execution_id)[0].kill_requested
+    assert store.active_leases(execution_id, lease_s=30)[0].kill_requested
     assert store.heartbeat(execution_id, owner.token) is Beat.KILL
-    (lease,) = store.active_leases(execution_id)
+    (lease,) = store.active_leases(execution_id, lease_s=30)
     assert (lease.owner_host, lease.owner_pid, lease.kill_requested) == ("host-a", 1, True)
+    assert not lease.expired
     assert store.take_lease(lease, thief)
     assert store.heartbeat(execution_id, owner.token) is Beat.LOST
     # a second taker holding the same (now stale) view of the lease loses the race
     assert not store.take_lease(lease, Owner("host-c", 3, "c" * 32))
     store.set_execution_state(execution_id, ExecutionState.KILLED)
-    assert store.active_leases(execution_id) == []
+    assert store.active_leases(execution_id, lease_s=30) == []
     assert store.request_kill(execution_id) is ExecutionState.KILLED
 
 
-def test_a_lease_expires_without_heartbeat_or_with_a_dead_pid(store: Store) -> None:
+def test_a_lease_expires_by_the_stores_clock(store: Store) -> None:
+    execution_id = leased(store, Owner("elsewhere", 1, "1" * 32))
+    (fresh,) = store.active_leases(execution_id, lease_s=30)
+    assert not fresh.expired
+    backdate_heartbeat(store, execution_id, 29)
+    assert not store.active_leases(execution_id, lease_s=30)[0].expired
+    backdate_heartbeat(store, execution_id, 2)
+    (stale,) = store.active_leases(execution_id, lease_s=30)
+    assert stale.expired
+    assert not store.active_leases(execution_id, lease_s=60)[0].expired
+    assert store.heartbeat(execution_id, "1" * 32) is Beat.KEPT  # renewed: fresh again
+    assert not store.active_leases(execution_id, lease_s=30)[0].expired
+    never = new_execution(store)  # no owner: no heartbeat at all
+    assert store.active_leases(never, lease_s=30)[0].expired
+
+
+def test_a_lease_of_a_dead_pid_expires_only_on_the_same_boot() -> None:
     now = datetime.now(UTC)
-    base = Lease("x", "RUNNING", "elsewhere", 1, "t", now)
-    assert not is_expired(base, now + timedelta(seconds=29), host="here", lease_s=30)
-    assert is_expired(base, now + timedelta(seconds=31), host="here", lease_s=30)
-    assert is_expired(replace(base, heartbeat_at=None), now, host="here", lease_s=30)
+    base = Lease("x", "RUNNING", "elsewhere", 1, "t", now, owner_boot_id="boot-1")
+    here = {"host": "here", "boot_id": "boot-1"}
+    assert not is_expired(base, **here)
+    assert is_expired(replace(base, expired=True), **here)
+    assert is_expired(replace(base, heartbeat_at=None), **here)
     child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
     child.start()
     child.join()
     dead = replace(base, owner_host="here", owner_pid=child.pid)
-    assert is_expired(dead, now, host="here", lease_s=30)
+    assert is_expired(dead, **here)
+    # same host name, another boot (or a container with --uts=host): its pids are not ours
+    assert not is_expired(dead, host="here", boot_id="boot-2")
+    assert not is_expired(replace(dead, owner_boot_id=None), **here)
     alive = replace(base, owner_host="here", owner_pid=os.getpid())
-    assert not is_expired(alive, now, host="here", lease_s=30)
+    assert not is_expired(alive, **here)
 
 
 def test_try_start_keeps_to_the_limit_in_arrival_order(store: Store) -> None:
@@ -1028,12 +1349,7 @@ def test_an_expired_running_execution_does_not_hold_a_slot(store: Store) -> None
     stale = leased(store, Owner("h", 1, "1" * 32))
     start = {"namespace": "team", "flow_id": "etl", "limit": 1, "lease_s": 30.0}
     assert store.try_start(stale, **start) == []
-    with store._engine.begin() as conn:  # its runner stopped renewing a minute ago
-        conn.execute(
-            executions.update()
-            .where(executions.c.id == stale)
-            .values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=1))
-        )
+    backdate_heartbeat(store, stale, 60)  # its runner stopped renewing a minute ago
     fresh = leased(store, Owner("h", 2, "2" * 32))
     assert store.try_start(fresh, **start) == []
 
@@ -1060,3 +1376,150 @@ def test_count_task_run_logs_and_execution_states(store: Store) -> None:
     assert store.count_task_run_logs(run_id) == 7
     store.set_execution_state(execution_id, ExecutionState.SUCCESS)
     assert store.execution_states([execution_id, "nope"]) == {execution_id: ExecutionState.SUCCESS}
+
+
+# -- what containers print cannot break the store ---------------------------------------------
+
+
+def test_nul_in_task_output_is_stored_visibly(store: Store) -> None:
+    """Postgres refuses NUL in text and JSONB ("cannot contain NUL"): every store keeps
+    the line, the NUL shown as U+2400."""
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    store.append_logs([log_line(execution_id, run_id, "t", "a\x00b\x00")])
+    with LogWriter(store, give_up_after=5) as writer:
+        writer.add(log_line(execution_id, run_id, "t", "\x00through the writer"))
+    store.finish_task_run(
+        run_id,
+        state=TaskState.FAILED,
+        error="exited\x00",
+        outputs={"k\x00": ["v\x00", {"deep\x00": "x\x00"}]},
+    )
+    store.record_skipped(execution_id=execution_id, task_id="u", reason="because\x00")
+    store.set_execution_state(execution_id, ExecutionState.FAILED, error="boom\x00")
+    lines = [ln.line for ln in store.get_logs(execution_id)]
+    assert lines == ["a\u2400b\u2400", "\u2400through the writer"]
+    record = store.get_execution(execution_id)
+    run, skipped = record.task_runs
+    assert run.error == "exited\u2400" and skipped.error == "because\u2400"
+    assert run.outputs == {"k\u2400": ["v\u2400", {"deep\u2400": "x\u2400"}]}
+    assert record.error == "boom\u2400"
+
+
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_numbers_that_are_not_finite_are_refused(store: Store, number: float) -> None:
+    """JSON has no Infinity or NaN: Postgres refuses them, SQLite would store `Infinity`
+    and `runner show --json` would print something that is not JSON."""
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    with pytest.raises(
+        StoreError,
+        match=rf"^the outputs of task run {run_id} hold a number that is not finite \({number}\) at n\[1\]\.x$",
+    ):
+        store.finish_task_run(run_id, state=TaskState.SUCCESS, outputs={"n": [1, {"x": number}]})
+    (run,) = store.get_execution(execution_id).task_runs
+    assert run.state is TaskState.CREATED and run.outputs is None
+    with pytest.raises(StoreError, match="the inputs of execution 'e1' hold a number that is not"):
+        store.create_execution(
+            execution_id="e1",
+            flow_id="f",
+            namespace="n",
+            revision="r",
+            source="",
+            inputs={"x": number},
+            labels={},
+        )
+    with pytest.raises(NotFoundError):
+        store.get_execution("e1")
+    json.dumps(store.get_execution(execution_id).to_dict(), allow_nan=False)
+
+
+def test_a_line_the_store_refuses_fails_the_writer_at_once(store: Store) -> None:
+    """A permanent error (here a task run that does not exist) is not retried for the
+    outage limit: the lines before it are stored, and the error names the task and the
+    line's number."""
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    writer = LogWriter(store, give_up_after=60, flush_interval=60)
+    for n in range(3):
+        writer.add(log_line(execution_id, run_id, "t", f"good {n}"))
+    writer.flush()
+    for n in range(3, 6):
+        writer.add(log_line(execution_id, run_id, "t", f"good {n}"))
+    writer.add(log_line(execution_id, 999_999, "ghost", "refused"))
+    writer.add(log_line(execution_id, run_id, "t", "after"))
+    started = time.monotonic()
+    with pytest.raises(StoreError) as raised:
+        writer.flush()
+    assert time.monotonic() - started < 10  # not the 60 s of an outage
+    message = str(raised.value)
+    assert message.startswith(
+        f"line 1 of task 'ghost' (execution {execution_id}) cannot be stored, so its output"
+        " ends before it (2 lines lost): cannot store 1 log lines in "
+    )
+    assert "\n" not in message
+    with pytest.raises(StoreError, match="line 1 of task 'ghost'"):
+        writer.close()
+    assert [ln.line for ln in store.get_logs(execution_id)] == [f"good {n}" for n in range(6)]
+
+
+def test_heartbeats_use_the_databases_clock(
+    sql_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner whose own clock is 45 s ahead (here: the store's idea of now) still stamps
+    its heartbeat with the database's time, and the lease is judged by it."""
+    import runner.store.sql
+
+    ahead = datetime.now(UTC) + timedelta(seconds=45)
+    monkeypatch.setattr(runner.store.sql, "_utcnow", lambda: ahead)
+    execution_id = leased(sql_store, Owner("h", 1, "1" * 32))
+    first = sql_store.active_leases(execution_id, lease_s=30)[0].heartbeat_at
+    time.sleep(0.05)
+    assert sql_store.heartbeat(execution_id, "1" * 32) is Beat.KEPT
+    (lease,) = sql_store.active_leases(execution_id, lease_s=30)
+    assert lease.heartbeat_at is not None and first is not None
+    with sql_store._engine.connect() as conn:
+        database_now = _database_now(conn)
+    assert abs((lease.heartbeat_at - database_now).total_seconds()) < 5
+    assert lease.heartbeat_at > first  # sub-second precision: two beats 50 ms apart differ
+    assert lease.heartbeat_at.tzinfo is UTC
+    assert not lease.expired
+
+
+def _database_now(conn: Any) -> datetime:
+    if conn.dialect.name == "sqlite":
+        text = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    value = conn.exec_driver_sql("SELECT now()").scalar_one()
+    assert isinstance(value, datetime)
+    return value.astimezone(UTC)
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        # the connection: lost, refused, or the server going down / starting up
+        (psycopg.OperationalError("server closed the connection unexpectedly"), True),
+        (psycopg.errors.AdminShutdown("terminating connection"), True),
+        (psycopg.errors.CannotConnectNow("the database system is starting up"), True),
+        (psycopg.errors.TooManyConnections("too many clients"), True),
+        (psycopg.errors.DiskFull("could not extend file"), True),
+        # a transaction rolled back by the server, fine on a new try
+        (psycopg.errors.SerializationFailure("could not serialize access"), True),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), True),
+        (psycopg.errors.LockNotAvailable("could not obtain lock"), True),
+        # the same every time: an OperationalError class that is no outage, bad data, keys
+        (psycopg.errors.ProgramLimitExceeded("index row size exceeds maximum"), False),
+        (psycopg.errors.StringDataRightTruncation("value too long"), False),
+        (psycopg.errors.UniqueViolation("duplicate key"), False),
+        (psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), False),
+        (sqlite3.OperationalError("database is locked"), True),
+        (sqlite3.OperationalError("no such table: executions"), False),
+        (sqlite3.IntegrityError("FOREIGN KEY constraint failed"), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_only_outages_are_retried(error: Exception, transient: bool) -> None:
+    base = psycopg.Error if isinstance(error, psycopg.Error) else sqlite3.Error
+    wrapped = sa_exc.DBAPIError.instance("SELECT 1", None, error, base)
+    assert is_transient(wrapped) is transient

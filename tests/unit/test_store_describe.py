@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.engine import make_url
 
-from runner.store.store import _describe
+from runner.store.engine import describe as _describe
 
 
 @pytest.mark.parametrize(

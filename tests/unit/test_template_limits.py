@@ -22,7 +22,7 @@ from runner.flow import Flow
 from runner.loader import parse_flow
 from runner.settings import SettingError
 from runner.specs import render_task
-from runner.store import Store
+from runner.store import Store, open_store
 from runner.template_limits import Limits
 from runner.templating import (
     TemplateContext,
@@ -424,7 +424,7 @@ def test_should_stop_ends_a_when_condition_and_a_variable() -> None:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Any:
-    s = Store.open(f"sqlite:///{tmp_path / 'runner.db'}")
+    s = open_store(f"sqlite:///{tmp_path / 'runner.db'}")
     yield s
     s.close()
 

@@ -26,7 +26,7 @@ from runner.execution import WORKSPACE_PATH, ContainerExit, TaskResult, TaskStat
 from runner.flow import Task
 from runner.lineendings import crlf_message
 from runner.logs import TASK_LOG, get_logger
-from runner.outputs import merge_outputs, parse_output_line
+from runner.outputs import merge_outputs, output_line_problem, parse_output_line
 from runner.secrets import Masker
 from runner.specs import TaskContext, build_spec, image_source, render_task
 from runner.store import LogWriter, NewLogLine, Store
@@ -230,7 +230,7 @@ class Attempts:
             log.info("task_started", image=image_name, container_id=container_id[:12])
             if task.timeout is not None:
                 timer = self._start_timer(task.timeout.seconds, container_id, timed_out, log)
-            outputs = self._stream_logs(ctx, node.id, run_id, container_id, log)
+            outputs, bad_outputs = self._stream_logs(ctx, node.id, run_id, container_id, log)
             ended = self.backend.wait(container_id)
             exit_code = ended.exit_code
             with self._lock:
@@ -244,6 +244,10 @@ class Attempts:
                 state, error = TaskState.FAILED, f"timed out after {task.timeout.text}"
             else:
                 state, error = verdict(task, ended)
+                if state is TaskState.SUCCESS and bad_outputs is not None:
+                    # A value its downstream tasks would read is missing or wrong: the
+                    # task did not do what it says.
+                    state, error = TaskState.FAILED, f"outputs: {bad_outputs}"
                 if state is TaskState.SUCCESS and task.artifacts:
                     self._collect_artifacts(ctx, node.id, run_id, task.artifacts, log)
                 elif state is TaskState.FAILED and error is not None:
@@ -294,12 +298,14 @@ class Attempts:
             self._running[node_id] = container_id
         try:
             log.info("task_adopted", container_id=container_id[:12], stored_lines=stored_lines)
-            outputs = self._stream_logs(
+            outputs, bad_outputs = self._stream_logs(
                 ctx, node_id, task_run_id, container_id, log, skip=stored_lines
             )
             ended = self.backend.wait(container_id)
             exit_code = ended.exit_code
             state, error = verdict(task, ended)
+            if state is TaskState.SUCCESS and bad_outputs is not None:
+                state, error = TaskState.FAILED, f"outputs: {bad_outputs}"
             if self.control.cancelled:
                 state, error = TaskState.KILLED, self.control.kill_reason
             if state is TaskState.SUCCESS and task.artifacts:
@@ -402,9 +408,10 @@ class Attempts:
         log: Any,
         *,
         skip: int = 0,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], str | None]:
         """Record and print every line but the first `skip` (stored before the runner
-        died); return the outputs the task published on stdout (read from every line)."""
+        died); return the outputs the task published on stdout (read from every line),
+        and what was wrong with the first outputs line that could not be read, if any."""
         loggers = {
             stream: get_logger(execution_id=ctx.execution_id, task_id=node_id, stream=stream)
             for stream in ("stdout", "stderr")
@@ -412,13 +419,19 @@ class Attempts:
         add = self.log_writer.add
         mask = self.masker.mask
         outputs: dict[str, Any] = {}
+        problem: str | None = None
+        stdout_lines = 0
         for line in self.backend.logs(container_id):
-            if line.stream == "stdout" and line.line.startswith("::"):
-                published = parse_output_line(line.line)
-                if published is not None:
-                    # Parsed from the line as written: a secret is masked in the values
-                    # (its JSON-escaped form in the line may differ from it).
-                    outputs = merge_outputs(outputs, self.masker.mask_value(published))
+            if line.stream == "stdout":
+                stdout_lines += 1
+                if line.line.startswith("::"):
+                    published = parse_output_line(line.line)
+                    if published is not None:
+                        # Parsed from the line as written: a secret is masked in the values
+                        # (its JSON-escaped form in the line may differ from it).
+                        outputs = merge_outputs(outputs, self.masker.mask_value(published))
+                    elif problem is None and (wrong := output_line_problem(line.line)):
+                        problem = mask(f"line {stdout_lines} of stdout: {wrong}")
             if skip:
                 skip -= 1
                 continue
@@ -434,7 +447,7 @@ class Attempts:
                     time=line.time,
                 )
             )
-        return outputs
+        return outputs, problem
 
     def _collect_artifacts(
         self,

@@ -203,9 +203,7 @@ class Heartbeat:
                 self._stop("killed by `runner kill`")
             else:
                 self._log.error("lease_lost")
-                self._stop(
-                    "another runner took this execution over (its lease expired)", lost=True
-                )
+                self._stop("another runner took this execution over (its lease expired)", lost=True)
 
     def _watch(self) -> None:
         """Stop the run when the lease could not be renewed for `_stop_after` seconds,

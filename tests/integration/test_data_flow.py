@@ -116,6 +116,32 @@ tasks:
     assert "allowed_env" in run["error"] or "--env" in run["error"]
 
 
+def test_outputs_that_no_store_takes_fail_the_task_and_json_stays_json(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """`1e999` is infinity to a JSON parser: Postgres refuses it and `runner show --json`
+    would print `Infinity`, which is not JSON. The task says so and fails; its NUL byte
+    in a log line is stored, shown as ␀."""
+    flow = write_flow(
+        tmp_path,
+        "id: odd_output\ntasks:\n"
+        "  - id: publish\n    image: debian:bookworm-slim\n"
+        "    script: |\n"
+        "      printf 'a\\000b\\n'\n"
+        '      echo \'::{"outputs": {"n": 1e999}}::\'\n',
+    )
+    out = cli("run", str(flow))
+    assert out.returncode == 1, out.stderr
+    shown = cli("show", execution_id_of(out.stdout), "--json")
+    assert shown.returncode == 0, shown.stderr
+    run = json.loads(shown.stdout)["task_runs"][0]  # strict JSON: no Infinity in it
+    assert run["state"] == "FAILED" and run["exit_code"] == 0
+    assert run["error"].startswith("outputs: line 2 of stdout: ")
+    assert "1e999" in run["error"] and run["outputs"] is None
+    lines = json.loads(cli("logs", execution_id_of(out.stdout), "--json").stdout)
+    assert lines[0]["line"] == "a\u2400b"
+
+
 def test_when_skips_and_dependents_go_on_unless_they_need_outputs(cli: Cli, tmp_path: Path) -> None:
     flow = write_flow(
         tmp_path,

@@ -211,7 +211,9 @@ def test_kill_of_an_orphan_kills_its_container_and_records_killed(
 
 def test_two_recoverers_take_an_orphan_once(store: Store, tmp_path: Path) -> None:
     execution_id, _ = _orphan(store, tmp_path, _dead_owner())
-    (lease,) = [lease for lease in store.active_leases(lease_s=30) if lease.execution_id == execution_id]
+    (lease,) = [
+        lease for lease in store.active_leases(lease_s=30) if lease.execution_id == execution_id
+    ]
     assert store.take_lease(lease, Owner.here())
     assert not store.take_lease(lease, Owner.here())  # the compare-and-set failed
 
@@ -246,7 +248,9 @@ def test_the_heartbeat_stops_a_runner_whose_lease_was_taken(store: Store, tmp_pa
         reasons.append(reason)
         stopped.set()
 
-    (lease,) = [lease for lease in store.active_leases(lease_s=30) if lease.execution_id == execution_id]
+    (lease,) = [
+        lease for lease in store.active_leases(lease_s=30) if lease.execution_id == execution_id
+    ]
     with Heartbeat(store, execution_id, owner, on_stop, interval_s=0.05):
         assert store.take_lease(lease, Owner(host="other", pid=2, token="other-token"))
         assert stopped.wait(5)

@@ -1193,7 +1193,7 @@ def test_bad_urls_give_one_clear_line(url: str, message: str) -> None:
         ),
         (
             "postgresql+psycopg://u:p@h:5432/runner?host=/run/postgresql",
-            "postgresql database 'runner' at /run/postgresql",
+            "postgresql database 'runner' at the socket in /run/postgresql (port 5432)",
         ),
         ("sqlite:////tmp/x/runner.db", "sqlite database '/tmp/x/runner.db'"),
         ("sqlite://", "sqlite database ':memory:'"),

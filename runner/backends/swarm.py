@@ -578,8 +578,12 @@ class SwarmBackend:
     # -- the engine ------------------------------------------------------------------------
 
     def check(self) -> None:
+        self._manager_info()
+
+    def _manager_info(self) -> dict[str, Any]:
+        """The engine's `info`, once it is known to be a Swarm manager."""
         try:
-            info = self._api.info()
+            info: dict[str, Any] = self._api.info()
         except _ENGINE_ERRORS as exc:
             raise _translate(exc, "reach the Docker engine", self._host) from exc
         swarm = info.get("Swarm") or {}
@@ -590,11 +594,11 @@ class SwarmBackend:
                 f"{state}). Point DOCKER_HOST at a manager (where `docker node ls` works), "
                 "or set RUNNER_BACKEND=docker to run on this engine alone."
             )
+        return info
 
     def describe(self) -> EngineInfo:
-        self.check()
+        info = self._manager_info()
         try:
-            info = self._api.info()  # asked again: check() keeps nothing
             version = self._api.version()
             tasks = self._raw.tasks(
                 filters={"label": f"{LABEL_MANAGED}=true", "desired-state": "running"}

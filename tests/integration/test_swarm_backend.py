@@ -497,7 +497,7 @@ tasks:
     assert left_behind(swarm, execution_id) == {}
 
 
-def test_constraints_place_the_workspace_and_refuse_what_no_node_meets(
+def test_constraints_place_the_workspace_and_refuse_what_no_node_meets_or_a_worker(
     on_swarm: Cli, swarm: Swarm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flow = f"id: placed\ntasks:\n- {{id: where, image: {IMAGE}, command: 'true'}}\n"
@@ -512,6 +512,10 @@ def test_constraints_place_the_workspace_and_refuse_what_no_node_meets(
     monkeypatch.setenv("RUNNER_SWARM_CONSTRAINTS", "node.colour==blue")
     out = on_swarm("run", str(tmp_path / "flow.yml"))
     assert out.returncode == 2 and "RUNNER_SWARM_CONSTRAINTS" in out.stderr
+    monkeypatch.delenv("RUNNER_SWARM_CONSTRAINTS")
+    monkeypatch.setenv("DOCKER_HOST", swarm.workers[0].url)
+    out = on_swarm("run", str(tmp_path / "flow.yml"))
+    assert out.returncode == 1 and "is not a Swarm manager" in out.stderr, out.stderr
 
 
 def test_a_node_stopped_mid_run(

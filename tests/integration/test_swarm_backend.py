@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from runner import api
-from runner.store import Store
+from runner.store import Store, open_store
 from tests.conftest import BASE_IMAGE
 from tests.integration.helpers import REPO, Cli, execution_id_of, run_ok, write_flow
 from tests.integration.swarm import Swarm, load_images
@@ -54,7 +54,7 @@ def on_swarm(swarm: Swarm, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Cli:
 
 @pytest.fixture
 def store(on_swarm: Cli) -> Iterator[Store]:
-    opened = Store.open(on_swarm.db_url)
+    opened = open_store(on_swarm.db_url)
     yield opened
     opened.close()
 
@@ -133,24 +133,35 @@ def test_fanout_join_shares_the_pinned_workspace(on_swarm: Cli, swarm: Swarm) ->
     assert left_behind(swarm, execution_id) == {}
 
 
-def test_executions_spread_over_the_nodes(on_swarm: Cli, swarm: Swarm, tmp_path: Path) -> None:
-    """Three executions started a second apart, each holding its node for a few seconds:
-    least busy first puts them on different nodes (Swarm does not choose: each is pinned
-    to its workspace's node, which the runner chose)."""
+def test_executions_spread_over_the_nodes(
+    on_swarm: Cli, swarm: Swarm, store: Store, tmp_path: Path
+) -> None:
+    """Three executions, each started once the one before holds its node: least busy
+    first puts them on three nodes (Swarm does not choose: each is pinned to its
+    workspace's node, which the runner chose)."""
     flow = write_flow(
-        tmp_path, f"id: spread\ntasks:\n- {{id: hold, image: {IMAGE}, command: 'sleep 4'}}\n"
+        tmp_path, f"id: spread\ntasks:\n- {{id: hold, image: {IMAGE}, command: 'sleep 10'}}\n"
     )
     procs = []
-    for _ in range(3):  # a second apart: each sees the workspaces placed before it
+    for started in range(1, 4):
         procs.append(on_swarm.popen("run", str(flow)))
-        time.sleep(1)
+        _wait_for(
+            f"execution {started} to hold its node",
+            lambda n=started: (
+                sum(
+                    _task_state(store, e.id, "hold") == "RUNNING"
+                    for e in api.list_executions(store).executions
+                )
+                >= n
+            ),
+        )
     ids = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         ids.append(execution_id_of(out))
-    nodes = {runs(on_swarm, i)["hold"][0]["node"] for i in ids}
-    assert len(nodes) >= 2, nodes
+    nodes = [runs(on_swarm, i)["hold"][0]["node"] for i in ids]
+    assert sorted(nodes) == ["manager", "worker1", "worker2"], nodes
     for execution_id in ids:
         assert left_behind(swarm, execution_id) == {}
 
@@ -374,7 +385,7 @@ tasks:
     proc = on_swarm.popen("run", str(flow))
     assert proc.stdout is not None
     execution_id = execution_id_of(proc.stdout.readline())
-    store = Store.open(on_swarm.db_url)
+    store = open_store(on_swarm.db_url)
     try:
         for task in ("one", "two"):
             _wait_for(

@@ -650,6 +650,7 @@ def bench_startup(work: Path, sizes: Sizes) -> list[dict[str, Any]]:
                 "what": f"wall seconds of `{' '.join(argv[2:])}` beyond `python -c pass`",
                 "kind": "startup",
                 "value": round(value, 3),
+                "ratio": round(value / target, 3),  # of the budget
                 "min": round(min(extra), 3),
                 "max": round(max(extra), 3),
                 "runner_s": round(statistics.median(own), 3),
@@ -743,6 +744,9 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     parser.add_argument("--plan-runs", type=int, help="times the DAG is loaded and planned")
     parser.add_argument("--memory-tasks", type=int, help="tasks of the memory flow")
     parser.add_argument(
+        "--startup-runs", type=int, help="runs of each start-up command (and of python -c pass)"
+    )
+    parser.add_argument(
         "--only",
         action="append",
         choices=(*GROUPS, *OPTIONAL_GROUPS),
@@ -774,6 +778,7 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
         "plan_tasks": args.plan_tasks,
         "plan_runs": args.plan_runs,
         "memory_tasks": args.memory_tasks,
+        "startup_runs": args.startup_runs,
         "swarm_pairs": args.swarm_pairs,
         "swarm_chain": args.swarm_chain,
         "swarm_fanout": args.swarm_fanout,

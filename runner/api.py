@@ -62,6 +62,7 @@ from runner.settings import (
 )
 from runner.specs import execution_labels
 from runner.store.fence import FencedStore
+from runner.template_limits import Limits
 from runner.values import InputType, parse_input_args
 
 if TYPE_CHECKING:
@@ -768,6 +769,7 @@ def _prepare(
     loaded = flow if isinstance(flow, LoadedFlow) else load_flow(flow)
     given = inputs or {}
     values = resolve_inputs(loaded, given)
+    Limits.from_settings()  # a bad template budget is said now, not at the first task
     env = _visible_env(loaded, allow_env)
     secret_ids = secret_input_ids(loaded.flow.inputs)
     masker = Masker.from_env(extra=[values[i] for i in secret_ids if values.get(i) is not None])

@@ -21,7 +21,7 @@ from typing import Any
 from runner import dag
 from runner.archives import ArchiveError, Artifact, artifact_roots, extract_artifacts
 from runner.backends.base import Backend, Workspace
-from runner.errors import BackendError, RunnerError
+from runner.errors import BackendError, PolicyError, RunnerError
 from runner.execution import WORKSPACE_PATH, ContainerExit, TaskResult, TaskState
 from runner.flow import Task
 from runner.lineendings import crlf_message
@@ -31,7 +31,7 @@ from runner.secrets import Masker
 from runner.specs import TaskContext, build_spec, image_source, render_task
 from runner.store import LogWriter, NewLogLine, Store
 from runner.template_checks import referenced_outputs
-from runner.templating import TemplateContext, TemplateInterrupted, is_true
+from runner.templating import TemplateContext, TemplateError, TemplateInterrupted, is_true
 
 STOP_GRACE_S = 10.0
 """How long a task stopped for a timeout has, after SIGTERM, before it is killed."""
@@ -101,6 +101,7 @@ class Outcome:
     container_id: str | None = None
     outputs: Mapping[str, Any] = field(default_factory=dict)
     timed_out: bool = False  # stopped by the task's `timeout:` (its exit code is not its own)
+    retryable: bool = True  # False when another try would fail alike (a template, the policy)
     node: str | None = None  # where it ran (Backend.node_of)
 
 
@@ -186,7 +187,7 @@ class Attempts:
         return self._finish(run_id, node.id, attempt, outcome, log)
 
     def _retried(self, task: Task, outcome: Outcome, tries: int) -> bool:
-        if outcome.state is not TaskState.FAILED or task.retry is None:
+        if outcome.state is not TaskState.FAILED or task.retry is None or not outcome.retryable:
             return False
         if self.control.halt_reason or self.control.cancelled:
             return False
@@ -207,6 +208,7 @@ class Attempts:
         timed_out = threading.Event()
         timer: threading.Timer | None = None
         state, exit_code, error = TaskState.FAILED, None, None
+        retryable = True
         outputs: dict[str, Any] = {}
         placed: str | None = None  # the machine it ran on (Backend.node_of)
         try:
@@ -257,6 +259,8 @@ class Attempts:
         except RunnerError as exc:
             state = TaskState.KILLED if self.control.cancelled else TaskState.FAILED
             error = str(exc)
+            # Rendered again, a template or a refused host path fails the same way.
+            retryable = not isinstance(exc, TemplateError | PolicyError)
         except Exception as exc:  # a bug must not leave the execution hanging
             state, error = TaskState.FAILED, f"internal error: {exc!r}"
             log.exception("task_crashed")
@@ -269,7 +273,15 @@ class Attempts:
                 placed = self._node_quietly(container_id, log)
                 self._remove_quietly(container_id, log)
         outcome = Outcome(
-            state, error, exit_code, started_at, container_id, outputs, timed_out.is_set(), placed
+            state,
+            error,
+            exit_code,
+            started_at,
+            container_id,
+            outputs,
+            timed_out.is_set(),
+            retryable,
+            placed,
         )
         return outcome, run_id
 

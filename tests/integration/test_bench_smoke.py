@@ -21,11 +21,12 @@ SMALLEST = [
     "--log-lines", "200",
     "--plan-tasks", "20",
     "--memory-tasks", "2",
+    "--startup-runs", "1",
     "--json-only",
 ]  # fmt: skip
 
 
-def test_the_benchmark_reports_all_five_rows(docker_client: object, tmp_path: Path) -> None:
+def test_the_benchmark_reports_every_group(docker_client: object, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(REPO / "bench" / "overhead.py"), *SMALLEST],
         cwd=tmp_path,
@@ -36,11 +37,24 @@ def test_the_benchmark_reports_all_five_rows(docker_client: object, tmp_path: Pa
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     rows = report["rows"]
-    assert {row["group"] for row in rows} == {"chain", "fanout", "logs", "planning", "memory"}
+    assert {row["group"] for row in rows} == {
+        "chain",
+        "fanout",
+        "logs",
+        "planning",
+        "memory",
+        "startup",
+    }
     by_name = {row["row"]: row for row in rows}
-    assert {"chain 1", "fan-out 2 c=2", "logs sqlite", "logs postgres", "planning 20"} <= set(
-        by_name
-    )
+    assert {
+        "chain 1",
+        "fan-out 2 c=2",
+        "logs sqlite",
+        "logs postgres",
+        "planning 20",
+        "startup --help",
+        "startup validate",
+    } <= set(by_name)
     for row in rows:
         if row["kind"] == "skipped":  # only the Postgres row, without a server
             assert row["row"] == "logs postgres" and row["reason"].startswith("skipped")

@@ -68,7 +68,7 @@ def _rendering(store: Store) -> Callable[[], bool]:
     """Whether the only execution has a task run of `bomb`: made just before rendering."""
 
     def check() -> bool:
-        found = store.list_executions()
+        found = store.list_executions().items
         return bool(found) and any(
             run.task_id == "bomb" for run in store.get_execution(found[0].id).task_runs
         )
@@ -117,7 +117,7 @@ def test_runner_kill_from_another_process_ends_a_render(
     proc = cli.popen("run", str(flow))
     try:
         _wait_for("the render to start", _rendering(store))
-        execution_id = store.list_executions()[0].id
+        execution_id = store.list_executions().items[0].id
         begun = time.monotonic()
         killed = cli("kill", execution_id[:8])
         assert killed.returncode == 0, killed.stderr
@@ -158,7 +158,7 @@ def test_a_signal_ends_a_render(
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    execution_id = store.list_executions()[0].id
+    execution_id = store.list_executions().items[0].id
     assert store.get_execution(execution_id).state.value == "KILLED"
     assert _runs(store, execution_id)["bomb"][0] == "KILLED"
     assert labelled(docker_client, execution_id) == ([], [])

@@ -175,6 +175,19 @@ def test_exit_codes_outside_on_exit_codes_are_not_retried(store: Store, tmp_path
     assert _rows(store, result.execution_id) == [("bad", 1, "RETRYING"), ("bad", 2, "FAILED")]
 
 
+def test_a_template_that_fails_to_render_is_not_retried(store: Store, tmp_path: Path) -> None:
+    """Rendered again it would fail again: one attempt, FAILED, no container started."""
+    backend = FakeBackend()
+    flow = _load(
+        "id: f\ntasks:\n"
+        "- {id: bad, image: i, retry: {attempts: 3, delay: 0s}, command: \"{{ 1 // 0 }}\"}\n",
+        tmp_path,
+    )
+    result = run_flow(flow, store=store, backend=backend)
+    assert _rows(store, result.execution_id) == [("bad", 1, "FAILED")]
+    assert "ZeroDivisionError" in (result.tasks[0].error or "") and backend.started == []
+
+
 def test_cancel_ends_a_retry_delay(store: Store, tmp_path: Path) -> None:
     import threading
 

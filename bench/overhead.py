@@ -20,6 +20,12 @@ reports the median of the per-pair ratios with their range. Rows (the groups of 
                 lines from a history of 100,000 executions and 10 M lines in Postgres
                 (median ms), and 200 one-task executions POSTed at once against the raw
                 fan-out at the same concurrency (see bench/serving.py)
+    swarm       (optional: `--only swarm`, not part of the default run) the Swarm backend on
+                the three-node test swarm of tests/integration/swarm.py (started for the
+                run, ~25 s, unless --swarm-host names a manager): a chain of N tasks vs
+                N sequential raw service calls (bench/swarm_raw.py: create, poll the task
+                to its end, read its logs, remove), and a fan-out of M `workspace: false`
+                tasks at concurrency C vs the same calls in a pool of C threads
 
 The raw baseline uses docker-py's low-level `docker.APIClient`, as the runner does, and does
 per task what a fair minimal runner must: create the container with the same `/bin/sh -c`
@@ -77,6 +83,8 @@ TRIVIAL_COMMAND = "echo ok"
 LINE_BYTES = 100  # 99 characters and a newline
 BENCH_LABEL = "io.runner.bench"  # on the raw side's containers, to sweep them up on errors
 GROUPS = ("chain", "fanout", "logs", "planning", "memory", "startup", "server")
+OPTIONAL_GROUPS = ("swarm",)
+"""Run only when asked (`--only swarm`): it starts a three-node swarm and takes ~15 min."""
 
 TARGETS = {
     "chain": 1.15,  # runner time / raw time, at most
@@ -85,6 +93,8 @@ TARGETS = {
     "planning": 1.0,  # CPU seconds, under
     "memory": 150.0,  # MB of peak RSS, under
     "startup --help": 0.15,  # seconds beyond `python -c pass`, at most
+    "swarm chain": 1.15,  # runner time / raw Swarm service calls, at most
+    "swarm fanout": 1.10,
     "startup validate": 0.35,
     "server executions page": 50.0,  # ms, under
     "server logs page": 50.0,  # ms, under
@@ -105,6 +115,10 @@ class Sizes:
     memory_tasks: int = 1_000
     memory_concurrency: int = 8
     startup_runs: int = 10
+    swarm_pairs: int = 3
+    swarm_chain: int = 20
+    swarm_fanout: int = 60
+    swarm_concurrency: int = 8
 
 
 QUICK = Sizes(
@@ -118,6 +132,10 @@ QUICK = Sizes(
     plan_runs=1,
     memory_tasks=16,
     startup_runs=2,
+    swarm_pairs=1,
+    swarm_chain=3,
+    swarm_fanout=6,
+    swarm_concurrency=3,
 )
 
 
@@ -144,6 +162,11 @@ def fanout_flow(n: int) -> str:
         f"id: bench_fanout\ntasks:\n  - id: f\n    image: {IMAGE}\n"
         f"    command: {json.dumps(TRIVIAL_COMMAND)}\n    matrix: {{i: [{values}]}}\n"
     )
+
+
+def free_fanout_flow(n: int) -> str:
+    """fanout_flow with `workspace: false`: tasks a multi-host backend may place anywhere."""
+    return fanout_flow(n).replace("    matrix:", "    workspace: false\n    matrix:")
 
 
 def logs_command(lines: int) -> str:
@@ -417,6 +440,89 @@ def bench_logs_postgres(
             store.close()
 
 
+@contextlib.contextmanager
+def swarm_manager(host: str | None) -> Iterator[str]:
+    """The URL of a Swarm manager: `host`, or the test swarm's, started for the run."""
+    if host:
+        yield host
+        return
+    from tests.integration.swarm import swarm_cluster
+
+    outer = docker.from_env()
+    try:
+        with swarm_cluster(outer, images=(IMAGE,)) as cluster:
+            say(cluster.summary())
+            yield cluster.manager_url
+    finally:
+        outer.close()
+
+
+def bench_swarm(work: Path, sizes: Sizes, host: str | None) -> list[dict[str, Any]]:
+    """The Swarm backend against bench/swarm_raw.py's raw service calls, on one swarm."""
+    from bench import swarm_raw
+    from runner.backends.swarm import SwarmBackend
+
+    rows = []
+    with swarm_manager(host) as url:
+        raw_api = docker.APIClient(base_url=url, version="auto", timeout=120, max_pool_size=64)
+        client = docker.DockerClient(base_url=url, version="auto", timeout=120, max_pool_size=64)
+        try:
+            swarm_raw.run_job(raw_api)  # the first task on a node pays for what others do not
+
+            def runner(flow: Path, store: Store, concurrency: int | None = None) -> str:
+                backend = SwarmBackend(client, registry_address="", constraints=())
+                try:
+                    result = api.run_flow(
+                        flow, store=store, backend=backend, concurrency=concurrency
+                    )
+                finally:
+                    backend.close()
+                if not result.ok:
+                    failed = [t.error for t in result.tasks if t.error]
+                    raise AssertionError(f"{flow.name}: {result.state.value}: {failed[:1]}")
+                return result.execution_id
+
+            chain = work / "swarm-chain.yml"
+            chain.write_text(chain_flow(sizes.swarm_chain))
+            say(f"swarm chain: {sizes.swarm_chain} tasks, {sizes.swarm_pairs} pairs")
+            pairs = Pairs()
+            with sqlite_store(work, "swarm-chain") as store:
+                pairs.measure(
+                    sizes.swarm_pairs,
+                    lambda: runner(chain, store),
+                    lambda: swarm_raw.run_chain(raw_api, sizes.swarm_chain),
+                )
+            what = "Swarm backend time / raw time of sequential service create/poll/logs/remove"
+            name = f"swarm chain {sizes.swarm_chain}"
+            rows.append(
+                time_row("swarm", name, pairs, sizes.swarm_chain, TARGETS["swarm chain"], what)
+            )
+            rows[-1]["per_task_s"] = round(rows[-1]["runner_s"] / sizes.swarm_chain, 3)
+
+            fanout = work / "swarm-fanout.yml"
+            fanout.write_text(free_fanout_flow(sizes.swarm_fanout))
+            c = sizes.swarm_concurrency
+            say(f"swarm fan-out: {sizes.swarm_fanout} workspace: false tasks at c={c}")
+            pairs = Pairs()
+            with sqlite_store(work, "swarm-fanout") as store:
+                pairs.measure(
+                    sizes.swarm_pairs,
+                    lambda: runner(fanout, store, c),
+                    lambda: swarm_raw.run_fanout(raw_api, sizes.swarm_fanout, c),
+                )
+            what = f"Swarm backend time / raw time of the same calls in a pool of {c} threads"
+            name = f"swarm fan-out {sizes.swarm_fanout} c={c}"
+            row = time_row("swarm", name, pairs, sizes.swarm_fanout, TARGETS["swarm fanout"], what)
+            row["concurrency"] = c
+            row["per_task_s"] = round(row["runner_s"] / sizes.swarm_fanout, 3)
+            rows.append(row)
+        finally:
+            swarm_raw.sweep(raw_api)
+            raw_api.close()
+            client.close()
+    return rows
+
+
 def bench_planning(work: Path, sizes: Sizes) -> dict[str, Any]:
     flow = work / "plan.yml"
     flow.write_text(plan_flow(sizes.plan_tasks))
@@ -652,7 +758,18 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
         "--startup-runs", type=int, help="runs of each start-up command (and of python -c pass)"
     )
     parser.add_argument(
-        "--only", action="append", choices=GROUPS, help="run only this row group (repeat)"
+        "--only",
+        action="append",
+        choices=(*GROUPS, *OPTIONAL_GROUPS),
+        help="run only this row group (repeat); `swarm` runs only when named",
+    )
+    parser.add_argument("--swarm-pairs", type=int, help="A/B pairs of the swarm rows")
+    parser.add_argument("--swarm-chain", type=int, help="tasks of the swarm chain")
+    parser.add_argument("--swarm-fanout", type=int, help="tasks of the swarm fan-out")
+    parser.add_argument(
+        "--swarm-host",
+        default=os.environ.get("RUNNER_BENCH_SWARM"),
+        help="a Swarm manager's URL for the swarm rows (default: start the test swarm)",
     )
     parser.add_argument(
         "--postgres-url",
@@ -673,6 +790,9 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
         "plan_runs": args.plan_runs,
         "memory_tasks": args.memory_tasks,
         "startup_runs": args.startup_runs,
+        "swarm_pairs": args.swarm_pairs,
+        "swarm_chain": args.swarm_chain,
+        "swarm_fanout": args.swarm_fanout,
     }
     sizes = replace(sizes, **{k: v for k, v in given.items() if v is not None})
     return sizes, args
@@ -709,6 +829,8 @@ def main(argv: list[str] | None = None) -> int:
                 import serving  # bench/serving.py: it imports this module
 
                 rows += serving.rows(args.quick, server_url=args.postgres_url)
+            if "swarm" in only:
+                rows += bench_swarm(work, sizes, args.swarm_host)
         finally:
             for leftover in client.containers(all=True, filters={"label": BENCH_LABEL}):
                 with contextlib.suppress(docker.errors.NotFound):  # another run's, gone

@@ -669,7 +669,10 @@ def _prepare_restart(
             )
         # The files the succeeded tasks wrote are gone with it: they run again too.
         restart = RestartPlan(
-            reused={}, rerun=tuple(plan.order), first_attempt=restart.first_attempt
+            reused={},
+            rerun=tuple(plan.order),
+            first_attempt=restart.first_attempt,
+            workspace_gone=True,
         )
         workspace_files = _pack_workspace_files(loaded, {})
     store.reopen_execution(record.id, owner)
@@ -1446,7 +1449,7 @@ class Info:
     database_error: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        engine = None
+        engine: dict[str, Any] | None = None
         if self.engine is not None:
             engine = {
                 "name": self.engine.name,
@@ -1455,6 +1458,19 @@ class Info:
                 "address": self.engine.address,
                 "chosen_by": self.engine.chosen_by,
             }
+            if self.engine.nodes:
+                engine["nodes"] = [
+                    {
+                        "name": n.name,
+                        "id": n.id,
+                        "role": n.role,
+                        "state": n.state,
+                        "availability": n.availability,
+                        "address": n.address,
+                        "task_runs": n.task_runs,
+                    }
+                    for n in self.engine.nodes
+                ]
         schema = None
         if self.schema is not None:
             schema = {

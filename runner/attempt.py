@@ -102,6 +102,7 @@ class Outcome:
     outputs: Mapping[str, Any] = field(default_factory=dict)
     timed_out: bool = False  # stopped by the task's `timeout:` (its exit code is not its own)
     retryable: bool = True  # False when another try would fail alike (a template, the policy)
+    node: str | None = None  # where it ran (Backend.node_of)
 
 
 def _now() -> datetime:
@@ -260,6 +261,7 @@ class Attempts:
         state, exit_code, error = TaskState.FAILED, None, None
         retryable = True
         outputs: dict[str, Any] = {}
+        placed: str | None = None  # the machine it ran on (Backend.node_of)
         try:
             if self.control.cancelled or self.control.halt_reason:
                 reason = self.control.halt_reason or "killed before it started"
@@ -319,6 +321,7 @@ class Attempts:
             if container_id is not None:
                 with self._lock:
                     self._running.pop(node.id, None)
+                placed = self._node_quietly(container_id, log)
                 self._remove_quietly(container_id, log)
         outcome = Outcome(
             state,
@@ -329,6 +332,7 @@ class Attempts:
             outputs,
             timed_out.is_set(),
             retryable,
+            placed,
         )
         return outcome, run_id
 
@@ -352,6 +356,7 @@ class Attempts:
         task = ctx.flow.task(dag.task_id_of(node_id))
         outputs: dict[str, Any] = {}
         exit_code: int | None = None
+        placed: str | None = None
         with self._lock:
             self._running[node_id] = container_id
         try:
@@ -376,9 +381,10 @@ class Attempts:
         finally:
             with self._lock:
                 self._running.pop(node_id, None)
+            placed = self._node_quietly(container_id, log)
             self._remove_quietly(container_id, log)
         self.log_writer.flush()
-        outcome = Outcome(state, error, exit_code, started_at, container_id, outputs)
+        outcome = Outcome(state, error, exit_code, started_at, container_id, outputs, node=placed)
         return self._finish(task_run_id, node_id, attempt, outcome, log)
 
     # -- stopping what runs ----------------------------------------------------------------
@@ -412,6 +418,13 @@ class Attempts:
             self.backend.stop(container_id, STOP_GRACE_S)
         except BackendError as exc:
             log.warning("stop_failed", task_id=node_id, error=str(exc))
+
+    def _node_quietly(self, container_id: str, log: Any) -> str | None:
+        try:
+            return self.backend.node_of(container_id)
+        except BackendError as exc:
+            log.warning("node_unknown", error=str(exc))
+            return None
 
     def _remove_quietly(self, container_id: str, log: Any) -> None:
         try:
@@ -547,6 +560,7 @@ class Attempts:
             error=outcome.error,
             ended_at=ended_at,
             outputs=dict(outcome.outputs) if outcome.outputs else None,
+            node=outcome.node,
         )
         started_at = outcome.started_at
         duration = (ended_at - started_at).total_seconds() if started_at else None
@@ -556,6 +570,7 @@ class Attempts:
             exit_code=outcome.exit_code,
             duration_s=round(duration, 3) if duration is not None else None,
             **({"error": outcome.error} if outcome.error else {}),
+            **({"node": outcome.node} if outcome.node else {}),
         )
         return TaskResult(
             task_id=node_id,
@@ -567,6 +582,7 @@ class Attempts:
             ended_at=ended_at,
             container_id=outcome.container_id,
             outputs=dict(outcome.outputs),
+            node=outcome.node,
         )
 
 

@@ -275,9 +275,15 @@ def restart(
 
         def announce(execution_id: str, plan: RestartPlan) -> None:
             reused = len(plan.reused)
+            gone = (
+                " from its first task: its workspace is gone (removed by a kill or `runner gc`,"
+                " or lost with its node), and the files of earlier tasks with it"
+                if plan.workspace_gone
+                else ""
+            )
             click.echo(
                 f"execution {execution_id}: rerunning {len(plan.rerun)} task run(s)"
-                f"{f', reusing {reused}' if reused else ''}"
+                f"{f', reusing {reused}' if reused else ''}{gone}"
             )
 
         result = api.restart_execution(
@@ -502,7 +508,10 @@ def show(execution: str, db_url: str | None, as_json: bool) -> None:
         console.print(f"error      {record.error}")
     console.print()
     table = Table(box=None, pad_edge=False)
-    for column in ("TASK", "ATTEMPT", "STATE", "EXIT", "DURATION", "IMAGE", "ERROR"):
+    # NODE only where a backend of several machines placed the task runs (Swarm)
+    nodes = any(run.node for run in record.task_runs)
+    columns = ("TASK", "ATTEMPT", "STATE", "EXIT", "DURATION", *(("NODE",) if nodes else ()))
+    for column in (*columns, "IMAGE", "ERROR"):
         table.add_column(column)
     for run in record.task_runs:
         table.add_row(
@@ -511,6 +520,7 @@ def show(execution: str, db_url: str | None, as_json: bool) -> None:
             _styled(run.state),
             "" if run.exit_code is None else str(run.exit_code),
             _duration(run.duration_s),
+            *((run.node or "",) if nodes else ()),
             run.image or "",
             run.error or "",
         )
@@ -615,6 +625,15 @@ def _print_info(found: Info) -> None:
         if engine.chosen_by:
             click.echo(f"           chosen because {engine.chosen_by}")
         click.echo(f"engine os  {engine.os}")
+        if engine.nodes:
+            width = max(len(n.name) for n in engine.nodes)
+            click.echo(f"nodes      {len(engine.nodes)}")
+            for n in engine.nodes:
+                runs = "1 task run" if n.task_runs == 1 else f"{n.task_runs} task runs"
+                click.echo(
+                    f"  {n.name:<{width}}  {n.role:<7}  {n.state:<12}  {n.availability:<6}  "
+                    f"{runs}  {n.address}"
+                )
     else:
         click.echo(f"engine     unreachable: {found.engine_error}")
     click.echo(f"database   {found.database}")

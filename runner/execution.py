@@ -109,7 +109,8 @@ class ContainerSpec:
     command: tuple[str, ...] | None
     env: Mapping[str, str]
     labels: Mapping[str, str]
-    workspace: str  # the name of the execution's workspace (Workspace.name), at WORKSPACE_PATH
+    workspace: str | None  # the execution's workspace (Workspace.name) at WORKSPACE_PATH;
+    # None: the task has `workspace: false` (no workspace; may run on any node)
     mounts: tuple[Mount, ...] = ()
     files: tuple[FileToCopy, ...] = ()
     working_dir: str = "/workspace"
@@ -163,6 +164,7 @@ class TaskResult:
     ended_at: datetime | None = None
     container_id: str | None = None
     outputs: Mapping[str, Any] = field(default_factory=dict)
+    node: str | None = None  # the machine it ran on (Swarm), None for one engine
 
 
 @dataclass(frozen=True)

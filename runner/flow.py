@@ -221,6 +221,9 @@ class _TaskFields(_Model):
     allow_failure: bool = False
     cpus: float | None = Field(default=None, gt=0, le=1024)
     memory: MemorySize | None = None
+    # false: no /workspace (neither the flow's files nor other tasks' files), so that a
+    # multi-host backend may run the task on any node; the Docker backend runs it alike
+    workspace: bool = Field(default=True, strict=True)
 
     @field_validator("cpus", mode="before")
     @classmethod
@@ -357,6 +360,11 @@ class Task(_TaskFields):
             raise ValueError("interpreter must not be empty")
         if isinstance(self.command, tuple) and not self.command:
             raise ValueError("command must not be an empty list")
+        if self.artifacts and not self.workspace:
+            raise ValueError(
+                "artifacts are copied out of the workspace, which `workspace: false` removes:"
+                " drop one of the two"
+            )
         return self
 
     def _check_pause(self) -> Task:

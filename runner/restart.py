@@ -26,6 +26,7 @@ class RestartPlan:
     reused: Mapping[str, TaskResult]  # node id -> its successful result, kept
     rerun: tuple[str, ...]  # node ids that run again, in plan order
     first_attempt: Mapping[str, int]  # node id -> the attempt number its rerun starts at
+    workspace_gone: bool = False  # its workspace was removed or lost: everything reruns
 
 
 def plan_restart(

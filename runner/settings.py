@@ -47,6 +47,27 @@ BACKEND_ENV = "RUNNER_BACKEND"
 DEFAULT_BACKEND = "docker"
 """Which backend runs the containers (see `runner.backends.BACKENDS`)."""
 
+# -- the Swarm backend ---------------------------------------------------------------------
+
+REGISTRY_ENV = "RUNNER_REGISTRY"
+"""Where the Swarm backend pushes the images of `build:` tasks (`HOST[:PORT]`, e.g. the
+swarm's own `registry` service as `127.0.0.1:5000`); its nodes pull them from there by
+digest. Unset: a flow with `build:` fails on Swarm, naming this variable."""
+
+SWARM_CONSTRAINTS_ENV = "RUNNER_SWARM_CONSTRAINTS"
+"""Swarm placement constraints every task obeys, comma-separated, in Swarm's own syntax:
+`node.labels.pool==etl,node.role!=manager`. Also decides where workspaces go."""
+
+SWARM_HELPER_IMAGE_ENV = "RUNNER_SWARM_HELPER_IMAGE"
+DEFAULT_SWARM_HELPER_IMAGE = "debian:bookworm-slim"
+"""The image of the Swarm backend's helper tasks (they fill, read and remove workspaces on
+a node): it needs sh, bash, tar, base64, cp and perl; every node must be able to get it."""
+
+SWARM_PENDING_SECONDS_ENV = "RUNNER_SWARM_PENDING_SECONDS"
+DEFAULT_SWARM_PENDING_SECONDS = 60.0
+"""How long a Swarm task may stay pending because no node fits it (a constraint nobody
+meets, every eligible node down) before it fails with Swarm's reason."""
+
 # -- output ---------------------------------------------------------------------------------
 
 LOG_FORMAT_ENV = "RUNNER_LOG_FORMAT"
@@ -357,6 +378,35 @@ def flows_dir(environ: Mapping[str, str] | None = None) -> Path:
 def api_token(environ: Mapping[str, str] | None = None) -> str | None:
     """The token a client sends to a server, or None when unset."""
     return text(API_TOKEN_ENV, environ=environ) or None
+
+
+def registry(environ: Mapping[str, str] | None = None) -> str:
+    """RUNNER_REGISTRY without a scheme or a trailing slash ("" when unset)."""
+    raw = text(REGISTRY_ENV, environ=environ)
+    for scheme in ("https://", "http://"):
+        raw = raw.removeprefix(scheme)
+    if raw and (any(c.isspace() for c in raw) or not raw.strip("/")):
+        raise SettingError(
+            f"{REGISTRY_ENV} must be a registry address like registry.example.com:5000, "
+            f"not {_shown(raw)}"
+        )
+    return raw.rstrip("/")
+
+
+def swarm_constraints(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """RUNNER_SWARM_CONSTRAINTS as a tuple of constraints (checked by the Swarm backend)."""
+    raw = text(SWARM_CONSTRAINTS_ENV, environ=environ)
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def swarm_helper_image(environ: Mapping[str, str] | None = None) -> str:
+    return text(SWARM_HELPER_IMAGE_ENV, DEFAULT_SWARM_HELPER_IMAGE, environ=environ)
+
+
+def swarm_pending_seconds(environ: Mapping[str, str] | None = None) -> float:
+    return seconds(
+        SWARM_PENDING_SECONDS_ENV, DEFAULT_SWARM_PENDING_SECONDS, allow_zero=False, environ=environ
+    )
 
 
 def debug(environ: Mapping[str, str] | None = None) -> bool:

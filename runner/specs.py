@@ -213,7 +213,7 @@ def build_spec(
         command=command,
         env=env,
         labels=labels,
-        workspace=ctx.workspace,
+        workspace=ctx.workspace if task.workspace else None,
         mounts=tuple(parse_mount(v, ctx.base_dir) for v in task.volumes),
         files=files,
         working_dir=task.working_dir,

@@ -23,6 +23,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.docker)
+        # every test on the test swarm, whichever module: `-m swarm` / `-m "not swarm"`
+        if "swarm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.swarm)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 BACKENDS: dict[str, str] = {
     "docker": "runner.backends.docker:DockerBackend",
+    "swarm": "runner.backends.swarm:SwarmBackend",
 }
 
 

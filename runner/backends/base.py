@@ -32,6 +32,19 @@ ProgressCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class NodeInfo:
+    """One machine of a multi-host backend (a Swarm node), as `runner info` shows it."""
+
+    name: str  # its hostname, as task runs record it
+    id: str
+    role: str  # "manager" or "worker"
+    state: str  # the cluster's view: "ready", "down", "disconnected", ...
+    availability: str  # "active", "pause" or "drain"
+    address: str
+    task_runs: int  # runner's task runs (and helper tasks) placed there and not ended
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     """What `runner info` says about the engine a backend drives."""
 
@@ -41,6 +54,7 @@ class EngineInfo:
     os: str  # the engine host's operating system
     address: str  # where it is reached, as the user would write DOCKER_HOST
     chosen_by: str = ""  # why this engine: "DOCKER_HOST is set", "the current context of ..."
+    nodes: tuple[NodeInfo, ...] = ()  # a multi-host backend's machines; () for one engine
 
 
 class Workspace(Protocol):
@@ -92,7 +106,9 @@ class Backend(Protocol):
         `labels` mark what the backend creates for it, for `cleanup` and `list_managed`."""
 
     def start(self, spec: ContainerSpec) -> str:
-        """Create the container, copy `spec.files` in, start it; return its id."""
+        """Create the container, copy `spec.files` in, start it; return its id. The
+        workspace `spec.workspace` is mounted at /workspace (none when it is None: the
+        task said `workspace: false`, and a multi-host backend may then place it anywhere)."""
 
     def logs(self, container_id: str) -> Iterator[LogLine]:
         """Yield every line the container writes until it exits and its output is drained.
@@ -109,6 +125,11 @@ class Backend(Protocol):
 
     def kill(self, container_id: str) -> None:
         """Kill a running container; one that already ended is not an error."""
+
+    def node_of(self, container_id: str) -> str | None:
+        """The name of the machine the container was placed on (a Swarm node's hostname),
+        None for a backend of one engine or a container not placed yet. Asked once the
+        attempt has ended, before `remove`."""
 
     def remove(self, container_id: str) -> None:
         """Remove a container; a missing one is not an error."""

@@ -375,7 +375,9 @@ class DockerBackend:
     # -- containers ---------------------------------------------------------------------
 
     def start(self, spec: ContainerSpec) -> str:
-        mounts = [DockerMount(WORKSPACE_PATH, spec.workspace, type="volume")]
+        mounts = []
+        if spec.workspace is not None:
+            mounts.append(DockerMount(WORKSPACE_PATH, spec.workspace, type="volume"))
         for m in spec.mounts:
             source = m.source
             if m.kind == "bind":
@@ -564,6 +566,9 @@ class DockerBackend:
             raise _translate(exc, f"kill container {container_id[:12]}", self._host) from exc
         except _ENGINE_ERRORS as exc:
             raise _translate(exc, f"kill container {container_id[:12]}", self._host) from exc
+
+    def node_of(self, container_id: str) -> str | None:
+        return None  # one engine: there is no node to tell apart
 
     def remove(self, container_id: str) -> None:
         self._remove_container(container_id)

@@ -61,6 +61,7 @@ class FakeBackend:
         self._lock = threading.Lock()
         self.max_running = 0
         self._running = 0
+        self.node: str | None = None
 
     def check(self) -> None:
         pass
@@ -110,6 +111,10 @@ class FakeBackend:
     def kill(self, container_id: str) -> None:
         self.killed.append(container_id)
         self._containers[container_id].killed.set()
+
+    def node_of(self, container_id: str) -> str | None:
+        """`self.node`: None, as one engine; a name to play a backend of several machines."""
+        return self.node
 
     def remove(self, container_id: str) -> None:
         self.removed.append(container_id)

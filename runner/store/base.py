@@ -206,9 +206,11 @@ class Store(Protocol):
         error: str | None = None,
         ended_at: datetime | None = None,
         outputs: Mapping[str, Any] | None = None,
+        node: str | None = None,
     ) -> None:
-        """Record how a task run ended (`ended_at` defaults to now). Outputs with a number
-        that is not finite are a StoreError. NotFoundError for an unknown id."""
+        """Record how a task run ended (`ended_at` defaults to now) and, for a backend of
+        several machines, the `node` it ran on (left as it was when None). Outputs with a
+        number that is not finite are a StoreError. NotFoundError for an unknown id."""
         ...
 
     def record_skipped(

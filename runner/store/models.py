@@ -174,6 +174,7 @@ class TaskRunRow(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     image: Mapped[str | None] = mapped_column(Text)
     container_id: Mapped[str | None] = mapped_column(String(128))
+    node: Mapped[str | None] = mapped_column(String(255))  # the Swarm node it ran on
     error: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[dict[str, Any] | None] = mapped_column(JSONValue)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -108,6 +108,7 @@ class TaskRunRecord:
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+    node: str | None = None  # the machine it ran on (a Swarm node); None on one engine
 
     @property
     def duration_s(self) -> float | None:

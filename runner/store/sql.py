@@ -795,6 +795,7 @@ class SqlStore:
         error: str | None = None,
         ended_at: datetime | None = None,
         outputs: Mapping[str, Any] | None = None,
+        node: str | None = None,
     ) -> None:
         """Record how a task run ended (`ended_at` defaults to now)."""
         self._update_task_run(
@@ -807,6 +808,7 @@ class SqlStore:
             outputs=None
             if outputs is None
             else clean_json(dict(outputs), f"the outputs of task run {task_run_id}"),
+            **({"node": clean_text(node)} if node is not None else {}),
         )
 
     def record_skipped(
@@ -1353,6 +1355,7 @@ def _task_run_record(row: Any) -> TaskRunRecord:
         exit_code=row.exit_code,
         image=row.image,
         container_id=row.container_id,
+        node=row.node,
         error=row.error,
         outputs=row.outputs,
         created_at=row.created_at,

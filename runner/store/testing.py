@@ -530,6 +530,7 @@ class InMemoryStore:
         error: str | None = None,
         ended_at: datetime | None = None,
         outputs: Mapping[str, Any] | None = None,
+        node: str | None = None,
     ) -> None:
         stored = (
             None
@@ -544,6 +545,7 @@ class InMemoryStore:
             error=None if error is None else clean_text(error),
             ended_at=_utc(ended_at) if ended_at is not None else self._clock(),
             outputs=stored,
+            **({"node": clean_text(node)} if node is not None else {}),
         )
 
     def count_task_run_logs(self, task_run_id: int) -> int:

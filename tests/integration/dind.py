@@ -15,6 +15,11 @@ and certificates in a `certs` volume (DOCKER_TLS_CERTDIR=/certs) and listens wit
 Containers are started from the image id the build returned, not from the tag: other
 test sessions on the same engine may rebuild the tag from another checkout meanwhile.
 
+`launch(outer, name, labels, ...)` is the lower step both `dind_engine` and the test swarm
+(tests/integration/swarm.py) use: one container with its storage volume (and with TLS its
+certs volume) whose engine answers, as a `Launched` that can be started again after a kill
+(`restart`: a new port) and removed with its volumes (`discard`).
+
 Starting: `--privileged` first, as on an ordinary machine. Where the runtime refuses it
 ("unable to apply caps": the host's capability bounding set lacks CAP_SYS_RESOURCE, as in
 some sandboxed VMs), the container is started again with every capability but that one,
@@ -109,22 +114,100 @@ def dind_engine(
     image = build_image(outer)
     timings["build"] = time.monotonic() - started
 
-    name = f"runner-test-dind-{uuid.uuid4().hex[:12]}"
-    labels = {TEST_LABEL: "dind"}
+    started = time.monotonic()
+    engine = launch(
+        outer,
+        f"runner-test-dind-{uuid.uuid4().hex[:12]}",
+        {TEST_LABEL: "dind"},
+        image=image,
+        network=network,
+        aliases=(SERVICE_ALIAS,),
+        tls_dir=tls_dir,
+    )
+    try:
+        timings["start_to_ping"] = time.monotonic() - started
+        started = time.monotonic()
+        for reference in images:
+            load_image(outer, engine.client, reference)
+        timings["load_images"] = time.monotonic() - started
+        yield DindEngine(
+            url=engine.url,
+            client=engine.client,
+            container=engine.container,
+            mode=engine.mode,
+            storage_driver=str(engine.client.info().get("Driver", "?")),
+            timings=timings,
+            certs_volume=engine.certs_volume.name if engine.certs_volume is not None else None,
+            tls_dir=tls_dir,
+        )
+    finally:
+        engine.discard()
+
+
+@dataclass
+class Launched:
+    """A dind container whose engine answers, with the volume under its /var/lib/docker
+    (and with TLS the certs volume). `url` and `client` change when the container is
+    started again (`restart`): the port published on 127.0.0.1 is a new one."""
+
+    container: Any  # docker.models.containers.Container of the outer engine
+    volume: Any  # docker.models.volumes.Volume of the outer engine
+    mode: str  # "privileged" or "fallback"
+    url: str
+    client: docker.DockerClient
+    certs_volume: Any = None  # with TLS: docker.models.volumes.Volume holding ca/, server/, client/
+    tls: TLSConfig | None = None  # with TLS: how the client reaches the engine
+
+    def restart(self) -> None:
+        """Start the (stopped or killed) container again and wait for its engine."""
+        self.client.close()
+        self.container.start()
+        port = DIND_TLS_PORT if self.tls is not None else DIND_PORT
+        self.url = f"tcp://127.0.0.1:{published_port(self.container, port)}"
+        self.client = wait_for_engine(self.url, self.container, tls=self.tls)
+
+    def discard(self) -> None:
+        """Close the client, remove the container, then its volumes; never raises for what
+        is already gone."""
+        self.client.close()
+        remove_container(self.container)
+        for volume in (self.volume, self.certs_volume):
+            if volume is not None:
+                with suppress(docker.errors.NotFound):
+                    volume.remove(force=True)
+
+
+def launch(
+    outer: docker.DockerClient,
+    name: str,
+    labels: dict[str, str],
+    *,
+    image: str = DIND_IMAGE,
+    network: str | None = None,
+    aliases: Sequence[str] = (),
+    hostname: str | None = None,
+    binds: Sequence[str] = (),
+    tls_dir: Path | None = None,
+) -> Launched:
+    """Start a dind container `name` (`image` already built) with a new volume of the same
+    name, optionally on a user `network` (known there by `aliases` besides its name) under
+    `hostname`, with more `binds`, and with `tls_dir` as GitLab's docker:dind (the client
+    files copied there); wait for its engine. On any failure remove what was created."""
     volume = outer.volumes.create(name, labels=labels)
     certs = outer.volumes.create(f"{name}-certs", labels=labels) if tls_dir else None
     container = None
-    inner = None
     try:
-        started = time.monotonic()
         container, mode = start_container(
             outer,
             name,
             volume.name,
             labels,
             image=image,
-            certs_volume=certs.name if certs else None,
+            certs_volume=certs.name if certs is not None else None,
             network=network,
+            aliases=aliases,
+            hostname=hostname,
+            binds=binds,
         )
         tls = None
         if tls_dir is not None:
@@ -132,30 +215,23 @@ def dind_engine(
             tls = copy_client_certs(container, tls_dir)
         else:
             url = f"tcp://127.0.0.1:{published_port(container)}"
-        inner = wait_for_engine(url, container, tls=tls)
-        timings["start_to_ping"] = time.monotonic() - started
-        started = time.monotonic()
-        for reference in images:
-            load_image(outer, inner, reference)
-        timings["load_images"] = time.monotonic() - started
-        yield DindEngine(
-            url=url,
-            client=inner,
-            container=container,
-            mode=mode,
-            storage_driver=str(inner.info().get("Driver", "?")),
-            timings=timings,
-            certs_volume=certs.name if certs else None,
-            tls_dir=tls_dir,
-        )
-    finally:
-        if inner is not None:
-            inner.close()
+        client = wait_for_engine(url, container, tls=tls)
+    except BaseException:
         if container is not None:
             remove_container(container)
         volume.remove(force=True)
         if certs is not None:
             certs.remove(force=True)
+        raise
+    return Launched(
+        container=container,
+        volume=volume,
+        mode=mode,
+        url=url,
+        client=client,
+        certs_volume=certs,
+        tls=tls,
+    )
 
 
 def build_image(outer: docker.DockerClient) -> str:
@@ -181,21 +257,28 @@ def start_container(
     image: str = DIND_IMAGE,
     certs_volume: str | None = None,
     network: str | None = None,
+    aliases: Sequence[str] = (SERVICE_ALIAS,),
+    hostname: str | None = None,
+    binds: Sequence[str] = (),
     start: bool = True,
     mode: str | None = None,
 ) -> tuple[Any, str]:
     """Start the dind container privileged, or with the fallback options where the runtime
     refuses --privileged; return it and which of the two worked. `certs_volume`: TLS as
-    GitLab's docker:dind (see the module docstring); `network`: also on that network as
-    `docker`; `start=False`: only create it (a test starts it later), in `mode`
-    ("privileged" or "fallback": what an earlier start returned), which must then work."""
-    data = [f"{volume}:/var/lib/docker:rw"]
+    GitLab's docker:dind (see the module docstring); `network`: also on that network, known
+    there by its name and `aliases` (by default `docker`, as a CI service); `hostname`: the
+    container's (and so the engine's) host name; `binds`: more volumes or folders;
+    `start=False`: only create it (a test starts it later), in `mode` ("privileged" or
+    "fallback": what an earlier start returned), which must then work."""
+    data = [f"{volume}:/var/lib/docker:rw", *binds]
     if certs_volume is not None:
         data.append(f"{certs_volume}:{CERTS_DIR}:rw")
     options: dict[str, Any] = {
         "image": image,
         "certs": certs_volume is not None,
         "network": network,
+        "aliases": aliases,
+        "hostname": hostname,
     }
     if mode == "fallback":
         binds = [*data, "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
@@ -233,6 +316,8 @@ def _create_and_start(
     image: str,
     certs: bool,
     network: str | None,
+    aliases: Sequence[str],
+    hostname: str | None,
     start: bool,
     **host_options: Any,
 ) -> Any:
@@ -241,6 +326,9 @@ def _create_and_start(
     host_config = outer.api.create_host_config(
         # Without TLS (2375) only this machine may reach it.
         port_bindings={port: ("127.0.0.1", None)},
+        # as `docker run --network` sends it: the mode names the network the endpoint
+        # configuration below is for
+        network_mode=network,
         **host_options,
     )
     if not host_options.get("privileged"):
@@ -256,7 +344,7 @@ def _create_and_start(
         environment["DOCKER_TLS_CERTDIR"] = CERTS_DIR
     networking = None
     if network is not None:
-        endpoints = {network: outer.api.create_endpoint_config(aliases=[SERVICE_ALIAS])}
+        endpoints = {network: outer.api.create_endpoint_config(aliases=list(aliases) or None)}
         # the stub wants one EndpointConfig; the engine (and docker-py) take name -> config
         networking = outer.api.create_networking_config(endpoints)  # type: ignore[arg-type]
     created = outer.api.create_container(
@@ -266,6 +354,7 @@ def _create_and_start(
         environment=environment,
         ports=[port],
         host_config=host_config,
+        hostname=hostname,
         networking_config=networking,
     )
     container = outer.containers.get(created["Id"])

@@ -80,6 +80,25 @@ tasks:
     assert len(backend.volumes) == 1  # workspace kept after a failure
 
 
+def test_where_each_task_run_ran_is_recorded_and_a_workspace_false_task_has_none(
+    store: Store, tmp_path: Path
+) -> None:
+    backend = FakeBackend()
+    backend.node = "worker2"
+    flow = _load(
+        "id: f\ntasks:\n- {id: bound, image: i}\n- {id: free, image: i, workspace: false}\n",
+        tmp_path,
+    )
+    result = run_flow(flow, store=store, backend=backend)
+    assert result.ok and {t.node for t in result.tasks} == {"worker2"}
+    assert [r.node for r in store.get_execution(result.execution_id).task_runs] == [
+        "worker2",
+        "worker2",
+    ]
+    bound, free = backend.started
+    assert bound.workspace is not None and free.workspace is None
+
+
 def test_concurrency_limit_is_respected(store: Store, tmp_path: Path) -> None:
     backend = FakeBackend({f"t{i}": Script(seconds=1.0) for i in range(6)})
     tasks = "".join(f"- {{id: t{i}, image: i, depends_on: [root]}}\n" for i in range(6))

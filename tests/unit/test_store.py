@@ -55,7 +55,7 @@ from runner.store.sql import SqlStore
 from runner.store.testing import InMemoryStore, temporary_postgres_database
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
 
 
@@ -280,6 +280,19 @@ def test_finish_task_run_defaults_ended_at_to_now(store: Store) -> None:
     assert run.state is TaskState.KILLED
     assert run.ended_at is not None and run.ended_at >= before - timedelta(seconds=1)
     assert run.image is None and run.exit_code is None and run.outputs is None
+
+
+def test_the_node_a_task_run_ran_on_is_kept(store: Store) -> None:
+    """A backend of several machines (Swarm) says where each task run went; one engine
+    says nothing, and the column stays empty."""
+    execution_id = new_execution(store)
+    placed = store.create_task_run(execution_id=execution_id, task_id="a", attempt=1, image=None)
+    alone = store.create_task_run(execution_id=execution_id, task_id="b", attempt=1, image=None)
+    store.finish_task_run(placed, state=TaskState.SUCCESS, exit_code=0, node="worker1")
+    store.finish_task_run(alone, state=TaskState.SUCCESS, exit_code=0)
+    first, second = store.get_execution(execution_id).task_runs
+    assert (first.node, second.node) == ("worker1", None)
+    assert first.to_dict()["node"] == "worker1" and second.to_dict()["node"] is None
 
 
 def test_retries_are_separate_task_runs_in_order(store: Store) -> None:

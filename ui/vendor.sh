@@ -27,13 +27,17 @@ cp "$nm/@dagrejs/graphlib/LICENSE" "$out/graphlib.LICENSE.txt"   # bundled in da
 strip_map "$nm/@highlightjs/cdn-assets/es/core.min.js" "$out/highlight.core.min.js"
 strip_map "$nm/@highlightjs/cdn-assets/es/languages/yaml.min.js" "$out/highlight.yaml.min.js"
 cp "$nm/@highlightjs/cdn-assets/LICENSE" "$out/highlight.js.LICENSE.txt"
+# The API's interactive page (/docs) is Swagger UI: served from here too, not from a CDN.
+strip_map "$nm/swagger-ui-dist/swagger-ui-bundle.js" "$out/swagger-ui-bundle.js"
+strip_map "$nm/swagger-ui-dist/swagger-ui.css" "$out/swagger-ui.css"
+cp "$nm/swagger-ui-dist/LICENSE" "$out/swagger-ui.LICENSE.txt"
 node -e '
   const lock = require(process.argv[1]);
   const pkgs = lock.packages;
-  for (const name of ["@dagrejs/dagre", "@dagrejs/graphlib", "@highlightjs/cdn-assets"]) {
+  for (const name of ["@dagrejs/dagre", "@dagrejs/graphlib", "@highlightjs/cdn-assets", "swagger-ui-dist"]) {
     const p = pkgs["node_modules/" + name];
     console.log(`${name} ${p.version} ${p.license} ${p.integrity}`);
   }' "$tmp/package-lock.json" > "$out/VERSIONS.txt"
-(cd "$out" && sha256sum -- *.js *.txt > SHA256SUMS)
+(cd "$out" && sha256sum -- *.js *.css *.txt > SHA256SUMS)
 echo "vendored into $out:"
 cat "$out/VERSIONS.txt"

@@ -18,7 +18,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -86,7 +87,7 @@ def create_app(service: Service) -> FastAPI:
         summary="Run YAML flows of containers: executions, logs, artifacts, triggers.",
         version=_version(),
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served below, from the runner's own copy of Swagger UI
         redoc_url=None,
     )
     app.state.service = service
@@ -97,9 +98,23 @@ def create_app(service: Service) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=secured)
     app.mount(UI_PREFIX, create_ui(service))
     app.add_route("/", _to_ui, include_in_schema=False)
+    app.add_route("/docs", _docs, include_in_schema=False)
     _install_error_handlers(app)
     app.add_middleware(_Guard)
     return app
+
+
+def _docs(request: Request) -> HTMLResponse:
+    """The interactive API page, its script and style sheet served by the runner (FastAPI's
+    default page loads them from a CDN, which a machine without internet cannot reach)."""
+    vendor = f"{UI_PREFIX}/static/vendor"
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="runner API",
+        swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+        swagger_css_url=f"{vendor}/swagger-ui.css",
+        swagger_favicon_url=f"{UI_PREFIX}/static/favicon.svg",
+    )
 
 
 def _to_ui(request: Request) -> RedirectResponse:

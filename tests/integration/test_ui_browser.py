@@ -378,3 +378,23 @@ def test_the_list_keeps_its_filters_in_the_url_and_pages_by_cursor(
     page.locator("#confirm-ok").click()
     server.wait_state(failed, "SUCCESS")
     expect(page.locator(f'tr[data-id="{failed}"]')).to_have_count(0)  # no longer FAILED
+
+
+def test_the_api_page_draws_offline_from_the_runners_own_assets(
+    browser: Any, server: Server
+) -> None:
+    """/docs (Swagger UI) draws the API's operations with every request answered by the
+    runner: a machine without internet gets it whole."""
+    context = browser.new_context()
+    asked: list[str] = []
+    context.on("request", lambda request: asked.append(request.url))
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/docs")
+        expect(page.locator(".opblock-summary-path").first).to_be_visible()
+        expect(
+            page.locator(".opblock-summary-path", has_text="/api/v1/executions/{execution_id}")
+        ).not_to_have_count(0)
+    finally:
+        context.close()
+    assert asked and all(url.startswith(server.url) for url in asked), asked

@@ -165,7 +165,14 @@ def test_health_and_the_docs_answer_without_a_token(service: Service) -> None:
         schema = anonymous.get("/openapi.json").json()
         assert f"{API_PREFIX}/executions/{{execution_id}}/logs/stream" in schema["paths"]
         assert "bearer" in json.dumps(schema["components"]["securitySchemes"]).lower()
-        assert anonymous.get("/docs").status_code == 200
+        docs = anonymous.get("/docs")
+        assert docs.status_code == 200
+        # Swagger UI from the runner itself, not a CDN: the page works without internet.
+        assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+        assert {a.rsplit("/", 1)[-1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+        for asset in assets:
+            assert asset.startswith("/"), asset
+            assert anonymous.get(asset).status_code == 200, asset
 
 
 def test_health_names_what_is_down(service: Service, backend: FakeBackend) -> None:

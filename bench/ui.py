@@ -5,7 +5,7 @@ of 1,000 task runs (a 25 x 40 matrix): time until each page is ready, median of 
     python bench/ui.py             # the sizes of the issue (Postgres: RUNNER_TEST_POSTGRES_URL)
     python bench/ui.py --quick     # 10,000 executions, 200 task runs: a check that it works
 
-The history is bench/server.py's (generated with SQL in a database next to
+The history is bench/serving.py's (generated with SQL in a database next to
 RUNNER_TEST_POSTGRES_URL's, kept between runs); the 1,000 runs are recorded by the real
 scheduler and store with the scripted backend (as the browser test does for 200). The
 server is a real `python -m runner serve`; "ready" means what a person waits for: the
@@ -31,7 +31,7 @@ for entry in (str(REPO), str(REPO / "bench")):
         sys.path.insert(0, entry)
 
 import httpx2  # noqa: E402
-import server as server_bench  # noqa: E402
+import serving as server_bench  # noqa: E402
 
 from runner.store.testing import POSTGRES_URL_ENV  # noqa: E402
 from tests.integration import browser as ui  # noqa: E402
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     postgres = os.environ.get(POSTGRES_URL_ENV, "").strip()
     if not postgres:
-        say(f"error: {POSTGRES_URL_ENV} must name a PostgreSQL server (see bench/server.py)")
+        say(f"error: {POSTGRES_URL_ENV} must name a PostgreSQL server (see bench/serving.py)")
         return 1
     problem = ui.browser_problem()
     if problem is not None:

@@ -10,7 +10,8 @@ Rows (group `history`), each once per database, from a history of 100,000 execut
 10 million log lines (1,000 executions of 10,000 lines each):
 
     cli executions   `runner executions --limit 50`: wall ms beyond `runner --help` (both
-                     started alike, in alternating pairs: the median of the differences)
+                     started alike, in turns: the median of the differences); beside it,
+                     beyond the same command on a history of 50 executions
     cli show         `runner show ID`, and `runner show` of an 8-character prefix
     cli logs tail    `runner logs ID --tail 1000` of an execution of 10,000 lines
     api executions   GET /api/v1/executions?limit=50 (the first page, and page 1,000 by
@@ -66,6 +67,7 @@ TARGET_MS = 100.0
 GC_TARGET_S = 60.0
 BENCH_VOLUME_LABEL = "io.runner.bench.history"  # to sweep up the gc row's volumes on errors
 DATABASES = ("sqlite", "postgres")
+SMALL = 50  # executions of the history the CLI rows compare with: one page
 
 
 def say(message: str) -> None:
@@ -223,8 +225,9 @@ def cli_rows(
     database: str, url: str, small_url: str, work: Path, noisy: str, runs: int
 ) -> list[dict[str, Any]]:
     """`runner executions/show/logs --tail` against `runner --help`, started alike; and
-    against the same command on `small_url`, a history of that one execution: what the
-    size of the history costs, start-up (imports, opening the database) left out."""
+    against the same command on `small_url`, a history of one page (SMALL executions,
+    the same one with lines): what the size of the history costs, start-up (imports,
+    opening the database) and printing left out."""
     paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     # Start-up as installed: runner's modules read from bytecode, not compiled every run
@@ -272,7 +275,10 @@ def cli_rows(
             f"wall ms of `runner {shown}` beyond `runner --help`, median of {runs}",
         )
         row["history_ms"] = {k: round(v, 1) for k, v in flat.items()}
-        say(f"    beyond the same on a history of 1 execution: {row['history_ms']}")
+        # `ok` holds start-up against the target too (imports and opening the database,
+        # which no index changes); this, only what the history's size costs
+        row["ok_history"] = max(flat.values()) < TARGET_MS
+        say(f"    beyond the same on a history of {SMALL}: {row['history_ms']}")
         rows.append(row)
     return rows
 
@@ -457,11 +463,11 @@ def rows(
             noisy = fill_history(url, executions, lines, fresh=fresh)
             if database == "postgres":
                 assert server_url is not None
-                small = history_url(server_url, 1, LINES_PER_EXECUTION)
+                small = history_url(server_url, SMALL, LINES_PER_EXECUTION)
             else:
-                small = sqlite_history_url(1, LINES_PER_EXECUTION)
-            if fill_history(small, 1, LINES_PER_EXECUTION, fresh=fresh) != noisy:
-                raise AssertionError("the history of one execution has another execution")
+                small = sqlite_history_url(SMALL, LINES_PER_EXECUTION)
+            if fill_history(small, SMALL, LINES_PER_EXECUTION, fresh=fresh) != noisy:
+                raise AssertionError("the small history's execution with lines is another one")
             out += cli_rows(database, url, small, work, noisy, runs)
             out += api_rows(database, url, work, noisy, executions, runs * 3)
             out.append(gc_row(database, url, work, ended))

@@ -710,7 +710,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             a, b = f"{r['ms']:.1f} ms", "-"
             note = ", ".join(f"{k} {v:.1f}" for k, v in r["kinds_ms"].items())
             if "history_ms" in r:  # bench/history.py: against the same on a tiny history
-                note += "; vs 1 execution: " + ", ".join(
+                note += "; vs 50 executions: " + ", ".join(
                     f"{k} {v:+.1f}" for k, v in r["history_ms"].items()
                 )
         elif r["kind"] == "seconds_wall":  # bench/history.py's gc rows

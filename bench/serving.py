@@ -16,7 +16,8 @@ Rows (group `server`):
                       against the raw SDK fan-out of the same containers at the same
                       concurrency (the server's --workers): runner time / raw time
 
-The history is generated with SQL in a database `runner_bench_history` next to the one of
+The history is generated with SQL (bench/history.py's `fill_history`, which the history
+rows share) in a database `runner_bench_history_*` next to the one of
 RUNNER_TEST_POSTGRES_URL (kept between runs: generating it takes minutes; `--fresh`
 makes it again). The server is the real `python -m runner serve`, on a free port; times
 are measured by this process over HTTP (keep-alive), so they include the HTTP stack, the

@@ -9,6 +9,10 @@ history, and `runner gc` of many ended executions; on SQLite and on Postgres.
 Rows (group `history`), each once per database, from a history of 100,000 executions and
 10 million log lines (1,000 executions of 10,000 lines each):
 
+    store reads      what those commands ask of runner.api (opening the store, a page of
+                     50 executions, an execution by id and by prefix, the last 1,000
+                     lines), in this process: median ms, and beyond the same on a
+                     history of 50 executions (what the history's size costs)
     cli executions   `runner executions --limit 50`: wall ms beyond `runner --help` (both
                      started alike, in turns: the median of the differences); beside it,
                      beyond the same command on a history of 50 executions
@@ -216,6 +220,47 @@ def _fill_sqlite(path: str, params: dict[str, int], started: float) -> None:
         conn.execute("PRAGMA journal_mode = WAL")
     finally:
         conn.close()
+
+
+# -- in this process ----------------------------------------------------------------------------
+
+
+def store_row(database: str, url: str, small_url: str, noisy: str, runs: int) -> dict[str, Any]:
+    """What the CLI commands ask of runner.api, timed in this process (median ms) on the
+    history and on the history of one page: the history's cost without start-up, and far
+    less disturbed by other work on the machine than wall times of processes are."""
+    reads = {
+        "open": lambda store: None,  # opening (the schema check and orphan recovery) alone
+        "executions page": lambda store: api.list_executions(store, limit=50),
+        "show id": lambda store: api.get_execution(store, noisy),
+        "show prefix": lambda store: api.get_execution(store, noisy[:8]),
+        "logs tail": lambda store: api.get_logs(store, noisy, tail=1000),
+    }
+    found: dict[str, float] = {}
+    flat: dict[str, float] = {}
+    for name, read in reads.items():
+        times: dict[str, list[float]] = {url: [], small_url: []}
+        for i in range(runs + 1):
+            for where in (url, small_url) if i % 2 else (small_url, url):
+                started = time.perf_counter()
+                store = api.open_store(where)
+                try:
+                    read(store)
+                finally:
+                    store.close()
+                times[where].append((time.perf_counter() - started) * 1000)
+        big, small = statistics.median(times[url][1:]), statistics.median(times[small_url][1:])
+        found[name], flat[name] = big, big - small
+    row = latency_row(
+        database,
+        "store reads",
+        found,
+        f"ms of api.open_store + each read in this process, median of {runs}",
+    )
+    row["history_ms"] = {k: round(v, 1) for k, v in flat.items()}
+    row["ok_history"] = max(flat.values()) < TARGET_MS
+    say(f"    beyond the same on a history of {SMALL}: {row['history_ms']}")
+    return row
 
 
 # -- the CLI ----------------------------------------------------------------------------------
@@ -468,6 +513,7 @@ def rows(
                 small = sqlite_history_url(SMALL, LINES_PER_EXECUTION)
             if fill_history(small, SMALL, LINES_PER_EXECUTION, fresh=fresh) != noisy:
                 raise AssertionError("the small history's execution with lines is another one")
+            out.append(store_row(database, url, small, noisy, runs * 3))
             out += cli_rows(database, url, small, work, noisy, runs)
             out += api_rows(database, url, work, noisy, executions, runs * 3)
             out.append(gc_row(database, url, work, ended))

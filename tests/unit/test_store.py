@@ -414,30 +414,14 @@ def test_list_executions_reads_task_runs_in_one_query(sql_store: SqlStore) -> No
     for _ in range(5):
         execution_id = new_execution(store)
         store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
-    selects: list[str] = []
-
-    def count(
-        conn: Any,
-        cursor: DBAPICursor,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            selects.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", count)
-    try:
-        records = store.list_executions().items
-    finally:
-        event.remove(Engine, "before_cursor_execute", count)
-    assert len(records) == 5 and all(len(r.task_runs) == 1 for r in records)
+    found: list[Any] = []
+    selects = _selects(lambda: found.extend(store.list_executions().items))
+    assert len(found) == 5 and all(len(r.task_runs) == 1 for r in found)
     assert len(selects) == 2, selects
 
 
-def _sqlite_plans(store: SqlStore, read: Callable[[], object]) -> list[str]:
-    """SQLite's plan (EXPLAIN QUERY PLAN) of each SELECT that `read` runs."""
+def _selects(read: Callable[[], object]) -> list[tuple[str, Any]]:
+    """The SELECT statements (with their parameters) that `read` runs."""
     statements: list[tuple[str, Any]] = []
 
     def keep(
@@ -456,6 +440,12 @@ def _sqlite_plans(store: SqlStore, read: Callable[[], object]) -> list[str]:
         read()
     finally:
         event.remove(Engine, "before_cursor_execute", keep)
+    return statements
+
+
+def _sqlite_plans(store: SqlStore, read: Callable[[], object]) -> list[str]:
+    """SQLite's plan (EXPLAIN QUERY PLAN) of each SELECT that `read` runs."""
+    statements = _selects(read)
     path = make_url(store.url).database
     assert path is not None
     with sqlite3.connect(path) as conn:
@@ -716,7 +706,8 @@ def test_logs_are_read_back_in_order_and_by_task(store: Store) -> None:
     assert store.get_logs("0" * 32) == []
 
 
-def test_get_logs_after_a_line_id_with_a_limit(store: Store) -> None:
+def _ten_lines(store: Store) -> tuple[str, int]:
+    """An execution whose lines are "0" to "9", the odd ones of task a (its run's id)."""
     execution_id = new_execution(store)
     a = store.create_task_run(execution_id=execution_id, task_id="a", attempt=1, image=None)
     b = store.create_task_run(execution_id=execution_id, task_id="b", attempt=1, image=None)
@@ -726,6 +717,11 @@ def test_get_logs_after_a_line_id_with_a_limit(store: Store) -> None:
             for n in range(10)
         ]
     )
+    return execution_id, a
+
+
+def test_get_logs_after_a_line_id_with_a_limit(store: Store) -> None:
+    execution_id, a = _ten_lines(store)
     every = store.get_logs(execution_id)
     assert [ln.line for ln in every] == [str(n) for n in range(10)]
     # follow the log four lines at a time, as a page polling for new lines does
@@ -749,15 +745,7 @@ def test_get_logs_after_a_line_id_with_a_limit(store: Store) -> None:
 
 
 def test_get_logs_tail_reads_the_last_lines_in_order(store: Store) -> None:
-    execution_id = new_execution(store)
-    a = store.create_task_run(execution_id=execution_id, task_id="a", attempt=1, image=None)
-    b = store.create_task_run(execution_id=execution_id, task_id="b", attempt=1, image=None)
-    store.append_logs(
-        [
-            log_line(execution_id, a if n % 2 else b, "a" if n % 2 else "b", str(n))
-            for n in range(10)
-        ]
-    )
+    execution_id, _ = _ten_lines(store)
     assert [ln.line for ln in store.get_logs(execution_id, tail=3)] == ["7", "8", "9"]
     assert [ln.line for ln in store.get_logs(execution_id, task_id="a", tail=2)] == ["7", "9"]
     assert len(store.get_logs(execution_id, tail=1000)) == 10

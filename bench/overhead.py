@@ -20,6 +20,11 @@ reports the median of the per-pair ratios with their range. Rows (the groups of 
                 lines from a history of 100,000 executions and 10 M lines in Postgres
                 (median ms), and 200 one-task executions POSTed at once against the raw
                 fan-out at the same concurrency (see bench/serving.py)
+    history     (optional: `--only history`) from a history of 100,000 executions and 10 M
+                log lines in SQLite and in Postgres: `runner executions`, `show` and
+                `logs --tail 1000` (ms beyond `runner --help`), the same from the HTTP
+                API (median ms), and `runner gc` of 10,000 ended executions' volumes
+                (seconds); see bench/history.py
     swarm       (optional: `--only swarm`, not part of the default run) the Swarm backend on
                 the three-node test swarm of tests/integration/swarm.py (started for the
                 run, ~25 s, unless --swarm-host names a manager): a chain of N tasks vs
@@ -83,8 +88,10 @@ TRIVIAL_COMMAND = "echo ok"
 LINE_BYTES = 100  # 99 characters and a newline
 BENCH_LABEL = "io.runner.bench"  # on the raw side's containers, to sweep them up on errors
 GROUPS = ("chain", "fanout", "logs", "planning", "memory", "startup", "server")
-OPTIONAL_GROUPS = ("swarm",)
-"""Run only when asked (`--only swarm`): it starts a three-node swarm and takes ~15 min."""
+OPTIONAL_GROUPS = ("swarm", "history")
+"""Run only when asked (`--only swarm`): it starts a three-node swarm and takes ~15 min;
+`--only history` generates (once) a history of 10 M log lines per database, and creates
+and removes 10,000 volumes per database (~10 min)."""
 
 TARGETS = {
     "chain": 1.15,  # runner time / raw time, at most
@@ -702,6 +709,14 @@ def table(rows: list[dict[str, Any]]) -> str:
             verdict = f"{r['ms']:.1f} ms median, worst of {len(r['kinds_ms'])}"
             a, b = f"{r['ms']:.1f} ms", "-"
             note = ", ".join(f"{k} {v:.1f}" for k, v in r["kinds_ms"].items())
+            if "history_ms" in r:  # bench/history.py: against the same on a tiny history
+                note += "; vs 50 executions: " + ", ".join(
+                    f"{k} {v:+.1f}" for k, v in r["history_ms"].items()
+                )
+        elif r["kind"] == "seconds_wall":  # bench/history.py's gc rows
+            verdict = f"{r['value']:.1f} s wall"
+            a, b = f"{r['value']:.1f} s", "-"
+            note = r["summary"]
         elif r["kind"] == "seconds":
             verdict = f"{r['value']:.3f} s CPU [{r['min']:.3f}-{r['max']:.3f}]"
             a, b = f"{r['wall_s']:.3f} s", "-"
@@ -761,7 +776,7 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
         "--only",
         action="append",
         choices=(*GROUPS, *OPTIONAL_GROUPS),
-        help="run only this row group (repeat); `swarm` runs only when named",
+        help="run only this row group (repeat); `swarm` and `history` run only when named",
     )
     parser.add_argument("--swarm-pairs", type=int, help="A/B pairs of the swarm rows")
     parser.add_argument("--swarm-chain", type=int, help="tasks of the swarm chain")
@@ -831,6 +846,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += serving.rows(args.quick, server_url=args.postgres_url)
             if "swarm" in only:
                 rows += bench_swarm(work, sizes, args.swarm_host)
+            if "history" in only:
+                import history  # bench/history.py: it imports this module
+
+                rows += history.rows(args.quick, server_url=args.postgres_url)
         finally:
             for leftover in client.containers(all=True, filters={"label": BENCH_LABEL}):
                 with contextlib.suppress(docker.errors.NotFound):  # another run's, gone

@@ -16,7 +16,8 @@ Rows (group `server`):
                       against the raw SDK fan-out of the same containers at the same
                       concurrency (the server's --workers): runner time / raw time
 
-The history is generated with SQL in a database `runner_bench_history` next to the one of
+The history is generated with SQL (bench/history.py's `fill_history`, which the history
+rows share) in a database `runner_bench_history_*` next to the one of
 RUNNER_TEST_POSTGRES_URL (kept between runs: generating it takes minutes; `--fresh`
 makes it again). The server is the real `python -m runner serve`, on a free port; times
 are measured by this process over HTTP (keep-alive), so they include the HTTP stack, the
@@ -50,99 +51,17 @@ import docker  # noqa: E402
 import httpx2  # noqa: E402
 import overhead  # noqa: E402
 from docker.utils import kwargs_from_env  # noqa: E402
-from sqlalchemy import create_engine, make_url, text  # noqa: E402
+from history import fill_history, history_url  # noqa: E402
 
 from runner import api  # noqa: E402
 from runner.store.testing import POSTGRES_URL_ENV  # noqa: E402
 
-HISTORY_DB = "runner_bench_history"
 TARGET_MS = 50.0
 FANOUT_TARGET = 1.10
 
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# -- the history ------------------------------------------------------------------------------
-
-
-def history_url(server_url: str, executions: int, lines: int) -> str:
-    base = make_url(server_url)
-    name = f"{HISTORY_DB}_{executions}_{lines}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            exists = conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            ).first()
-            if not exists:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        admin.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
-
-
-def fill_history(url: str, executions: int, lines: int, *, fresh: bool) -> str:
-    """Make (or find) the history; the id of an execution with 10,000 lines."""
-    store = api.open_store(url, recover=False)  # creates the tables at the head revision
-    store.close()
-    engine = create_engine(url)
-    per_execution = 10_000
-    noisy = max(1, lines // per_execution)
-    try:
-        with engine.begin() as conn:
-            count = conn.execute(text("SELECT count(*) FROM executions")).scalar_one()
-            if fresh or count != executions:
-                say(f"  generating {executions} executions and {lines} log lines (minutes)...")
-                started = time.monotonic()
-                conn.exec_driver_sql("TRUNCATE log_lines, task_runs, executions CASCADE")
-                conn.execute(
-                    text(
-                        """
-INSERT INTO executions (id, flow_id, namespace, revision, source, inputs, labels, state,
-                        error, created_at, started_at, ended_at)
-SELECT md5(g::text), 'flow_' || (g % 50), 'ns_' || (g % 5), 'r1', 'id: x', '{}'::jsonb,
-       jsonb_build_object('batch', (g % 10)::text, 'owner', 'team_' || (g % 7)),
-       CASE WHEN g % 10 = 0 THEN 'FAILED' ELSE 'SUCCESS' END, NULL,
-       now() - make_interval(secs => g), now() - make_interval(secs => g),
-       now() - make_interval(secs => g) + interval '1 second'
-FROM generate_series(1, :n) AS g
-"""
-                    ),
-                    {"n": executions},
-                )
-                conn.execute(
-                    text(
-                        """
-INSERT INTO task_runs (execution_id, task_id, attempt, state, exit_code, image, created_at,
-                       started_at, ended_at)
-SELECT id, 'task', 1, state, CASE WHEN state = 'FAILED' THEN 1 ELSE 0 END, 'img',
-       created_at, started_at, ended_at
-FROM executions
-"""
-                    )
-                )
-                conn.execute(
-                    text(
-                        """
-INSERT INTO log_lines (execution_id, task_run_id, task_id, time, stream, line)
-SELECT e.execution_id, e.id, 'task', now(), 'stdout',
-       'line ' || g || ' ' || repeat('x', 80)
-FROM (SELECT id, execution_id FROM task_runs ORDER BY id LIMIT :noisy) AS e,
-     generate_series(1, :per) AS g
-"""
-                    ),
-                    {"noisy": noisy, "per": per_execution},
-                )
-                conn.exec_driver_sql("ANALYZE")
-                say(f"  generated in {time.monotonic() - started:.0f} s")
-            found = conn.execute(
-                text("SELECT execution_id FROM task_runs ORDER BY id LIMIT 1")
-            ).scalar_one()
-    finally:
-        engine.dispose()
-    return str(found)
 
 
 # -- a server ------------------------------------------------------------------------------------

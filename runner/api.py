@@ -1411,13 +1411,17 @@ def get_logs(
     task_id: str | None = None,
     after: int | None = None,
     limit: int | None = None,
+    tail: int | None = None,
 ) -> list[LogRecord]:
     """The stored lines of an execution (or one task run), in order, after the line id
-    `after`, at most `limit` of them."""
+    `after`, at most `limit` of them, or only the last `tail` (`runner logs --tail`: read
+    from the end, however long the log)."""
     execution_id = _execution_id(store, execution)
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be at least 1, not {limit}")
-    return store.get_logs(execution_id, task_id=task_id, after=after, limit=limit)
+    if tail is not None and tail < 1:
+        raise UsageError(f"tail must be at least 1, not {tail}")
+    return store.get_logs(execution_id, task_id=task_id, after=after, limit=limit, tail=tail)
 
 
 def _execution_id(store: Store, execution: str) -> str:

@@ -536,14 +536,19 @@ def show(execution: str, db_url: str | None, as_json: bool) -> None:
 @click.argument("execution")
 @_db_option
 @click.option("--task", "task_id", metavar="ID", help="Only this task's lines.")
+@click.option(
+    "--tail", type=click.IntRange(min=1), metavar="N", help="Only the last N lines (of the task)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def logs_command(execution: str, db_url: str | None, task_id: str | None, as_json: bool) -> None:
+def logs_command(
+    execution: str, db_url: str | None, task_id: str | None, tail: int | None, as_json: bool
+) -> None:
     """Print the recorded output of an execution's tasks."""
     from runner import api
 
     store = _open_store(db_url)
     try:
-        lines = api.get_logs(store, execution, task_id=task_id)
+        lines = api.get_logs(store, execution, task_id=task_id, tail=tail)
     finally:
         store.close()
     if as_json:

@@ -239,10 +239,12 @@ class Store(Protocol):
         task_id: str | None = None,
         after: int | None = None,
         limit: int | None = None,
+        tail: int | None = None,
     ) -> list[LogRecord]:
         """An execution's lines (or one task's), in the order stored: those with an id
-        greater than `after` (the last id the caller has), at most `limit` of them. Unknown
-        execution: []."""
+        greater than `after` (the last id the caller has), at most `limit` of them, or
+        only the last `tail` of them (without reading the others; a UsageError with a
+        `limit`). Unknown execution: []."""
         ...
 
     def count_logs(self, execution_id: str) -> int:

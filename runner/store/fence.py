@@ -116,8 +116,11 @@ class FencedStore:
         task_id: str | None = None,
         after: int | None = None,
         limit: int | None = None,
+        tail: int | None = None,
     ) -> list[LogRecord]:
-        return self._store.get_logs(execution_id, task_id=task_id, after=after, limit=limit)
+        return self._store.get_logs(
+            execution_id, task_id=task_id, after=after, limit=limit, tail=tail
+        )
 
     def count_logs(self, execution_id: str) -> int:
         return self._store.count_logs(execution_id)

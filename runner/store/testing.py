@@ -584,15 +584,21 @@ class InMemoryStore:
         task_id: str | None = None,
         after: int | None = None,
         limit: int | None = None,
+        tail: int | None = None,
     ) -> list[LogRecord]:
+        if limit is not None and tail is not None:
+            raise UsageError("ask for a limit or a tail of log lines, not both")
         after = None if after is None else check_row_id(after)
         limit = None if limit is None else check_log_limit(limit)
+        tail = None if tail is None else check_log_limit(tail)
         with self._call(f"read the logs of execution '{execution_id}'"):
             found = [
                 ln
                 for ln in self._logs.get(execution_id, ())
                 if (task_id is None or ln.task_id == task_id) and (after is None or ln.id > after)
             ]
+        if tail is not None:
+            return found[-tail:]
         return found if limit is None else found[:limit]
 
     def count_logs(self, execution_id: str) -> int:

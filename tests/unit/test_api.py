@@ -146,6 +146,9 @@ def test_get_logs_pages_after_a_line_id(store: Store, tmp_path: Path) -> None:
     assert [ln.line for ln in first + rest] == list(lines)
     assert api.get_logs(store, execution_id, after=rest[-1].id) == []
     assert api.get_logs(store, execution_id, task_id="b") == []
+    assert [ln.line for ln in api.get_logs(store, execution_id, tail=3)] == list(lines[-3:])
+    with pytest.raises(UsageError, match="tail"):
+        api.get_logs(store, execution_id, tail=0)
 
 
 def test_info_names_backend_engine_and_database(tmp_path: Path) -> None:

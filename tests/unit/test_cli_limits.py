@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import structlog
 
+from runner import api
 from runner.api import _follow_in_background
+from runner.backends.fake import FakeBackend, Script
 from runner.cli import main
 from runner.lease import Lease
+from runner.loader import parse_flow
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +35,31 @@ def test_a_huge_limit_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert "Invalid value for '--limit'" in err and "1<=x<=10000" in err
+    assert "internal error" not in err and "Traceback" not in err
+
+
+def test_logs_tail_prints_the_last_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = api.open_store(url, recover=False)
+    try:
+        lines = tuple(f"line {n}" for n in range(10))
+        flow = parse_flow("id: f\ntasks:\n- {id: a, image: i}\n", path=tmp_path / "f.yml")
+        backend = FakeBackend({"a": Script(lines=lines)})
+        execution_id = api.run_flow(flow, store=store, backend=backend).execution_id
+    finally:
+        store.close()
+    capsys.readouterr()  # what the run logged
+    with pytest.raises(SystemExit) as caught:
+        main(["logs", execution_id, "--db", url, "--tail", "2"])
+    assert caught.value.code == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(maxsplit=2)[2] for line in printed] == ["line 8", "line 9"]
+    with pytest.raises(SystemExit) as caught:
+        main(["logs", execution_id, "--db", url, "--tail", "9" * 20])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
     assert "internal error" not in err and "Traceback" not in err
 
 

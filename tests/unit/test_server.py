@@ -357,6 +357,8 @@ def test_logs_after_a_cursor(client: TestClient) -> None:
         f"{API_PREFIX}/executions/{execution_id}/logs", params={"after": rest["next"]}
     ).json()
     assert empty == {"lines": [], "next": rest["next"]}
+    last = client.get(f"{API_PREFIX}/executions/{execution_id}/logs", params={"tail": 1}).json()
+    assert last == {"lines": rest["lines"], "next": rest["next"]}
 
 
 def _events(text: str) -> list[dict[str, str]]:

@@ -15,10 +15,12 @@ import json
 import multiprocessing
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -30,6 +32,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import DateTime, Engine, create_engine, event, insert, inspect, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine.interfaces import DBAPICursor
@@ -49,7 +52,7 @@ from runner.store import (
     TransientStoreError,
     default_database_url,
 )
-from runner.store.engine import alembic_config, describe, is_transient
+from runner.store.engine import alembic_config, describe, is_transient, shipped_head
 from runner.store.models import Base, UTCDateTime, executions, log_lines, task_runs
 from runner.store.sql import SqlStore
 from runner.store.testing import InMemoryStore, temporary_postgres_database
@@ -167,6 +170,29 @@ def test_open_creates_the_tables_and_records_the_revision(store_url: str) -> Non
         engine.dispose()
     assert {"executions", "task_runs", "log_lines", "artifacts", "alembic_version"} <= tables
     assert revision == HEAD_REVISION
+
+
+def test_the_shipped_head_is_alembics_head() -> None:
+    """`shipped_head` reads the newest migration from the file names, without Alembic."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert shipped_head() == scripts.get_current_head() == HEAD_REVISION
+
+
+def test_opening_an_up_to_date_database_does_not_import_alembic(store_url: str) -> None:
+    """Alembic (with Mako and Pygments) is imported only to upgrade: every command that
+    opens the database would pay for it at start-up."""
+    SqlStore.open(store_url).close()
+    code = (
+        "import sys\n"
+        "from runner.store.sql import SqlStore\n"
+        f"store = SqlStore.open({store_url!r})\n"
+        "store.close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_open_again_keeps_the_data(store_url: str) -> None:
@@ -388,9 +414,17 @@ def test_list_executions_reads_task_runs_in_one_query(sql_store: SqlStore) -> No
     for _ in range(5):
         execution_id = new_execution(store)
         store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
-    selects: list[str] = []
+    found: list[Any] = []
+    selects = _selects(lambda: found.extend(store.list_executions().items))
+    assert len(found) == 5 and all(len(r.task_runs) == 1 for r in found)
+    assert len(selects) == 2, selects
 
-    def count(
+
+def _selects(read: Callable[[], object]) -> list[tuple[str, Any]]:
+    """The SELECT statements (with their parameters) that `read` runs."""
+    statements: list[tuple[str, Any]] = []
+
+    def keep(
         conn: Any,
         cursor: DBAPICursor,
         statement: str,
@@ -399,15 +433,88 @@ def test_list_executions_reads_task_runs_in_one_query(sql_store: SqlStore) -> No
         executemany: bool,
     ) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
-            selects.append(statement)
+            statements.append((statement, parameters))
 
-    event.listen(Engine, "before_cursor_execute", count)
+    event.listen(Engine, "before_cursor_execute", keep)
     try:
-        records = store.list_executions().items
+        read()
     finally:
-        event.remove(Engine, "before_cursor_execute", count)
-    assert len(records) == 5 and all(len(r.task_runs) == 1 for r in records)
-    assert len(selects) == 2, selects
+        event.remove(Engine, "before_cursor_execute", keep)
+    return statements
+
+
+def _sqlite_plans(store: SqlStore, read: Callable[[], object]) -> list[str]:
+    """SQLite's plan (EXPLAIN QUERY PLAN) of each SELECT that `read` runs."""
+    statements = _selects(read)
+    path = make_url(store.url).database
+    assert path is not None
+    with sqlite3.connect(path) as conn:
+        # The statistics ANALYZE keeps of a history of 100,000 executions (9 in 10 of
+        # them SUCCESS) and 10 M lines: SQLite plans by them (bench/history.py's database).
+        conn.execute("ANALYZE")
+        conn.execute("DELETE FROM sqlite_stat1")
+        conn.executemany(
+            "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)",
+            [
+                ("log_lines", "ix_log_lines_execution_id_id", "10000000 10000 1"),
+                ("task_runs", "ix_task_runs_execution_id", "100000 1"),
+                ("task_runs", None, "100000"),
+            ]
+            + [
+                ("executions", idx, stat)
+                for idx, stat in [
+                    ("ix_executions_state_created_at_id", "100000 50000 1 1"),
+                    ("ix_executions_state", "100000 50000"),
+                    ("ix_executions_created_at_id", "100000 1 1"),
+                    ("ix_executions_namespace_created_at_id", "100000 20000 1 1"),
+                    ("ix_executions_flow_id_created_at", "100000 2000 1"),
+                    ("ix_executions_namespace_flow_id_state", "100000 20000 2000 2000"),
+                    ("ix_executions_namespace_flow_id_ended_at", "100000 20000 2000 1"),
+                    ("sqlite_autoindex_executions_1", "100000 1"),
+                ]
+            ],
+        )
+        conn.commit()
+    with sqlite3.connect(path) as conn:  # plans by the statistics just written
+        return [
+            " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            for sql, params in statements
+        ]
+
+
+def test_history_reads_go_through_indexes(tmp_path: Path) -> None:
+    """What `runner executions`, `show` and `logs --tail` read from a long history, SQLite
+    finds through an index instead of reading every execution or line (a page deep in the
+    history, an id prefix, the end of a log, a task run's line count). Postgres's plans
+    were checked with EXPLAIN ANALYZE on the benchmark's history (bench/history.py)."""
+    store = SqlStore.open(f"sqlite:///{tmp_path / 'runner.db'}")
+    try:
+        ids = [new_execution(store) for _ in range(3)]
+        run_id = store.create_task_run(execution_id=ids[0], task_id="a", attempt=1, image=None)
+        store.append_logs([log_line(ids[0], run_id, "a", "x")])
+        cursor = store.list_executions(limit=1).next_cursor
+        reads: dict[str, Callable[[], object]] = {
+            "deep page": lambda: store.list_executions(after=cursor, limit=1),
+            "failed page": lambda: store.list_executions(
+                ExecutionFilter(states=["FAILED"]), after=cursor, limit=1
+            ),
+            "id prefix": lambda: store.get_execution(ids[1][:8]),
+            "log tail": lambda: store.get_logs(ids[0], tail=10),
+            "task run lines": lambda: store.count_task_run_logs(run_id),
+            "running executions": lambda: store.active_leases(lease_s=30),
+        }
+        for name, read in reads.items():
+            plans = _sqlite_plans(store, read)
+            assert plans, name
+            for plan in plans:
+                assert "SCAN executions" not in plan, (name, plan)
+                assert "SCAN log_lines" not in plan, (name, plan)
+                # no sort of what was read (the few executions a prefix matches may be)
+                assert name == "id prefix" or "TEMP B-TREE" not in plan, (name, plan)
+            if name == "running executions":  # few: through the state index, not all
+                assert all("INDEX ix_executions_state" in p for p in plans), plans
+    finally:
+        store.close()
 
 
 def labelled_execution(
@@ -599,7 +706,8 @@ def test_logs_are_read_back_in_order_and_by_task(store: Store) -> None:
     assert store.get_logs("0" * 32) == []
 
 
-def test_get_logs_after_a_line_id_with_a_limit(store: Store) -> None:
+def _ten_lines(store: Store) -> tuple[str, int]:
+    """An execution whose lines are "0" to "9", the odd ones of task a (its run's id)."""
     execution_id = new_execution(store)
     a = store.create_task_run(execution_id=execution_id, task_id="a", attempt=1, image=None)
     b = store.create_task_run(execution_id=execution_id, task_id="b", attempt=1, image=None)
@@ -609,6 +717,11 @@ def test_get_logs_after_a_line_id_with_a_limit(store: Store) -> None:
             for n in range(10)
         ]
     )
+    return execution_id, a
+
+
+def test_get_logs_after_a_line_id_with_a_limit(store: Store) -> None:
+    execution_id, a = _ten_lines(store)
     every = store.get_logs(execution_id)
     assert [ln.line for ln in every] == [str(n) for n in range(10)]
     # follow the log four lines at a time, as a page polling for new lines does
@@ -627,6 +740,20 @@ def test_get_logs_after_a_line_id_with_a_limit(store: Store) -> None:
     data = json.loads(json.dumps(every[0].to_dict()))
     assert data["line"] == "0" and data["id"] == every[0].id
     for bad in ({"after": -1}, {"limit": 0}, {"after": "3"}):
+        with pytest.raises(UsageError):
+            store.get_logs(execution_id, **bad)  # type: ignore[arg-type]
+
+
+def test_get_logs_tail_reads_the_last_lines_in_order(store: Store) -> None:
+    execution_id, _ = _ten_lines(store)
+    assert [ln.line for ln in store.get_logs(execution_id, tail=3)] == ["7", "8", "9"]
+    assert [ln.line for ln in store.get_logs(execution_id, task_id="a", tail=2)] == ["7", "9"]
+    assert len(store.get_logs(execution_id, tail=1000)) == 10
+    every = store.get_logs(execution_id)
+    after = store.get_logs(execution_id, after=every[7].id, tail=5)
+    assert [ln.line for ln in after] == ["8", "9"]
+    assert store.get_logs("0" * 32, tail=5) == []
+    for bad in ({"tail": 0}, {"tail": 2, "limit": 2}):
         with pytest.raises(UsageError):
             store.get_logs(execution_id, **bad)  # type: ignore[arg-type]
 
@@ -1383,10 +1510,14 @@ def test_reopen_only_a_failed_or_killed_execution(store: Store) -> None:
 def test_count_task_run_logs_and_execution_states(store: Store) -> None:
     execution_id = new_execution(store)
     run_id = store.create_task_run(execution_id=execution_id, task_id="a", attempt=1, image="i")
+    other = store.create_task_run(execution_id=execution_id, task_id="b", attempt=1, image="i")
     store.append_logs(
         [NewLogLine(execution_id, run_id, "a", "stdout", f"l{n}", T0) for n in range(7)]
+        + [NewLogLine(execution_id, other, "b", "stdout", "b", T0)]
     )
     assert store.count_task_run_logs(run_id) == 7
+    assert store.count_task_run_logs(other) == 1
+    assert store.count_task_run_logs(other + 1000) == 0
     store.set_execution_state(execution_id, ExecutionState.SUCCESS)
     assert store.execution_states([execution_id, "nope"]) == {execution_id: ExecutionState.SUCCESS}
 

@@ -29,11 +29,22 @@ def get_logs(
     task: Annotated[str | None, Query(description="Only this task run's lines.")] = None,
     after: Annotated[int | None, Query(ge=0, description="The last line id you have.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LINES)] = 1000,
+    tail: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_LINES, description="Only the last `tail` lines (`limit` unused)."),
+    ] = None,
 ) -> JSONResponse:
     """The stored lines of an execution in order, those after the line id `after`, at
-    most `limit`; `next` is the id to pass as `after` for what follows (the same as
-    `after` when nothing came)."""
-    lines = api.get_logs(service.store, execution_id, task_id=task, after=after, limit=limit)
+    most `limit` (or the last `tail` of them); `next` is the id to pass as `after` for
+    what follows (the same as `after` when nothing came)."""
+    lines = api.get_logs(
+        service.store,
+        execution_id,
+        task_id=task,
+        after=after,
+        limit=None if tail is not None else limit,
+        tail=tail,
+    )
     body: dict[str, Any] = {
         "lines": [views.log_line(line) for line in lines],
         "next": lines[-1].id if lines else after,

@@ -629,6 +629,9 @@ def bench_startup(work: Path, sizes: Sizes) -> list[dict[str, Any]]:
     differences, so interpreter start-up and machine load cancel out."""
     paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # this checkout's runner
+    # Start-up as installed (pip writes the bytecode): with PYTHONDONTWRITEBYTECODE set, as
+    # on some CI machines, every run would compile the runner's modules again.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     hello = REPO / "flows" / "hello.yml"
     commands = {
         "startup --help": [sys.executable, "-m", "runner", "--help"],

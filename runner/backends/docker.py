@@ -45,7 +45,7 @@ from structlog.typing import FilteringBoundLogger
 
 from runner.backends import docker_connection
 from runner.backends.base import EngineInfo, ProgressCallback
-from runner.backends.docker_logs import FrameList, batch_frames, read_blocks, split_frames
+from runner.backends.docker_logs import FrameList, batch_frames, read_frames, split_frames
 from runner.errors import BackendError, ImageError
 from runner.execution import (
     LABEL_EXECUTION,
@@ -1053,7 +1053,7 @@ def _frame_lists(body: _Chunks, container_id: str) -> Iterator[FrameList]:
     http.client's `read1` stops at the end of each chunk, that is at every line."""
     fp = getattr(body, "fp", None)
     if isinstance(body, http.client.HTTPResponse) and body.chunked and fp is not None:
-        return split_frames(read_blocks(fp.read1, LOG_READ_SIZE), container_id)
+        return read_frames(fp.read1, LOG_READ_SIZE, container_id)
     return split_frames(iter(functools.partial(body.read1, LOG_READ_SIZE), b""), container_id)
 
 

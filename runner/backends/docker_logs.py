@@ -1,10 +1,10 @@
 """The Docker engine's log stream, read in bulk: pure functions from the bytes of a
 `/containers/ID/logs?timestamps=1` response to batches of lines.
 
-    read_blocks(read1)      an HTTP/1.1 chunked body -> the data of every complete HTTP
-                            chunk a read brought, as one bytes object
-    split_frames(blocks)    -> (stream numbers, payloads) of the whole frames of each block
-                            (the engine's 8-byte header: stream, 3 zero bytes, size)
+    read_frames(read1)      an HTTP/1.1 chunked body -> (stream numbers, payloads) of the
+                            whole frames of the chunks each read completed (the engine's
+                            8-byte header: stream, 3 zero bytes, size)
+    split_frames(blocks)    the same for a body already de-chunked, block by block
     batch_frames(lists)     -> LogBatch: lines reassembled, decoded, CR dropped, runs of
                             one stream within the same 10 ms of engine time in one batch
 
@@ -35,7 +35,7 @@ __all__ = [
     "FrameList",
     "assemble_lines",
     "batch_frames",
-    "read_blocks",
+    "read_frames",
     "split_frames",
 ]
 
@@ -50,15 +50,22 @@ FrameList = tuple[list[int], list[bytes]]
 """The frames of one read: their stream numbers and their payloads (`<time> <text>`)."""
 
 
-def read_blocks(read1: Callable[[int], bytes], size: int) -> Iterator[bytes]:
-    """The data of an HTTP/1.1 chunked body, read `size` bytes at most at a time from the
+def read_frames(read1: Callable[[int], bytes], size: int, container_id: str) -> Iterator[FrameList]:
+    """The frames of an HTTP/1.1 chunked body, read `size` bytes at most at a time from the
     connection (`read1` of its buffered socket: what has arrived, without waiting for
-    more). Each block is the data of every chunk completed by one read, joined; the body
-    ends at the chunk of size 0 (trailers are not read). A connection that ends first
-    raises http.client.IncompleteRead, a chunk size that is not hexadecimal
+    more): the whole frames of the chunks completed by each read. The body ends at the
+    chunk of size 0 (trailers are not read).
+
+    The engine sends one chunk per frame: a chunk that is exactly one frame is taken as
+    it is, in one step; any other (a frame across chunks, several in one) goes through
+    `split_frames`' loop. A frame of stream 3 (the engine's own error) raises BackendError
+    with its message, after the frames before it. A connection that ends first raises
+    http.client.IncompleteRead, a chunk size that is not hexadecimal
     http.client.HTTPException, as http.client itself would."""
+    unpack_header = FRAME_HEADER.unpack_from
     raw = b""
     position = 0
+    carry = b""  # chunk data ending inside a frame
     while True:
         more = read1(size)
         if not more:
@@ -66,63 +73,96 @@ def read_blocks(read1: Callable[[int], bytes], size: int) -> Iterator[bytes]:
         raw = raw[position:] + more if position < len(raw) else more
         position = 0
         end = len(raw)
-        parts: list[bytes] = []
         find = raw.find
+        streams: list[int] = []
+        payloads: list[bytes] = []
+        last = False
+        error: str | None = None
         while True:
             eol = find(b"\r\n", position)
             if eol < 0:
                 break
-            size_line = raw[position:eol]
             try:
-                length = int(size_line.partition(b";")[0], 16)  # chunk extensions ignored
+                length = int(raw[position:eol], 16)
             except ValueError:
-                raise http.client.HTTPException(
-                    f"the engine sent a chunk size that is not a number: {size_line[:20]!r}"
-                ) from None
+                length = _chunk_size(raw[position:eol])
             if length == 0:
-                if parts:
-                    yield b"".join(parts)
-                return
-            stop = eol + 2 + length
+                last = True
+                break
+            start = eol + 2
+            stop = start + length
             if stop + 2 > end:  # the chunk and its CRLF have not all arrived
                 break
-            parts.append(raw[eol + 2 : stop])
             position = stop + 2
-        if parts:
-            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            if not carry and length >= 8:
+                number, frame_size = unpack_header(raw, start)
+                if frame_size + 8 == length and number != SYSTEM_ERROR_STREAM:
+                    streams.append(number)
+                    payloads.append(raw[start + 8 : stop])
+                    continue
+            carry, error = _take_frames(carry + raw[start:stop], streams, payloads)
+            if error is not None:
+                break
+        if payloads:
+            yield streams, payloads
+        if error is not None:
+            raise _engine_error(container_id, error)
+        if last:
+            return
 
 
 def split_frames(blocks: Iterable[bytes], container_id: str) -> Iterator[FrameList]:
     """The whole frames of each block of the multiplexed stream (a frame may be split
     across blocks: its start waits for the next one). A frame of stream 3 (the engine's
-    own error) raises BackendError with its message."""
-    unpack_header = FRAME_HEADER.unpack_from
-    buffer = b""
+    own error) raises BackendError with its message, after the frames before it."""
+    carry = b""
     for block in blocks:
-        buffer = buffer + block if buffer else block
-        end = len(buffer)
-        position = 0
         streams: list[int] = []
         payloads: list[bytes] = []
-        while end - position >= 8:
-            number, size = unpack_header(buffer, position)
-            stop = position + 8 + size
-            if stop > end:
-                break
-            if number == SYSTEM_ERROR_STREAM:
-                message = buffer[position + 8 : stop].decode("utf-8", "replace").strip()
-                if payloads:  # the lines before it first
-                    yield streams, payloads
-                raise BackendError(
-                    f"the Docker engine failed while sending the logs of container "
-                    f"{container_id[:12]}: {message}"
-                )
-            streams.append(number)
-            payloads.append(buffer[position + 8 : stop])
-            position = stop
-        buffer = buffer[position:]
+        carry, error = _take_frames(carry + block if carry else block, streams, payloads)
         if payloads:
             yield streams, payloads
+        if error is not None:
+            raise _engine_error(container_id, error)
+
+
+def _take_frames(
+    buffer: bytes, streams: list[int], payloads: list[bytes]
+) -> tuple[bytes, str | None]:
+    """Append the whole frames at the start of `buffer` to `streams` and `payloads`; return
+    the bytes after them (a frame not yet complete), and the message of a stream 3 frame
+    if one stopped the split."""
+    unpack_header = FRAME_HEADER.unpack_from
+    end = len(buffer)
+    position = 0
+    while end - position >= 8:
+        number, size = unpack_header(buffer, position)
+        stop = position + 8 + size
+        if stop > end:
+            break
+        if number == SYSTEM_ERROR_STREAM:
+            return b"", buffer[position + 8 : stop].decode("utf-8", "replace").strip()
+        streams.append(number)
+        payloads.append(buffer[position + 8 : stop])
+        position = stop
+    return buffer[position:], None
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size on a chunk's first line that has more than hexadecimal digits."""
+    try:
+        return int(line.partition(b";")[0], 16)  # chunk extensions are ignored
+    except ValueError:
+        raise http.client.HTTPException(
+            f"the engine sent a chunk size that is not a number: {line[:20]!r}"
+        ) from None
+
+
+def _engine_error(container_id: str, message: str) -> BackendError:
+    return BackendError(
+        f"the Docker engine failed while sending the logs of container "
+        f"{container_id[:12]}: {message}"
+    )
 
 
 def batch_frames(frame_lists: Iterable[FrameList]) -> Iterator[LogBatch]:
@@ -169,8 +209,8 @@ def batch_frames(frame_lists: Iterable[FrameList]) -> Iterator[LogBatch]:
                     if (
                         streams[j] != number
                         or other[:width] != key
+                        or other[-1:] != b"\n"
                         or other[space:cut] != b" "
-                        or not other.endswith(b"\n")
                     ):
                         break
                     j += 1

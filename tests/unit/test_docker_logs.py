@@ -13,7 +13,7 @@ import pytest
 from runner.backends.docker_logs import (
     assemble_lines,
     batch_frames,
-    read_blocks,
+    read_frames,
     split_frames,
 )
 from runner.errors import BackendError
@@ -62,36 +62,66 @@ def texts(lines: list[LogLine]) -> list[tuple[str, str]]:
 # -- HTTP chunks ---------------------------------------------------------------------------
 
 
+def frames_of(body: bytes, sizes: list[int]) -> list[tuple[int, bytes]]:
+    reader = Pieces(body, sizes)
+    return [
+        (number, payload)
+        for numbers, payloads in read_frames(reader.read1, 1 << 20, "c")
+        for number, payload in zip(numbers, payloads, strict=True)
+    ]
+
+
+FRAMES = [
+    (1, stamp() + b" one\n"),
+    (2, stamp() + b" 0\r\n\r\n"),  # text that looks like chunk syntax
+    (1, stamp() + b" " + b"x" * 300),
+    (0, b"stdin"),
+    (1, stamp() + b" \n"),
+]
+
+
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 64, 1 << 20])
-def test_chunks_are_joined_whatever_the_size_of_each_read(size: int) -> None:
-    parts = [b"a", b"bc\r\n", b"", b"x" * 300, b"0\r\n"]  # data that looks like chunk syntax
-    body = chunked(*[p for p in parts if p])
-    blocks = list(read_blocks(Pieces(body, [size]).read1, 1 << 20))
-    assert b"".join(blocks) == b"".join(parts)
-    assert all(blocks)  # no empty block
+def test_frames_come_whole_whatever_the_size_of_each_read(size: int) -> None:
+    body = chunked(*[frame(n, p) for n, p in FRAMES])
+    assert frames_of(body, [size]) == FRAMES
 
 
-def test_one_read_of_many_chunks_is_one_block() -> None:
-    body = chunked(b"one", b"two", b"three")
-    assert list(read_blocks(Pieces(body, [len(body)]).read1, 1 << 20)) == [b"onetwothree"]
+@pytest.mark.parametrize("cut", [1, 5, 8, 9, 30, 1000])
+def test_frames_across_chunks_and_chunks_of_several_frames(cut: int) -> None:
+    stream = b"".join(frame(n, p) for n, p in FRAMES)
+    body = chunked(*[stream[i : i + cut] for i in range(0, len(stream), cut)])
+    for size in (1, 7, len(body)):
+        assert frames_of(body, [size]) == FRAMES
 
 
 def test_chunk_extensions_are_ignored() -> None:
-    body = chunked(b"hello", b"world", extension=b";name=value")
-    for size in (4, len(body)):
-        assert b"".join(read_blocks(Pieces(body, [size]).read1, 1 << 20)) == b"helloworld"
+    body = chunked(*[frame(n, p) for n, p in FRAMES], extension=b";name=value")
+    assert frames_of(body, [4]) == frames_of(body, [len(body)]) == FRAMES
 
 
 def test_a_body_cut_short_is_an_incomplete_read() -> None:
-    body = chunked(b"hello", b"world")[:-7]  # no last chunk
-    blocks = read_blocks(Pieces(body, [3]).read1, 1 << 20)
+    body = chunked(*[frame(n, p) for n, p in FRAMES])[:-7]  # no last chunk
     with pytest.raises(http.client.IncompleteRead):
-        b"".join(blocks)
+        frames_of(body, [3])
 
 
 def test_a_chunk_size_that_is_not_a_number_is_an_http_error() -> None:
     with pytest.raises(http.client.HTTPException, match="not a number: b'zz'"):
-        list(read_blocks(Pieces(b"zz\r\nhello\r\n", [100]).read1, 1 << 20))
+        frames_of(b"zz\r\nhello\r\n", [100])
+
+
+def test_a_system_error_comes_after_the_frames_before_it() -> None:
+    error = frame(3, b"Error grabbing logs: invalid character\n")
+    body = chunked(frame(1, stamp() + b" ok\n"), error, frame(1, stamp() + b" never\n"))
+    reader = Pieces(body, [len(body)])
+    frame_lists = read_frames(reader.read1, 1 << 20, "0123456789abcdef")
+    assert next(frame_lists) == ([1], [stamp() + b" ok\n"])
+    with pytest.raises(
+        BackendError,
+        match=r"^the Docker engine failed while sending the logs of container 0123456789ab: "
+        r"Error grabbing logs: invalid character$",
+    ):
+        next(frame_lists)
 
 
 # -- frames --------------------------------------------------------------------------------
@@ -282,7 +312,7 @@ def test_random_output_read_in_random_pieces_gives_every_line_in_order(seed: int
     frames, expected = _random_output(rng)
     body = chunked(*[frame(n, p) for n, p in frames])
     reader = Pieces(body, [rng.choice((1, 7, 100, 4096, 70_000)) for _ in range(50)])
-    batches = list(batch_frames(split_frames(read_blocks(reader.read1, 1 << 18), "c")))
+    batches = list(batch_frames(read_frames(reader.read1, 1 << 18, "c")))
     assert [(ln.stream, ln.line) for ln in unbatch_lines(batches)] == expected
     stamped = {payload[:30] for _, payload in frames}
     for batch in batches:  # each batch has the time of a frame

@@ -20,16 +20,16 @@ from typing import Any
 
 from runner import dag
 from runner.archives import ArchiveError, Artifact, artifact_roots, extract_artifacts
-from runner.backends.base import Backend, Workspace
+from runner.backends.base import Backend, Workspace, log_batches
 from runner.errors import BackendError, PolicyError, RunnerError
 from runner.execution import WORKSPACE_PATH, ContainerExit, TaskResult, TaskState
 from runner.flow import Task
 from runner.lineendings import crlf_message
-from runner.logs import TASK_LOG, get_logger
+from runner.logs import echo_task_lines, get_logger
 from runner.outputs import merge_outputs, output_line_problem, parse_output_line
 from runner.secrets import Masker
 from runner.specs import TaskContext, build_spec, image_source, render_task
-from runner.store import LogWriter, NewLogLine, Store
+from runner.store import LogWriter, NewLogBatch, Store
 from runner.template_checks import referenced_outputs
 from runner.templating import TemplateContext, TemplateError, TemplateInterrupted, is_true
 
@@ -474,42 +474,46 @@ class Attempts:
     ) -> tuple[dict[str, Any], str | None]:
         """Record and print every line but the first `skip` (stored before the runner
         died); return the outputs the task published on stdout (read from every line),
-        and what was wrong with the first outputs line that could not be read, if any."""
+        and what was wrong with the first outputs line that could not be read, if any.
+
+        The lines come in batches (`log_batches`): masked, printed and queued for the
+        store a batch at a time, so that a chatty task costs little more per line than
+        reading it."""
         loggers = {
             stream: get_logger(execution_id=ctx.execution_id, task_id=node_id, stream=stream)
             for stream in ("stdout", "stderr")
         }
-        add = self.log_writer.add
-        mask = self.masker.mask
+        add_batch = self.log_writer.add_batch
+        masker = self.masker
+        execution_id = ctx.execution_id
         outputs: dict[str, Any] = {}
         problem: str | None = None
         stdout_lines = 0
-        for line in self.backend.logs(container_id):
-            if line.stream == "stdout":
-                stdout_lines += 1
-                if line.line.startswith("::"):
-                    published = parse_output_line(line.line)
+        for batch in log_batches(self.backend, container_id):
+            lines = batch.lines
+            # (one search of the batch joined finds whether any line starts with "::")
+            if batch.stream == "stdout" and "\n::" in "\n" + "\n".join(lines):
+                for number, line in enumerate(lines, start=stdout_lines + 1):
+                    if not line.startswith("::"):
+                        continue
+                    published = parse_output_line(line)
                     if published is not None:
                         # Parsed from the line as written: a secret is masked in the values
                         # (its JSON-escaped form in the line may differ from it).
-                        outputs = merge_outputs(outputs, self.masker.mask_value(published))
-                    elif problem is None and (wrong := output_line_problem(line.line)):
-                        problem = mask(f"line {stdout_lines} of stdout: {wrong}")
+                        outputs = merge_outputs(outputs, masker.mask_value(published))
+                    elif problem is None and (wrong := output_line_problem(line)):
+                        problem = masker.mask(f"line {number} of stdout: {wrong}")
+            if batch.stream == "stdout":
+                stdout_lines += len(lines)
             if skip:
-                skip -= 1
-                continue
-            text = mask(line.line)
-            loggers[line.stream].info(TASK_LOG, line=text)
-            add(
-                NewLogLine(
-                    execution_id=ctx.execution_id,
-                    task_run_id=run_id,
-                    task_id=node_id,
-                    stream=line.stream,
-                    line=text,
-                    time=line.time,
-                )
-            )
+                skipped = min(skip, len(lines))
+                skip -= skipped
+                lines = lines[skipped:]
+                if not lines:
+                    continue
+            texts = masker.mask_lines(lines)
+            echo_task_lines(loggers[batch.stream], texts)
+            add_batch(NewLogBatch(execution_id, run_id, node_id, batch.stream, batch.time, texts))
         return outputs, problem
 
     def _collect_artifacts(

@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import zlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
@@ -112,14 +113,8 @@ class _TaskLogShortcut:
 
     def render(self, logger: Any, line: Any) -> str | None:
         """The text the chain would write for this event, or None to take the chain."""
-        if logger._processors is not self.processors or self.processors != self.expected:
-            return None
-        if _context_vars_bound():
-            return None
-        prefix = logger.__dict__.get("_task_log_prefix")
+        prefix = self._usable_prefix(logger)
         if prefix is None:
-            prefix = logger._task_log_prefix = self._prefix(logger)
-        if not prefix:
             return None
         if self.json and type(line) is str:
             stamp = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
@@ -132,6 +127,37 @@ class _TaskLogShortcut:
             event["timestamp"] = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
         text = self.renderer(logger._logger, "info", event)
         return text if isinstance(text, str) else None
+
+    def render_lines(self, logger: Any, lines: Sequence[str]) -> str | None:
+        """The text the chain would write for one event per line, all with one time (the
+        lines of a batch arrived together), or None to take the chain line by line."""
+        prefix = self._usable_prefix(logger)
+        if prefix is None:
+            return None
+        if self.json:
+            stamp = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
+            head = f'\n{prefix}"line": '
+            tail = f', "event": "task_log", "level": "info", "timestamp": "{stamp}"}}'
+            return "".join([f"{head}{_encode_str(line)}{tail}" for line in lines])[1:]
+        if isinstance(self.renderer, ConsoleOutput):
+            # ConsoleOutput writes a task line as a head that depends on the task and stream
+            # only, then the line: render the head once.
+            event = {**logger._context, "line": "", "event": TASK_LOG, "level": "info"}
+            head = "\n" + self.renderer(logger._logger, "info", event)
+            return "".join([f"{head}{line}" for line in lines])[1:]
+        return None
+
+    def _usable_prefix(self, logger: Any) -> str | None:
+        """This logger's cached prefix (see `_prefix`), or None when its events must take
+        the chain."""
+        if logger._processors is not self.processors or self.processors != self.expected:
+            return None
+        if _context_vars_bound():
+            return None
+        prefix = logger.__dict__.get("_task_log_prefix")
+        if prefix is None:
+            prefix = logger._task_log_prefix = self._prefix(logger)
+        return prefix or None
 
     def _prefix(self, logger: Any) -> str:
         """The JSON of the bound context up to where `line` goes ("-" when not JSON), or ""
@@ -173,6 +199,28 @@ class _BoundLogger(_FilteringLogger):  # type: ignore[misc]  # a class made at r
                 self._logger.msg(text)
                 return None
         return super().info(event, *args, **kw)
+
+
+def echo_task_lines(logger: Any, lines: Sequence[str]) -> None:
+    """Log each of `lines` as a `task_log` event of `logger` (bound to a task and stream),
+    as `logger.info(TASK_LOG, line=...)` would, written at once with one time.
+
+    The lines of a batch cost one write and one timestamp; the console head or the JSON of
+    the bound context is rendered once per batch, the line alone per line.
+    """
+    if not _task_output or not lines or isinstance(logger, _QuietLogger):
+        return  # not shown (a server), or info events filtered out (quiet)
+    shortcut = _shortcut
+    text = (
+        shortcut.render_lines(logger, lines)
+        if shortcut is not None and isinstance(logger, _BoundLogger)
+        else None
+    )
+    if text is None:  # another chain (capture_logs), a context variable: event by event
+        for line in lines:
+            logger.info(TASK_LOG, line=line)
+        return
+    logger._logger.msg(text)
 
 
 def configure(

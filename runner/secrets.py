@@ -251,17 +251,28 @@ class Masker:
     def mask(self, text: str) -> str:
         """`text` with every secret replaced by `******`."""
         pattern = self._pattern
-        if pattern is None or len(text) < self._shortest:
+        if pattern is None or not self._may_hold(text):
             return text
+        return pattern.sub(MASK, text)
+
+    def mask_lines(self, lines: tuple[str, ...]) -> tuple[str, ...]:
+        """Each of `lines` masked as by `mask`: the same tuple when none can hold a secret,
+        found by one search of the lines joined (a secret in one line is in them all)."""
+        if self._pattern is None or not self._may_hold("\n".join(lines)):
+            return lines
+        mask = self.mask
+        return tuple([mask(line) for line in lines])
+
+    def _may_hold(self, text: str) -> bool:
+        """Whether `text` may hold a secret: False only when none can be in it."""
+        if len(text) < self._shortest:
+            return False
         assert self._gate is not None  # made with the pattern
         found = self._gate.findall(text)
         if not found:
-            return text
+            return False
         buckets = self._buckets
-        for char in set(found):
-            if buckets[char].search(text) is not None:
-                return pattern.sub(MASK, text)
-        return text
+        return any(buckets[char].search(text) is not None for char in set(found))
 
     def mask_value(self, value: Any) -> Any:
         """JSON data with every secret masked in its strings (keys too); a number that

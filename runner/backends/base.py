@@ -24,8 +24,10 @@ from runner.execution import (
     ContainerSpec,
     ContainerStatus,
     ImageSource,
+    LogBatch,
     LogLine,
     ManagedResource,
+    batch_lines,
 )
 
 ProgressCallback = Callable[[str], None]
@@ -113,7 +115,9 @@ class Backend(Protocol):
     def logs(self, container_id: str) -> Iterator[LogLine]:
         """Yield every line the container writes until it exits and its output is drained.
 
-        The last line is yielded even without a trailing newline.
+        The last line is yielded even without a trailing newline. (A backend may also
+        offer `log_batches(container_id) -> Iterator[LogBatch]`, the same lines in
+        batches, read in bulk: see `log_batches` below, which the attempts call.)
         """
 
     def wait(self, container_id: str) -> ContainerExit:
@@ -149,3 +153,13 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+def log_batches(backend: Backend, container_id: str) -> Iterator[LogBatch]:
+    """The lines of a container in batches (`Backend.logs` otherwise): the backend's own
+    `log_batches` when it has one (the Docker backend splits whole reads of the engine's
+    stream at once), else its lines grouped by stream and time."""
+    own: Callable[[str], Iterator[LogBatch]] | None = getattr(backend, "log_batches", None)
+    if own is not None:
+        return own(container_id)
+    return batch_lines(backend.logs(container_id))

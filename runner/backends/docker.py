@@ -16,19 +16,19 @@ remove. Images are resolved once per backend.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.client
 import io
 import os
 import re
 import stat
-import struct
 import tarfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -45,6 +45,7 @@ from structlog.typing import FilteringBoundLogger
 
 from runner.backends import docker_connection
 from runner.backends.base import EngineInfo, ProgressCallback
+from runner.backends.docker_logs import FrameList, batch_frames, read_frames, split_frames
 from runner.errors import BackendError, ImageError
 from runner.execution import (
     LABEL_EXECUTION,
@@ -56,10 +57,11 @@ from runner.execution import (
     ContainerStatus,
     FileToCopy,
     ImageSource,
+    LogBatch,
     LogLine,
     ManagedResource,
     PullImage,
-    Stream,
+    unbatch_lines,
 )
 from runner.hostpaths import BindSourceTranslator
 from runner.settings import ENGINE_WAIT_SECONDS_ENV, engine_wait_seconds
@@ -83,10 +85,7 @@ _START_ADVICE = (
     "Is Docker running? Start it (e.g. 'sudo systemctl start docker' or Docker Desktop) "
     "or point DOCKER_HOST at a running engine."
 )
-_FRAME_HEADER = struct.Struct(">BxxxL")
-_STREAMS: dict[int, Stream] = {1: "stdout", 2: "stderr"}
 _OS_ERROR_MODULES = ("builtins", "socket", "ssl")  # not requests' and urllib3's OSError subclasses
-_SYSTEM_ERROR_STREAM = 3
 _CONNECTION_ERRORS = (
     requests.exceptions.RequestException,
     urllib3.exceptions.HTTPError,
@@ -466,9 +465,14 @@ class DockerBackend:
             )
 
     def logs(self, container_id: str) -> Iterator[LogLine]:
-        return _assemble_lines(self._log_frames(container_id))
+        return unbatch_lines(self.log_batches(container_id))
 
-    def _log_frames(self, container_id: str) -> Iterator[tuple[int, bytes]]:
+    def log_batches(self, container_id: str) -> Iterator[LogBatch]:
+        """The container's lines in batches, its log read in bulk (`docker_logs`): what
+        the attempts read (`backends.base.log_batches`)."""
+        return batch_frames(self._log_frames(container_id))
+
+    def _log_frames(self, container_id: str) -> Iterator[FrameList]:
         """Follow the log to its end, then fetch what the follow missed: engine 20.10 ends a
         follow without a last line that lacks its '\\n' in about one run in five, though
         the line is stored by then. The fetch asks for the log's last frames (not `since`
@@ -479,16 +483,16 @@ class DockerBackend:
         following = True
         try:
             with self._log_body(container_id, follow=1) as body:
-                for frame in _frames(body, container_id):
-                    last = frame
-                    yield frame
+                for frames in _frame_lists(body, container_id):
+                    last = frames[0][-1], frames[1][-1]
+                    yield frames
             following = False
             tail = {} if last is None else {"tail": LOG_CATCH_UP_FRAMES}
             with self._log_body(container_id, **tail) as body:
-                stored = list(_frames(body, container_id))
+                stored = _every_frame(body, container_id)
             if last is not None and last not in stored and len(stored) == LOG_CATCH_UP_FRAMES:
                 with self._log_body(container_id) as body:  # missed more: read it all
-                    stored = list(_frames(body, container_id))
+                    stored = _every_frame(body, container_id)
         except BackendError:
             raise
         except docker.errors.NotFound as exc:
@@ -500,7 +504,8 @@ class DockerBackend:
         if last is not None:
             seen_at = len(stored) - stored[::-1].index(last) if last in stored else len(stored)
             stored = stored[seen_at:]
-        yield from stored
+        if stored:
+            yield [number for number, _ in stored], [payload for _, payload in stored]
 
     @contextlib.contextmanager
     def _log_body(self, container_id: str, **params: int | str) -> Iterator[_Chunks]:
@@ -1042,87 +1047,23 @@ def _engine_time(value: object) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
-def _frames(body: _Chunks, container_id: str) -> Iterator[tuple[int, bytes]]:
-    """Split the engine's multiplexed stream into (stream number, payload) frames: an
-    8-byte header (stream, size), then the payload, here `<RFC3339Nano time> <text>`."""
-    unpack_header = _FRAME_HEADER.unpack_from
-    buffer = b""
-    while chunk := body.read1(LOG_READ_SIZE):
-        buffer = buffer + chunk if buffer else chunk
-        end = len(buffer)
-        position = 0
-        while end - position >= 8:
-            stream_number, size = unpack_header(buffer, position)
-            stop = position + 8 + size
-            if stop > end:
-                break
-            frame = buffer[position + 8 : stop]
-            position = stop
-            if stream_number == _SYSTEM_ERROR_STREAM:
-                message = frame.decode("utf-8", "replace").strip()
-                raise BackendError(
-                    f"the Docker engine failed while sending the logs of container "
-                    f"{container_id[:12]}: {message}"
-                )
-            yield stream_number, frame
-        buffer = buffer[position:]
+def _frame_lists(body: _Chunks, container_id: str) -> Iterator[FrameList]:
+    """The frames of a log response, a read at a time. A chunked HTTP/1.1 body (what the
+    engine sends) is de-chunked here from its connection's buffer, many chunks a read:
+    http.client's `read1` stops at the end of each chunk, that is at every line."""
+    fp = getattr(body, "fp", None)
+    if isinstance(body, http.client.HTTPResponse) and body.chunked and fp is not None:
+        return read_frames(fp.read1, LOG_READ_SIZE, container_id)
+    return split_frames(iter(functools.partial(body.read1, LOG_READ_SIZE), b""), container_id)
 
 
-def _assemble_lines(frames: Iterator[tuple[int, bytes]]) -> Iterator[LogLine]:
-    """Reassemble lines from timestamped log frames.
-
-    The engine writes one frame per line, but splits lines longer than 16 KiB into several
-    frames, all with the time of the first and only the last with the '\\n'. A line is
-    decoded only once complete, so a UTF-8 character split across frames survives (with
-    the `local` log driver; `json-file` has already replaced its halves by U+FFFD); a
-    trailing '\\r' is dropped; a last line without '\\n' is yielded at the end.
-    """
-    parse_time = datetime.fromisoformat
-    partial: dict[int, tuple[datetime, list[bytes]]] = {}
-    for stream_number, frame in frames:
-        stream = _STREAMS.get(stream_number)
-        if stream is None:
-            continue
-        space = frame.find(b" ")
-        try:
-            when = parse_time(frame[:space].decode())
-        except ValueError:  # no time in front: keep the whole payload
-            when, space = datetime.now(UTC), -1
-        text = frame[space + 1 :]
-        newline = text.find(b"\n")
-        pending = partial.get(stream_number)
-        if pending is not None and pending[0] != when:
-            # a new time: the pending line was complete, but the engine lost its '\n'
-            # (the `local` log driver drops it from a long line's last fragment)
-            del partial[stream_number]
-            yield LogLine(stream, _decode_line(b"".join(pending[1])), pending[0])
-            pending = None
-        if pending is None:
-            if 0 <= newline == len(text) - 1:  # the common case: one frame, one line
-                if text.endswith(b"\r\n"):
-                    yield LogLine(stream, text[:-2].decode("utf-8", "replace"), when)
-                else:
-                    yield LogLine(stream, text[:-1].decode("utf-8", "replace"), when)
-                continue
-            pending = partial[stream_number] = (when, [])
-        pending[1].append(text)
-        if newline < 0:
-            continue
-        del partial[stream_number]
-        lines = b"".join(pending[1]).split(b"\n")
-        rest = lines.pop()
-        line_time = pending[0]
-        for line in lines:
-            yield LogLine(stream, _decode_line(line), line_time)
-            line_time = when
-        if rest:
-            partial[stream_number] = (when, [rest])
-    for stream_number, (when, parts) in partial.items():
-        yield LogLine(_STREAMS[stream_number], _decode_line(b"".join(parts)), when)
-
-
-def _decode_line(line: bytes) -> str:
-    return line.removesuffix(b"\r").decode("utf-8", "replace")
+def _every_frame(body: _Chunks, container_id: str) -> list[tuple[int, bytes]]:
+    """Every frame of a (short) log response, as (stream number, payload)."""
+    return [
+        frame
+        for streams, payloads in _frame_lists(body, container_id)
+        for frame in zip(streams, payloads, strict=True)
+    ]
 
 
 def main() -> int:

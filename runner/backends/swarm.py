@@ -79,12 +79,10 @@ from runner.backends import docker_connection
 from runner.backends.base import EngineInfo, NodeInfo, ProgressCallback
 from runner.backends.docker import (
     _ENGINE_ERRORS,
-    _FRAME_HEADER,
     LOG_READ_SIZE,
     PULL_POLICIES,
     WORKSPACE_PREFIX,
     DockerBackend,
-    _assemble_lines,
     _body,
     _Chunks,
     _engine_host,
@@ -94,6 +92,8 @@ from runner.backends.docker import (
     _raise_for_status,
     _translate,
 )
+from runner.backends.docker_logs import FRAME_HEADER as _FRAME_HEADER
+from runner.backends.docker_logs import assemble_lines as _assemble_lines
 from runner.errors import BackendError, ImageError
 from runner.execution import (
     LABEL_EXECUTION,

@@ -3,11 +3,11 @@
     Store            the contract (a Protocol, `base.py`): intent-named reads and writes
     open_store(url)  the SQL store of a URL (SQLite or PostgreSQL), migrated: `sql.py`
     InMemoryStore    the same contract in memory, for tests (`runner.store.testing`)
-    LogWriter        a thread-safe buffer that batches log lines into Store.append_logs
+    LogWriter        a thread-safe buffer that batches log lines into Store.append_log_batches
     ExecutionRecord, TaskRunRecord, LogRecord, ArtifactRecord   what the reads return (frozen)
     ExecutionFilter, Page       what `list_executions` takes and returns
     FlowState, TriggerState, TriggerFire   what a server keeps of flows and triggers
-    NewLogLine       what a log line looks like on its way in
+    NewLogLine, NewLogBatch   what a log line, or a batch of them, looks like on its way in
     ArtifactFile     what an artifact must offer to be recorded (runner.archives.Artifact)
     Lease, Beat      an execution's lease as stored, and what renewing it found
 
@@ -42,6 +42,7 @@ from runner.store.records import (
     Lease,
     LeaseOwner,
     LogRecord,
+    NewLogBatch,
     NewLogLine,
     Page,
     SchemaRevision,
@@ -63,6 +64,7 @@ __all__ = [
     "LeaseOwner",
     "LogRecord",
     "LogWriter",
+    "NewLogBatch",
     "NewLogLine",
     "Page",
     "SchemaRevision",

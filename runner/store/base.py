@@ -35,6 +35,7 @@ from runner.store.records import (
     Lease,
     LeaseOwner,
     LogRecord,
+    NewLogBatch,
     NewLogLine,
     Page,
     SchemaRevision,
@@ -230,6 +231,11 @@ class Store(Protocol):
         shown as '␀'. All or nothing: a line that cannot be stored (unknown task run,
         bad data) fails the whole batch with a StoreError; a connection-level failure is a
         TransientStoreError (the caller may retry; see LogWriter)."""
+        ...
+
+    def append_log_batches(self, batches: Sequence[NewLogBatch]) -> None:
+        """`append_logs` of the lines of `batches`, in their order: each line stored with
+        its batch's execution, task run, task, stream and time."""
         ...
 
     def get_logs(

@@ -202,6 +202,9 @@ class FencedStore:
     def append_logs(self, lines: Sequence[Any]) -> None:
         self._write().append_logs(lines)
 
+    def append_log_batches(self, batches: Sequence[Any]) -> None:
+        self._write().append_log_batches(batches)
+
     def record_artifacts(self, **values: Any) -> None:
         self._write().record_artifacts(**values)
 

@@ -1,8 +1,9 @@
-"""A buffer in front of `Store.append_logs`, so that a chatty container costs one insert
-per batch instead of one transaction per line.
+"""A buffer in front of `Store.append_log_batches`, so that a chatty container costs one
+insert per 5,000 lines instead of one transaction per line.
 
-Many threads `add` lines (a list append under a lock, never a database call); one
-background thread writes them in batches every 0.2 s, or sooner once 5,000 are waiting.
+Many threads `add` lines, or `add_batch` a batch of a task's output (a list append under
+a lock, never a database call); one background thread writes them every 0.2 s, or sooner
+once 5,000 lines are waiting.
 Lines are written in the order they were added, so each task's lines keep their order.
 
 When a write fails on a connection-level error (`TransientStoreError`) the lines are
@@ -28,7 +29,12 @@ import structlog
 from runner.errors import StoreError
 from runner.settings import DB_RETRY_FIRST_S, DB_RETRY_MAX_S, db_retry_seconds
 from runner.store.base import Store
-from runner.store.records import NewLogLine, StoreUnavailableError, TransientStoreError
+from runner.store.records import (
+    NewLogBatch,
+    NewLogLine,
+    StoreUnavailableError,
+    TransientStoreError,
+)
 
 FLUSH_INTERVAL_S = 0.2
 BATCH_SIZE = 5_000
@@ -57,7 +63,8 @@ class LogWriter:
         # directly, which costs a third of going through the Condition's default RLock.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._pending: list[NewLogLine] = []
+        self._pending: list[NewLogBatch] = []
+        self._pending_lines = 0
         self._added = 0  # lines ever added
         self._stored = 0  # lines ever stored
         self._flush_target = 0  # flush() waits until _stored reaches this
@@ -68,13 +75,30 @@ class LogWriter:
 
     def add(self, line: NewLogLine) -> None:
         """Queue one line; it is stored within about `flush_interval` seconds."""
+        self.add_batch(
+            NewLogBatch(
+                line.execution_id,
+                line.task_run_id,
+                line.task_id,
+                line.stream,
+                line.time,
+                (line.line,),
+            )
+        )
+
+    def add_batch(self, batch: NewLogBatch) -> None:
+        """Queue the lines of a batch, in their order (one lock and one list entry for them
+        all: a batch of a container's output costs what one line does)."""
+        count = len(batch.lines)
+        if not count:
+            return
         with self._lock:
             if self._error is not None or self._closing:
                 self._check()
-            pending = self._pending
-            pending.append(line)
-            self._added += 1
-            if len(pending) >= self._batch_size:
+            self._pending.append(batch)
+            self._added += count
+            self._pending_lines += count
+            if self._pending_lines >= self._batch_size:
                 self._cond.notify_all()
 
     def flush(self) -> None:
@@ -117,13 +141,14 @@ class LogWriter:
     def _wanted(self) -> bool:
         return (
             self._closing
-            or len(self._pending) >= self._batch_size
+            or self._pending_lines >= self._batch_size
             or self._flush_target > self._stored
         )
 
     def _run(self) -> None:
         """The background thread: take what is waiting, write it, repeat until closed."""
-        batch: list[NewLogLine] = []
+        batch: list[NewLogBatch] = []
+        lines = 0  # in batch
         failing_since: float | None = None
         retry_in = RETRY_FIRST_S
         while True:
@@ -132,17 +157,18 @@ class LogWriter:
                     self._cond.wait_for(self._wanted, timeout=self._flush_interval)
                 # Lines that failed before go first, so order is kept across retries.
                 batch.extend(self._pending)
-                self._pending = []
+                lines += self._pending_lines
+                self._pending, self._pending_lines = [], 0
                 closing = self._closing
             if not batch:
                 if closing:
                     return
                 continue
             try:
-                self._store.append_logs(batch)
+                self._store.append_log_batches(batch)
             except StoreUnavailableError as exc:
                 # The store has been failing for its whole limit already: it says so itself.
-                log.error("log_lines_lost", lines=len(batch), error=str(exc))
+                log.error("log_lines_lost", lines=lines, error=str(exc))
                 self._give_up(exc, None)
                 return
             except TransientStoreError as exc:
@@ -150,10 +176,10 @@ class LogWriter:
                 failing_since = failing_since if failing_since is not None else now
                 left = self._give_up_after - (now - failing_since)
                 if left <= 0:
-                    log.error("log_lines_lost", lines=len(batch), error=str(exc))
+                    log.error("log_lines_lost", lines=lines, error=str(exc))
                     self._give_up(
                         StoreError(
-                            f"gave up storing {len(batch)} log lines after "
+                            f"gave up storing {lines} log lines after "
                             f"{self._give_up_after:g} s of failures: {exc}"
                         ),
                         exc,
@@ -161,7 +187,7 @@ class LogWriter:
                     return
                 pause = min(retry_in, left)  # one last try at the limit, not after it
                 log.warning(
-                    "log_write_failed", lines=len(batch), retry_in_s=round(pause, 2), error=str(exc)
+                    "log_write_failed", lines=lines, retry_in_s=round(pause, 2), error=str(exc)
                 )
                 time.sleep(pause)
                 retry_in = min(retry_in * 2, RETRY_MAX_S)
@@ -173,14 +199,14 @@ class LogWriter:
                     self._give_up(refused, exc)
                     return
             except Exception as exc:  # a bug, not an outage: retrying will not help
-                log.error("log_lines_lost", lines=len(batch), error=repr(exc))
-                self._give_up(StoreError(f"cannot store {len(batch)} log lines: {exc!r}"), exc)
+                log.error("log_lines_lost", lines=lines, error=repr(exc))
+                self._give_up(StoreError(f"cannot store {lines} log lines: {exc!r}"), exc)
                 return
             failing_since, retry_in = None, RETRY_FIRST_S
             with self._cond:
-                self._stored += len(batch)
+                self._stored += lines
                 self._cond.notify_all()
-            batch = []
+            batch, lines = [], 0
 
     def _give_up(self, error: StoreError, cause: BaseException | None) -> None:
         if cause is not None and error is not cause:
@@ -189,15 +215,16 @@ class LogWriter:
             self._error = error
             self._cond.notify_all()
 
-    def _refused(self, batch: list[NewLogLine], exc: StoreError) -> StoreError | None:
+    def _refused(self, batch: list[NewLogBatch], exc: StoreError) -> StoreError | None:
         """After the store refused `batch` for good: store the lines before the first one
-        it refuses (halving the batch until that line is found) and say which it is.
+        it refuses (halving the lines until that line is found) and say which it is.
         None if the store took every line this time."""
+        single = [b._replace(lines=(line,)) for b in batch for line in b.lines]
         try:
-            stored, bad, error = self._store_until_refused(batch)
+            stored, bad, error = self._store_until_refused(single)
         except StoreError as again:  # the database failed otherwise meanwhile: give up
-            log.error("log_lines_lost", lines=len(batch), error=str(again))
-            return StoreError(f"cannot store {len(batch)} log lines: {exc}")
+            log.error("log_lines_lost", lines=len(single), error=str(again))
+            return StoreError(f"cannot store {len(single)} log lines: {exc}")
         if bad is None:
             return None
         with self._cond:
@@ -206,7 +233,7 @@ class LogWriter:
             number = str(self._store.count_task_run_logs(bad.task_run_id) + 1)
         except StoreError:
             number = "?"
-        lost = len(batch) - stored
+        lost = len(single) - stored
         log.error(
             "log_line_refused",
             task_id=bad.task_id,
@@ -220,8 +247,8 @@ class LogWriter:
         )
 
     def _store_until_refused(
-        self, lines: list[NewLogLine]
-    ) -> tuple[int, NewLogLine | None, StoreError | None]:
+        self, lines: list[NewLogBatch]
+    ) -> tuple[int, NewLogBatch | None, StoreError | None]:
         """Store `lines` in order up to the first the store refuses for good: how many
         were stored, that line and the error (None, None if all were stored)."""
         if len(lines) > 1:
@@ -232,7 +259,7 @@ class LogWriter:
             more, bad, error = self._store_until_refused(lines[half:])
             return stored + more, bad, error
         try:
-            self._store.append_logs(lines)
+            self._store.append_log_batches(lines)
         except (TransientStoreError, StoreUnavailableError):
             raise
         except StoreError as exc:

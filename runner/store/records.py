@@ -75,6 +75,19 @@ class NewLogLine(NamedTuple):
     time: datetime
 
 
+class NewLogBatch(NamedTuple):
+    """Consecutive lines of one stream of one task run, sharing one time, on their way
+    into the store (`Store.append_log_batches`, `LogWriter.add_batch`): how a task's output
+    arrives (`runner.execution.LogBatch`), stored without a tuple per line on the way."""
+
+    execution_id: str
+    task_run_id: int
+    task_id: str
+    stream: str
+    time: datetime
+    lines: tuple[str, ...]
+
+
 class ArtifactFile(Protocol):
     """What `Store.record_artifacts` needs of each file (`runner.archives.Artifact` is one)."""
 

@@ -68,7 +68,7 @@ from runner.settings import (
 )
 from runner.store import engine as engines
 from runner.store.base import Store
-from runner.store.log_insert import insert_log_lines, sqlite_log_insert
+from runner.store.log_insert import insert_log_batches, sqlite_log_insert
 from runner.store.models import (
     api_tokens,
     executions,
@@ -92,6 +92,7 @@ from runner.store.records import (
     Lease,
     LeaseOwner,
     LogRecord,
+    NewLogBatch,
     NewLogLine,
     Page,
     SchemaRevision,
@@ -902,10 +903,22 @@ class SqlStore:
 
     def append_logs(self, lines: Sequence[NewLogLine]) -> None:
         """Store log lines in one transaction, in their order (see `log_insert`)."""
-        if not lines:
+        self.append_log_batches(
+            [
+                NewLogBatch(
+                    ln.execution_id, ln.task_run_id, ln.task_id, ln.stream, ln.time, (ln.line,)
+                )
+                for ln in lines
+            ]
+        )
+
+    def append_log_batches(self, batches: Sequence[NewLogBatch]) -> None:
+        """Store the lines of `batches` in one transaction, in their order (`log_insert`)."""
+        count = sum(len(batch.lines) for batch in batches)
+        if not count:
             return
-        with self._writing(f"store {len(lines)} log lines") as conn:
-            insert_log_lines(conn, lines, self._sqlite_log_insert)
+        with self._writing(f"store {count} log lines") as conn:
+            insert_log_batches(conn, batches, self._sqlite_log_insert)
 
     def get_logs(
         self,

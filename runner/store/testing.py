@@ -36,6 +36,7 @@ from runner.store.records import (
     Lease,
     LeaseOwner,
     LogRecord,
+    NewLogBatch,
     NewLogLine,
     Page,
     SchemaRevision,
@@ -553,6 +554,16 @@ class InMemoryStore:
             return self._logs_of_run.get(task_run_id, 0)
 
     # -- logs -----------------------------------------------------------------------
+
+    def append_log_batches(self, batches: Sequence[NewLogBatch]) -> None:
+        # Through append_logs, which tests override to make writes fail.
+        self.append_logs(
+            [
+                NewLogLine(b.execution_id, b.task_run_id, b.task_id, b.stream, line, b.time)
+                for b in batches
+                for line in b.lines
+            ]
+        )
 
     def append_logs(self, lines: Sequence[NewLogLine]) -> None:
         if not lines:

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import create_engine, make_url
 
 from runner.errors import StoreError
-from runner.store import LogWriter, NewLogLine, open_store
-from runner.store.log_insert import insert_log_lines
+from runner.store import LogWriter, NewLogBatch, NewLogLine, open_store
+from runner.store.log_insert import insert_log_batches
 from runner.store.sql import SqlStore
 
 pytestmark = pytest.mark.postgres
@@ -151,9 +151,9 @@ def test_nul_in_a_log_line_is_stored_by_copy_and_by_insert(database_url: str) ->
         now = datetime.now(UTC)
         store.append_logs([NewLogLine(execution_id, run_id, "t", "stdout", "a\x00b", now)])
         with store._engine.begin() as conn:
-            insert_log_lines(
+            insert_log_batches(
                 conn.execution_options(),
-                [NewLogLine(execution_id, run_id, "t", "stdout", "c\x00d", now)],
+                [NewLogBatch(execution_id, run_id, "t", "stdout", now, ("c\x00d",))],
                 None,
             )
         assert [ln.line for ln in store.get_logs(execution_id)] == ["a\u2400b", "c\u2400d"]

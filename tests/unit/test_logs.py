@@ -82,3 +82,47 @@ def test_capture_logs_still_sees_task_lines() -> None:
             "log_level": "info",
         }
     ]
+
+
+@pytest.mark.parametrize(("fmt", "colors"), [("json", None), ("console", False), ("console", True)])
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_echoed_lines_are_what_one_event_a_line_writes(
+    fmt: logs.LogFormat, colors: bool | None, shortcut: bool
+) -> None:
+    def emit(batched: bool) -> str:
+        out = io.StringIO()
+        logs.configure(fmt, stream=out, colors=colors)
+        if not shortcut:
+            logs._shortcut = None
+        log = logs.get_logger(execution_id="e" * 32, task_id="talk", stream="stderr")
+        if batched:
+            logs.echo_task_lines(log, LINES)
+            logs.echo_task_lines(log, [])
+        else:
+            for line in LINES:
+                log.info(logs.TASK_LOG, line=line)
+        structlog.contextvars.bind_contextvars(request="r1")  # then event by event
+        if batched:
+            logs.echo_task_lines(log, ["with a context variable"])
+        else:
+            log.info(logs.TASK_LOG, line="with a context variable")
+        structlog.contextvars.clear_contextvars()
+        return re.sub(r'"timestamp": "[^"]*"', '"timestamp": "T"', out.getvalue())
+
+    batched = emit(True)
+    assert batched == emit(False)
+    assert len(batched.splitlines()) == len(LINES) + 1
+
+
+def test_echoed_lines_are_captured_and_dropped_when_not_wanted() -> None:
+    logs.configure("json", stream=io.StringIO())
+    log = logs.get_logger(task_id="talk", stream="stdout")
+    with capture_logs() as captured:
+        logs.echo_task_lines(log, ["a", "b"])
+    assert [e["line"] for e in captured] == ["a", "b"]
+    out = io.StringIO()
+    logs.configure("json", stream=out, task_output=False)
+    logs.echo_task_lines(logs.get_logger(task_id="t"), ["not shown"])
+    logs.configure("json", stream=out, quiet=True)
+    logs.echo_task_lines(logs.get_logger(task_id="t"), ["not shown"])
+    assert out.getvalue() == ""

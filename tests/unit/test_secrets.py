@@ -178,6 +178,19 @@ def test_a_line_without_a_secret_is_returned_as_it_is() -> None:
     assert Masker(["z" * 200]).mask(line) is line  # longer than the line: not even searched
 
 
+def test_lines_are_masked_as_one_by_one() -> None:
+    key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkq\nhkiG9w0BAQEFAASC\n-----END KEY-----"
+    masker = Masker(["hunter2", key])
+    lines = ("plain", "", "pw=hunter2", "hunt", "er2", *key.splitlines(), "end")
+    assert masker.mask_lines(lines) == tuple(masker.mask(line) for line in lines)
+    assert masker.mask_lines(lines)[2] == f"pw={MASK}"
+    assert all(MASK in line for line in masker.mask_lines(tuple(key.splitlines())))
+    clean = ("nothing", "to", "see")
+    assert masker.mask_lines(clean) is clean  # one search of them all, no copy
+    assert Masker().mask_lines(lines) is lines
+    assert masker.mask_lines(()) == ()
+
+
 def test_many_secrets_are_masked_whatever_their_characters() -> None:
     import random
     import string

@@ -46,6 +46,7 @@ from runner.store import (
     ExecutionFilter,
     ExecutionRecord,
     LogWriter,
+    NewLogBatch,
     NewLogLine,
     Store,
     TaskRunRecord,
@@ -53,6 +54,7 @@ from runner.store import (
     default_database_url,
 )
 from runner.store.engine import alembic_config, describe, is_transient, shipped_head
+from runner.store.log_insert import copy_text
 from runner.store.models import Base, UTCDateTime, executions, log_lines, task_runs
 from runner.store.sql import SqlStore
 from runner.store.testing import InMemoryStore, temporary_postgres_database
@@ -789,6 +791,72 @@ def test_append_logs_stores_a_big_batch_quickly(store: Store) -> None:
     cpu_s = time.process_time() - started
     assert store.count_logs(execution_id) == 50_000
     assert 50_000 / cpu_s > 15_000, f"{50_000 / cpu_s:,.0f} lines per CPU second"
+
+
+ODD_LINES = (
+    "",
+    "tab\there",
+    "back\\slash",
+    "\\N",
+    "\\.",
+    "cr\rinside",
+    "new\nline",
+    "nul\x00",
+    "ünïcødé ✓",
+    "x" * 20_000,
+)
+
+
+def test_log_batches_are_stored_line_by_line_in_order(store: Store) -> None:
+    """Each line of a batch is a row with the batch's task run, stream and time; the
+    characters COPY's text format escapes, and NUL, come back as they went in."""
+    execution_id = new_execution(store)
+    a = store.create_task_run(execution_id=execution_id, task_id="a", attempt=1, image=None)
+    b = store.create_task_run(execution_id=execution_id, task_id="b", attempt=1, image=None)
+    plus_two = datetime(2024, 5, 1, 14, 0, 0, 7, tzinfo=timezone(timedelta(hours=2)))
+    naive = datetime(2024, 5, 1, 12, 0, 1)
+    store.append_log_batches(
+        [
+            NewLogBatch(execution_id, a, "a", "stdout", T0, ODD_LINES),
+            NewLogBatch(execution_id, b, "b", "stderr", plus_two, ("b1", "b2")),
+            NewLogBatch(execution_id, a, "a", "stdout", naive, ()),
+            NewLogBatch(execution_id, a, "a", "stderr", naive, ("last",)),
+        ]
+    )
+    store.append_log_batches([])
+    store.append_logs([log_line(execution_id, b, "b", "one by one")])
+    rows = store.get_logs(execution_id)
+    assert [(r.task_id, r.stream, r.line) for r in rows] == [
+        *[("a", "stdout", line.replace("\x00", "\u2400")) for line in ODD_LINES],
+        ("b", "stderr", "b1"),
+        ("b", "stderr", "b2"),
+        ("a", "stderr", "last"),
+        ("b", "stdout", "one by one"),
+    ]
+    assert [r.time for r in rows[: len(ODD_LINES)]] == [T0] * len(ODD_LINES)
+    assert rows[len(ODD_LINES)].time == plus_two and rows[-2].time == naive.replace(tzinfo=UTC)
+    ids = [r.id for r in rows]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    middle = store.get_logs(execution_id, after=ids[3], limit=len(ODD_LINES))
+    assert [r.id for r in middle] == ids[4 : 4 + len(ODD_LINES)]
+    assert store.count_task_run_logs(a) == len(ODD_LINES) + 1
+
+
+def test_copy_text_escapes_what_copy_reads_specially() -> None:
+    when = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    text = copy_text(
+        [
+            NewLogBatch("e", 7, "t", "stdout", when, ("a\tb", "c\\d", "\r\n", "", "n\x00")),
+            NewLogBatch("e", 7, "t", "stdout", when, ()),
+            NewLogBatch("e", 7, "t", "stderr", when.replace(tzinfo=None), ("plain",)),
+        ]
+    )
+    head = "e\t7\tt\t2024-05-01T12:00:00+00:00\t"
+    assert text == (
+        f"{head}stdout\ta\\tb\n{head}stdout\tc\\\\d\n{head}stdout\t\\r\\n\n"
+        f"{head}stdout\t\n{head}stdout\tn\u2400\n{head}stderr\tplain\n"
+    )
+    assert copy_text([]) == ""
 
 
 # -- the log writer ----------------------------------------------------------------------
@@ -1605,6 +1673,41 @@ def test_a_line_the_store_refuses_fails_the_writer_at_once(store: Store) -> None
     with pytest.raises(StoreError, match="line 1 of task 'ghost'"):
         writer.close()
     assert [ln.line for ln in store.get_logs(execution_id)] == [f"good {n}" for n in range(6)]
+
+
+def test_a_line_the_store_refuses_inside_a_batch_is_found(store: Store) -> None:
+    """Batches are split into lines to find the one refused: those before it are stored."""
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    writer = LogWriter(store, give_up_after=60, flush_interval=60)
+    writer.add_batch(NewLogBatch(execution_id, run_id, "t", "stdout", T0, ("g0", "g1")))
+    writer.add_batch(NewLogBatch(execution_id, 999_999, "ghost", "stdout", T0, ("r0", "r1")))
+    writer.add_batch(NewLogBatch(execution_id, run_id, "t", "stdout", T0, ("after",)))
+    with pytest.raises(StoreError) as raised:
+        writer.flush()
+    assert str(raised.value).startswith(
+        f"line 1 of task 'ghost' (execution {execution_id}) cannot be stored, so its output"
+        " ends before it (3 lines lost): "
+    )
+    with pytest.raises(StoreError):
+        writer.close()
+    assert [ln.line for ln in store.get_logs(execution_id)] == ["g0", "g1"]
+
+
+def test_log_writer_counts_the_lines_of_batches(store: Store) -> None:
+    execution_id = new_execution(store)
+    run_id = store.create_task_run(execution_id=execution_id, task_id="t", attempt=1, image=None)
+    writer = LogWriter(store, flush_interval=60, batch_size=5)
+    writer.add_batch(NewLogBatch(execution_id, run_id, "t", "stdout", T0, ()))
+    for n in range(4):
+        writer.add_batch(
+            NewLogBatch(execution_id, run_id, "t", "stdout", T0, (f"{n}a", f"{n}b", f"{n}c"))
+        )
+        writer.add(log_line(execution_id, run_id, "t", f"{n}d"))
+    writer.flush()
+    lines = [ln.line for ln in store.get_logs(execution_id)]
+    assert lines == [f"{n}{x}" for n in range(4) for x in "abcd"]
+    writer.close()
 
 
 def test_heartbeats_use_the_databases_clock(

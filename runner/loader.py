@@ -602,22 +602,6 @@ class _TreeReader:
             if value_node.tag == _STR_TAG and type(value_node) is _Scalar and self._count < limit:
                 self._count += 1
                 result[key] = value_node.value
-            elif (
-                type(value_node) is _Sequence
-                and value_node.tag == _SEQ_TAG
-                and len(loc) + 1 < _MAX_DEPTH
-                and self._count + 1 + len(value_node.value) <= _MAX_VALUES
-                and id(value_node) not in self._open
-                and all(type(i) is _Scalar and i.tag == _STR_TAG for i in value_node.value)
-            ):
-                # A list of strings (`depends_on: [a, b]`): what `read` would make of it,
-                # each item counted and marked, without its calls.
-                self._count += 1 + len(value_node.value)
-                item_marks = level.level(key).at
-                for index, item in enumerate(value_node.value):
-                    mark = item.start_mark
-                    item_marks[index] = (mark.line + 1) << _COLUMN_BITS | (mark.column + 1)
-                result[key] = [item.value for item in value_node.value]
             else:
                 inner = None if type(value_node) is _Scalar else level.level(key)
                 result[key] = self.read(value_node, (*loc, key), _child(schema, key), inner)

@@ -884,6 +884,8 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     parser.add_argument("--scaling-runs", type=int, help="runs of each scaling size (median)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
+    if args.scaling_tasks and len(set(args.scaling_tasks)) < 2:
+        parser.error("--scaling-tasks: give at least two sizes, to compare their cost per task")
     sizes = QUICK if args.quick else Sizes()
     given = {
         "pairs": args.pairs,
@@ -899,7 +901,7 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
         "swarm_pairs": args.swarm_pairs,
         "swarm_chain": args.swarm_chain,
         "swarm_fanout": args.swarm_fanout,
-        "scaling_tasks": tuple(sorted(args.scaling_tasks)) if args.scaling_tasks else None,
+        "scaling_tasks": tuple(sorted(set(args.scaling_tasks))) if args.scaling_tasks else None,
         "scaling_runs": args.scaling_runs,
     }
     sizes = replace(sizes, **{k: v for k, v in given.items() if v is not None})

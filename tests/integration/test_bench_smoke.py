@@ -22,6 +22,8 @@ SMALLEST = [
     "--plan-tasks", "20",
     "--memory-tasks", "2",
     "--startup-runs", "1",
+    "--scaling-tasks", "3",
+    "--scaling-tasks", "6",
     "--json-only",
 ]  # fmt: skip
 
@@ -44,6 +46,7 @@ def test_the_benchmark_reports_every_group(docker_client: object, tmp_path: Path
         "planning",
         "memory",
         "startup",
+        "scaling",
     }
     by_name = {row["row"]: row for row in rows}
     assert {
@@ -54,6 +57,9 @@ def test_the_benchmark_reports_every_group(docker_client: object, tmp_path: Path
         "planning 20",
         "startup --help",
         "startup validate",
+        "scaling chain memory",
+        "scaling fanout sqlite",
+        "memory 6 fake",
     } <= set(by_name)
     for row in rows:
         if row["kind"] == "skipped":  # only the Postgres row, without a server
@@ -63,3 +69,4 @@ def test_the_benchmark_reports_every_group(docker_client: object, tmp_path: Path
         assert row["ratio"] > 0
     assert by_name["logs sqlite"]["lines_stored"] == 200
     assert by_name["memory 2 c=8"]["value"] > 0
+    assert set(by_name["scaling chain sqlite"]["ms_per_task"]) == {"3", "6"}

@@ -25,6 +25,10 @@ reports the median of the per-pair ratios with their range. Rows (the groups of 
                 `logs --tail 1000` (ms beyond `runner --help`), the same from the HTTP
                 API (median ms), and `runner gc` of 10,000 ended executions' volumes
                 (seconds); see bench/history.py
+    scaling     the runner's own CPU ms per task of chains and fan-outs of 100, 1,000 and
+                10,000 tasks on the scripted backend (no containers), into the in-memory
+                store and SQLite: at most 20 % more per task at the largest size than at
+                the smallest; and the peak RSS of the largest fan-out (bench/scaling.py)
     swarm       (optional: `--only swarm`, not part of the default run) the Swarm backend on
                 the three-node test swarm of tests/integration/swarm.py (started for the
                 run, ~25 s, unless --swarm-host names a manager): a chain of N tasks vs
@@ -87,7 +91,7 @@ IMAGE = "debian:bookworm-slim"
 TRIVIAL_COMMAND = "echo ok"
 LINE_BYTES = 100  # 99 characters and a newline
 BENCH_LABEL = "io.runner.bench"  # on the raw side's containers, to sweep them up on errors
-GROUPS = ("chain", "fanout", "logs", "planning", "memory", "startup", "server")
+GROUPS = ("chain", "fanout", "logs", "planning", "memory", "startup", "server", "scaling")
 OPTIONAL_GROUPS = ("swarm", "history")
 """Run only when asked (`--only swarm`): it starts a three-node swarm and takes ~15 min;
 `--only history` generates (once) a history of 10 M log lines per database, and creates
@@ -97,7 +101,7 @@ TARGETS = {
     "chain": 1.15,  # runner time / raw time, at most
     "fanout": 1.10,  # runner time / raw time, at most
     "logs": 0.85,  # runner lines/s / raw lines/s, at least
-    "planning": 1.0,  # CPU seconds, under
+    "planning": 0.4,  # CPU seconds, under
     "memory": 150.0,  # MB of peak RSS, under
     "startup --help": 0.15,  # seconds beyond `python -c pass`, at most
     "swarm chain": 1.15,  # runner time / raw Swarm service calls, at most
@@ -106,6 +110,8 @@ TARGETS = {
     "server executions page": 50.0,  # ms, under
     "server logs page": 50.0,  # ms, under
     "server api fanout": 1.10,  # runner time / raw time, at most
+    "scaling": 1.20,  # runner CPU ms per task at the largest size / at smaller ones, at most
+    "scaling memory": 150.0,  # MB of peak RSS of the largest fake-backend execution, under
 }
 
 
@@ -126,6 +132,9 @@ class Sizes:
     swarm_chain: int = 20
     swarm_fanout: int = 60
     swarm_concurrency: int = 8
+    scaling_tasks: tuple[int, ...] = (100, 1_000, 10_000)
+    scaling_runs: int = 3
+    scaling_concurrency: int = 8
 
 
 QUICK = Sizes(
@@ -143,6 +152,8 @@ QUICK = Sizes(
     swarm_chain=3,
     swarm_fanout=6,
     swarm_concurrency=3,
+    scaling_tasks=(50, 500),
+    scaling_runs=1,
 )
 
 
@@ -577,20 +588,11 @@ print(proc.returncode, usage.ru_maxrss)
 """
 
 
-def bench_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
-    flow = work / "wide.yml"
-    flow.write_text(wide_flow(sizes.memory_tasks, sizes.memory_concurrency))
-    say(
-        f"memory: `runner run` of {sizes.memory_tasks} tasks at concurrency {sizes.memory_concurrency}"
-    )
+def launch(args: list[str], work: Path) -> tuple[float, float]:
+    """Run `args` (this checkout's runner on the path) through `_LAUNCHER`: its wall
+    seconds and its own peak RSS in MB."""
     paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # this checkout's runner
-    args = [
-        sys.executable, "-m", "runner", "run", str(flow),
-        "--db", f"sqlite:///{work / 'memory.db'}",
-        "--concurrency", str(sizes.memory_concurrency),
-        "--log-format", "json",
-    ]  # fmt: skip
     started = time.perf_counter()
     launcher = subprocess.run(
         [sys.executable, "-c", _LAUNCHER, *args],
@@ -603,11 +605,26 @@ def bench_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
     )
     elapsed = time.perf_counter() - started
     if launcher.returncode != 0:
-        raise AssertionError(f"the memory row's launcher failed: {launcher.stderr.strip()}")
+        raise AssertionError(f"the launcher failed: {launcher.stderr.strip()}")
     returncode, maxrss_kib = (int(word) for word in launcher.stdout.split())
     if returncode != 0:
-        raise AssertionError(f"`runner run` of the memory flow exited with {returncode}")
-    peak_mb = maxrss_kib / 1024  # KiB on Linux
+        raise AssertionError(f"`{' '.join(args[1:])}` exited with {returncode}")
+    return elapsed, maxrss_kib / 1024  # KiB on Linux
+
+
+def bench_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
+    flow = work / "wide.yml"
+    flow.write_text(wide_flow(sizes.memory_tasks, sizes.memory_concurrency))
+    say(
+        f"memory: `runner run` of {sizes.memory_tasks} tasks at concurrency {sizes.memory_concurrency}"
+    )
+    args = [
+        sys.executable, "-m", "runner", "run", str(flow),
+        "--db", f"sqlite:///{work / 'memory.db'}",
+        "--concurrency", str(sizes.memory_concurrency),
+        "--log-format", "json",
+    ]  # fmt: skip
+    elapsed, peak_mb = launch(args, work)
     say(f"    peak RSS {peak_mb:.1f} MB in {elapsed:.1f} s")
     return {
         "group": "memory",
@@ -620,6 +637,85 @@ def bench_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
         "ok": peak_mb < TARGETS["memory"],
         "wall_s": round(elapsed, 1),
     }
+
+
+def bench_scaling(work: Path, sizes: Sizes) -> list[dict[str, Any]]:
+    """The runner's own CPU ms per task of chains and fan-outs as they grow, on the
+    scripted backend (bench/scaling.py), into the in-memory store and into SQLite; and
+    the peak RSS of the largest fan-out into SQLite."""
+    script = str(REPO / "bench" / "scaling.py")
+    counts, runs, c = sizes.scaling_tasks, sizes.scaling_runs, sizes.scaling_concurrency
+    rows: list[dict[str, Any]] = []
+    peak: dict[tuple[str, str, int], float] = {}
+    for shape in ("chain", "fanout"):
+        for store in ("memory", "sqlite"):
+            say(
+                f"scaling: {shape} of {', '.join(map(str, counts))} tasks into {store}, {runs} runs"
+            )
+            per_task: dict[int, list[float]] = {n: [] for n in counts}
+            wall: dict[int, list[float]] = {n: [] for n in counts}
+            for n in counts:
+                for i in range(runs):
+                    out = work / f"scaling-{shape}-{store}-{n}-{i}.json"
+                    args = [sys.executable, script, shape, store, str(n), str(c), str(out)]
+                    _, rss = launch(args, work)
+                    measured = json.loads(out.read_text())
+                    per_task[n].append(measured["cpu_s"] / n * 1000)
+                    wall[n].append(measured["wall_s"] / n * 1000)
+                    peak[shape, store, n] = max(rss, peak.get((shape, store, n), 0.0))
+                    say(
+                        f"    {n} tasks: {per_task[n][-1]:.3f} ms CPU/task,"
+                        f" {wall[n][-1]:.3f} ms wall/task, peak RSS {rss:.1f} MB"
+                    )
+            ms = {n: statistics.median(v) for n, v in per_task.items()}
+            small, large = counts[0], counts[-1]
+            # against the cheapest smaller size, not only the smallest: the fixed costs of
+            # an execution weigh most per task at 100 tasks and would hide growth
+            value = ms[large] / min(ms[n] for n in counts[:-1])
+            rows.append(
+                {
+                    "group": "scaling",
+                    "row": f"scaling {shape} {store}",
+                    "what": f"runner CPU ms/task at {large} tasks / the least at fewer tasks"
+                    f" (fake backend, concurrency {c})",
+                    "kind": "scaling",
+                    "value": round(value, 3),
+                    "ratio": round(value, 3),
+                    "target": f"<= {TARGETS['scaling']:g}x",
+                    "ok": value <= TARGETS["scaling"],
+                    "ms_per_task": {str(n): round(v, 3) for n, v in ms.items()},
+                    "wall_ms_per_task": {
+                        str(n): round(statistics.median(v), 3) for n, v in wall.items()
+                    },
+                    # (CPU at the largest - at the smallest) / the tasks between: fixed
+                    # costs of an execution left out
+                    "marginal_ms_per_task": round(
+                        (ms[large] * large - ms[small] * small) / (large - small), 3
+                    ),
+                    "peak_rss_mb": {str(n): round(peak[shape, store, n], 1) for n in counts},
+                    "runs": runs,
+                    "samples_ms_per_task": {
+                        str(n): [round(x, 3) for x in v] for n, v in per_task.items()
+                    },
+                }
+            )
+    largest = counts[-1]
+    peak_mb = peak["fanout", "sqlite", largest]
+    rows.append(
+        {
+            "group": "scaling",
+            "row": f"memory {largest} fake",
+            "what": f"peak RSS (ru_maxrss, from a small launcher) of a {largest}-task fan-out"
+            f" into SQLite on the fake backend at concurrency {c}",
+            "kind": "megabytes",
+            "value": round(peak_mb, 1),
+            "ratio": round(peak_mb / TARGETS["scaling memory"], 3),  # of the budget
+            "target": f"< {TARGETS['scaling memory']:g} MB",
+            "ok": peak_mb < TARGETS["scaling memory"],
+            "wall_s": None,
+        }
+    )
+    return rows
 
 
 def bench_startup(work: Path, sizes: Sizes) -> list[dict[str, Any]]:
@@ -720,6 +816,12 @@ def table(rows: list[dict[str, Any]]) -> str:
             verdict = f"{r['value']:.1f} s wall"
             a, b = f"{r['value']:.1f} s", "-"
             note = r["summary"]
+        elif r["kind"] == "scaling":
+            ms = r["ms_per_task"]
+            first, last = next(iter(ms)), list(ms)[-1]
+            verdict = f"{r['value']:.3f}x ({first}..{last} tasks) n={r['runs']}"
+            a, b = f"{ms[last]:.3f} ms", "-"
+            note = "CPU ms/task: " + ", ".join(f"{n} {v:.3f}" for n, v in ms.items())
         elif r["kind"] == "seconds":
             verdict = f"{r['value']:.3f} s CPU [{r['min']:.3f}-{r['max']:.3f}]"
             a, b = f"{r['wall_s']:.3f} s", "-"
@@ -727,7 +829,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         else:
             verdict = f"{r['value']:.1f} MB peak RSS"
             a, b = f"{r['value']:.1f} MB", "-"
-            note = f"{r['wall_s']:.0f} s run"
+            note = f"{r['wall_s']:.0f} s run" if r.get("wall_s") is not None else ""
         lines.append(
             f"{r['row']:<22} {verdict:<31} {r['target']:>9} {ok:>3}   {a:>12} {b:>12}  {note}"
         )
@@ -794,8 +896,14 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
         default=os.environ.get(POSTGRES_URL_ENV),
         help=f"server for the Postgres log row (default ${POSTGRES_URL_ENV}; unset: skipped)",
     )
+    parser.add_argument(
+        "--scaling-tasks", type=int, action="append", help="a size of the scaling rows (repeat)"
+    )
+    parser.add_argument("--scaling-runs", type=int, help="runs of each scaling size (median)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
+    if args.scaling_tasks and len(set(args.scaling_tasks)) < 2:
+        parser.error("--scaling-tasks: give at least two sizes, to compare their cost per task")
     sizes = QUICK if args.quick else Sizes()
     given = {
         "pairs": args.pairs,
@@ -811,6 +919,8 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
         "swarm_pairs": args.swarm_pairs,
         "swarm_chain": args.swarm_chain,
         "swarm_fanout": args.swarm_fanout,
+        "scaling_tasks": tuple(sorted(set(args.scaling_tasks))) if args.scaling_tasks else None,
+        "scaling_runs": args.scaling_runs,
     }
     sizes = replace(sizes, **{k: v for k, v in given.items() if v is not None})
     return sizes, args
@@ -853,6 +963,8 @@ def main(argv: list[str] | None = None) -> int:
                 import history  # bench/history.py: it imports this module
 
                 rows += history.rows(args.quick, server_url=args.postgres_url)
+            if "scaling" in only:
+                rows += bench_scaling(work, sizes)
         finally:
             for leftover in client.containers(all=True, filters={"label": BENCH_LABEL}):
                 with contextlib.suppress(docker.errors.NotFound):  # another run's, gone

@@ -465,10 +465,23 @@ class Flow(_Model):
         return (*self.tasks, *self.errors, *self.finally_)
 
     def task(self, task_id: str) -> Task:
+        """The task of that id, in `tasks`, `errors` or `finally` (the first, if several)."""
+        (tasks, errors, finally_), by_id = self._tasks_by_id
+        if tasks is not self.tasks or errors is not self.errors or finally_ is not self.finally_:
+            # a copy made with `model_copy(update=...)` carries the original's index
+            del self.__dict__["_tasks_by_id"]
+            _, by_id = self._tasks_by_id
+        return by_id[task_id]
+
+    @functools.cached_property
+    def _tasks_by_id(self) -> tuple[tuple[tuple[Task, ...], ...], dict[str, Task]]:
+        """Task id -> task, made on first use: the scheduler looks a task up for every
+        task run it starts and ends, and a scan of 10,000 tasks each time made a big
+        flow's run quadratic. Kept with the lists it was made from."""
+        by_id: dict[str, Task] = {}
         for task in self.all_tasks:
-            if task.id == task_id:
-                return task
-        raise KeyError(task_id)
+            by_id.setdefault(task.id, task)
+        return (self.tasks, self.errors, self.finally_), by_id
 
     @property
     def full_id(self) -> str:

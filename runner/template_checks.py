@@ -42,7 +42,12 @@ from runner.templating import (
     is_template,
 )
 
-__all__ = ["find_shell_warnings", "find_template_problems", "referenced_outputs"]
+__all__ = [
+    "find_shell_warnings",
+    "find_template_problems",
+    "reads_outputs",
+    "referenced_outputs",
+]
 
 
 def find_template_problems(
@@ -112,6 +117,23 @@ def referenced_outputs(task: Task) -> set[str]:
             continue
         found.update(ref.key for ref in analysis.references if ref.name == "outputs")
     return found
+
+
+def reads_outputs(task: Task) -> bool:
+    """Whether any template of `task` names `outputs` at all (`outputs.x`, `outputs[k]`,
+    the whole mapping). A task that does not cannot see other tasks' outputs, so the
+    scheduler need not copy them for it. A template with a syntax error counts as one
+    that does (it fails when rendered anyway)."""
+    for _, source in _task_templates(task):
+        if not is_template(source):
+            continue
+        try:
+            analysis = _analyse(source)
+        except TemplateSyntaxError:
+            return True
+        if any(used.name == "outputs" for used in analysis.names):
+            return True
+    return False
 
 
 def _task_templates(task: Task) -> Iterator[tuple[Loc, str]]:

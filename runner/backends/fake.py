@@ -48,8 +48,16 @@ class _Container:
 
 
 class FakeBackend:
-    def __init__(self, scripts: Mapping[str, Script] | None = None) -> None:
+    """`keep_history=False` keeps no list of started specs and forgets a container once
+    it is removed: for runs of thousands of tasks (bench/scaling.py), whose memory would
+    otherwise be mostly this double's record of them."""
+
+    def __init__(
+        self, scripts: Mapping[str, Script] | None = None, *, keep_history: bool = True
+    ) -> None:
         self.scripts = dict(scripts or {})
+        self.keep_history = keep_history
+        self._count = 0
         self.started: list[ContainerSpec] = []
         self.volumes: set[str] = set()
         self.removed: list[str] = []
@@ -82,8 +90,10 @@ class FakeBackend:
         if script.exit_code < 0:
             raise BackendError(f"cannot start {spec.name}: scripted failure")
         with self._lock:
-            container_id = f"c{len(self.started):04d}"
-            self.started.append(spec)
+            container_id = f"c{self._count:04d}"
+            self._count += 1
+            if self.keep_history:
+                self.started.append(spec)
             self._containers[container_id] = _Container(spec, script, time.monotonic())
             self._running += 1
             self.max_running = max(self.max_running, self._running)
@@ -117,7 +127,11 @@ class FakeBackend:
         return self.node
 
     def remove(self, container_id: str) -> None:
-        self.removed.append(container_id)
+        if self.keep_history:
+            self.removed.append(container_id)
+        else:
+            with self._lock:
+                self._containers.pop(container_id, None)
 
     def cleanup(self, labels: Mapping[str, str], *, volumes: bool = True) -> int:
         return 0

@@ -22,6 +22,8 @@ SMALLEST = [
     "--plan-tasks", "20",
     "--memory-tasks", "2",
     "--startup-runs", "1",
+    "--scaling-tasks", "3",
+    "--scaling-tasks", "6",
     "--json-only",
 ]  # fmt: skip
 
@@ -45,6 +47,7 @@ def test_the_benchmark_reports_every_group(docker_client: object, tmp_path: Path
         "memory",
         "startup",
         "server",
+        "scaling",
     }
     by_name = {row["row"]: row for row in rows}
     assert {
@@ -56,6 +59,9 @@ def test_the_benchmark_reports_every_group(docker_client: object, tmp_path: Path
         "startup --help",
         "startup validate",
         "api fanout",
+        "scaling chain memory",
+        "scaling fanout sqlite",
+        "memory 6 fake",
     } <= set(by_name)
     for row in rows:
         if row["kind"] == "skipped":  # only the rows that need Postgres, without one
@@ -66,3 +72,4 @@ def test_the_benchmark_reports_every_group(docker_client: object, tmp_path: Path
         assert measured is not None and measured > 0, row
     assert by_name["logs sqlite"]["lines_stored"] == 200
     assert by_name["memory 2 c=8"]["value"] > 0
+    assert set(by_name["scaling chain sqlite"]["ms_per_task"]) == {"3", "6"}

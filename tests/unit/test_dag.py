@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runner.dag import build_plan, find_cycle, find_problems, is_sequential
+from runner.dag import Progress, build_plan, find_cycle, find_problems, is_sequential
 from runner.errors import CycleError
 from runner.flow import Flow
 from runner.messages import did_you_mean
@@ -64,6 +64,57 @@ def test_ready_lists_unstarted_tasks_whose_upstream_is_done_in_plan_order() -> N
     assert plan.ready(done=["a"], started=["a", "b"]) == ["d"]
     assert plan.ready(done=["a", "b"], started=["a", "b"]) == ["c", "d"]
     assert plan.ready(done=["a", "b", "c", "d"], started=["a", "b", "c", "d"]) == []
+
+
+def test_progress_hands_out_ready_nodes_in_plan_order_whatever_order_they_became_ready() -> None:
+    plan = build_plan(
+        flow(
+            {"id": "root"},
+            {"id": "a", "depends_on": ["root"]},
+            {"id": "b", "depends_on": ["root"]},
+            {"id": "c", "depends_on": ["root"]},
+            {"id": "x", "depends_on": ["c"]},
+            {"id": "y", "depends_on": ["a"]},
+        )
+    )
+    progress = Progress(plan)
+    assert progress.take_ready(5) == ["root"]
+    progress.succeeded("root")
+    assert progress.take_ready(1) == ["a"]
+    progress.claim(["b"])  # settled elsewhere (a pause task): never handed out
+    progress.succeeded("c")  # x ready before y, listed after it
+    progress.succeeded("a")
+    assert progress.take_ready(0) == []
+    assert progress.take_ready(10) == ["c", "x", "y"]
+    assert progress.take_ready(10) == []
+
+
+def test_the_graph_checked_at_load_is_the_one_planned() -> None:
+    first = flow({"id": "a"}, {"id": "b", "depends_on": ["a"]})
+    second = flow({"id": "a", "depends_on": ["b"]}, {"id": "b"})
+    assert find_problems(first) == []
+    assert build_plan(second).upstream == {"a": {"b"}, "b": frozenset()}
+    assert build_plan(first).upstream == {"a": frozenset(), "b": {"a"}}
+    looped = flow({"id": "a", "depends_on": ["b"]}, {"id": "b", "depends_on": ["a"]})
+    with pytest.raises(CycleError):
+        build_plan(looped)
+    assert build_plan(first).order == ("a", "b")
+
+
+def test_a_task_is_found_by_id_in_every_list_and_in_a_changed_copy() -> None:
+    f = Flow.model_validate(
+        {
+            "id": "f",
+            "tasks": [{"id": "a", "image": "i"}, {"id": "b", "image": "j"}],
+            "finally": [{"id": "z", "image": "k"}],
+        }
+    )
+    assert (f.task("a").image, f.task("b").image, f.task("z").image) == ("i", "j", "k")
+    copy = f.model_copy(update={"tasks": (f.tasks[1],)})
+    assert copy.task("b").image == "j"
+    with pytest.raises(KeyError):
+        copy.task("a")
+    assert f.task("a").image == "i"
 
 
 def test_descendants_are_transitive() -> None:

@@ -109,6 +109,17 @@ def test_concurrency_limit_is_respected(store: Store, tmp_path: Path) -> None:
     assert backend.max_running == 3
 
 
+def test_a_backend_keeping_no_history_forgets_each_container_once_removed(
+    store: Store, tmp_path: Path
+) -> None:
+    backend = FakeBackend(keep_history=False)
+    tasks = "".join(f"- {{id: t{i}, image: i, depends_on: [root]}}\n" for i in range(20))
+    flow = _load(f"id: f\ntasks:\n- {{id: root, image: i}}\n{tasks}", tmp_path)
+    result = run_flow(flow, store=store, backend=backend, concurrency=4)
+    assert result.ok and len(result.tasks) == 21
+    assert backend.started == [] and backend.removed == [] and backend.list_managed() == []
+
+
 def test_backend_start_error_fails_the_task_with_its_message(store: Store, tmp_path: Path) -> None:
     backend = FakeBackend({"a": Script(exit_code=-1)})
     flow = _load("id: f\ntasks:\n- {id: a, image: i}\n- {id: b, image: i}\n", tmp_path)

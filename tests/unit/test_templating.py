@@ -15,7 +15,7 @@ import runner.templating as templating
 from runner.errors import FlowError, RunnerError
 from runner.flow import Flow, Task
 from runner.loader import parse_flow
-from runner.template_checks import find_template_problems, referenced_outputs
+from runner.template_checks import find_template_problems, reads_outputs, referenced_outputs
 from runner.templating import (
     TemplateContext,
     TemplateError,
@@ -762,6 +762,17 @@ def test_referenced_outputs_ignores_what_it_cannot_name() -> None:
     assert referenced_outputs(task(command="{{ outputs.a.x }")) == set()  # a syntax error
     shadowed = "{% for outputs in [1] %}{{ outputs.a }}{% endfor %}"
     assert referenced_outputs(task(command=shadowed)) == set()
+
+
+def test_reads_outputs_tells_a_task_that_may_read_other_tasks_outputs() -> None:
+    assert reads_outputs(task(command="{{ outputs[inputs.which].x }}"))
+    assert reads_outputs(task(env={"ALL": "{{ outputs | tojson }}"}))
+    assert reads_outputs(task(when="{{ outputs.a.ok }}"))
+    assert reads_outputs(task(command="{{ outputs.a.x }"))  # a syntax error: fails anyway
+    assert not reads_outputs(task(command="echo plain"))
+    assert not reads_outputs(task(command="echo {{ task.id }}", working_dir="/{{ inputs.d }}"))
+    shadowed = "{% for outputs in [1] %}{{ outputs }}{% endfor %}"
+    assert not reads_outputs(task(command=shadowed))
 
 
 def test_the_loader_reports_template_problems_with_their_lines() -> None:

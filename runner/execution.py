@@ -79,19 +79,12 @@ class LogBatch:
 
 
 def batch_lines(lines: Iterable[LogLine]) -> Iterator[LogBatch]:
-    """Group consecutive lines of the same stream and time into batches: how a backend
-    that reads line by line offers `Backend.log_batches`."""
-    stream: Stream | None = None
-    time: datetime | None = None
-    texts: list[str] = []
+    """Each line as a batch of its own, as soon as it is read: how a backend that reads
+    line by line offers `Backend.log_batches`. Lines are not held to be grouped: the next
+    line of a live task may be minutes away, and the one read must be stored (and shown)
+    now."""
     for line in lines:
-        if line.stream != stream or line.time != time:
-            if texts and stream is not None and time is not None:
-                yield LogBatch(stream, time, tuple(texts))
-            stream, time, texts = line.stream, line.time, []
-        texts.append(line.line)
-    if texts and stream is not None and time is not None:
-        yield LogBatch(stream, time, tuple(texts))
+        yield LogBatch(line.stream, line.time, (line.line,))
 
 
 def unbatch_lines(batches: Iterable[LogBatch]) -> Iterator[LogLine]:

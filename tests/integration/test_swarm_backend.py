@@ -469,14 +469,18 @@ def test_a_crashed_runner_is_recovered_and_its_task_adopted(
     assert out.returncode == 0, out.stderr
     assert "followed count to the end" in out.stdout
     count = runs(on_swarm, execution_id)["count"][0]
-    assert (count["state"], count["exit_code"], count["outputs"]) == ("SUCCESS", 0, {"counted": 60})
+    assert (count["state"], count["exit_code"], count["outputs"]) == (
+        "SUCCESS",
+        0,
+        {"counted": 100},
+    )
     # every line once, in order: those stored before the crash and those read after it
-    assert logs(on_swarm, execution_id, "count")[:60] == [f"line {i}" for i in range(1, 61)]
-    assert len(logs(on_swarm, execution_id, "count")) == 61
+    assert logs(on_swarm, execution_id, "count")[:100] == [f"line {i}" for i in range(1, 101)]
+    assert len(logs(on_swarm, execution_id, "count")) == 101
     assert not left_behind(swarm, execution_id).get("services")
     again = on_swarm("restart", execution_id)
     assert again.returncode == 0, again.stderr
-    assert logs(on_swarm, execution_id, "last") == ["first", "counted 60"]
+    assert logs(on_swarm, execution_id, "last") == ["first", "counted 100"]
     assert left_behind(swarm, execution_id) == {}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import random
 import struct
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -322,21 +323,27 @@ def test_random_output_read_in_random_pieces_gives_every_line_in_order(seed: int
 # -- the generic fallback --------------------------------------------------------------------
 
 
-def test_lines_read_one_by_one_are_batched_by_stream_and_time() -> None:
+def test_lines_read_one_by_one_are_passed_on_at_once() -> None:
+    """A line is not held back until the next one arrives (on a live task that can be
+    minutes): each batch is yielded before the next line is read."""
     later = T0 + timedelta(seconds=1)
     lines = [
         LogLine("stdout", "a", T0),
         LogLine("stdout", "b", T0),
         LogLine("stderr", "c", T0),
-        LogLine("stderr", "d", later),
         LogLine("stdout", "", later),
     ]
-    batches = list(batch_lines(iter(lines)))
-    assert batches == [
-        LogBatch("stdout", T0, ("a", "b")),
-        LogBatch("stderr", T0, ("c",)),
-        LogBatch("stderr", later, ("d",)),
-        LogBatch("stdout", later, ("",)),
-    ]
+    read: list[LogLine] = []
+
+    def reader() -> Iterator[LogLine]:
+        for line in lines:
+            read.append(line)
+            yield line
+
+    batches = []
+    for batch in batch_lines(reader()):
+        assert read[-1] == LogLine(batch.stream, batch.lines[-1], batch.time)
+        batches.append(batch)
+    assert batches == [LogBatch(ln.stream, ln.time, (ln.line,)) for ln in lines]
     assert list(unbatch_lines(batches)) == lines
     assert list(batch_lines(iter([]))) == []

@@ -555,7 +555,7 @@ tasks:
     workspace: false
     matrix: {{i: [1, 2, 3, 4, 5, 6]}}
     retry: {{attempts: 2, delay: 1s}}
-    command: 'test $RUNNER_ATTEMPT -ge 2 || sleep 25; echo free'
+    command: 'test $RUNNER_ATTEMPT -ge 2 || sleep 60; echo free'
   - {{id: after, depends_on: [nap], command: "cat /workspace/first.txt"}}
 """,
     )
@@ -571,6 +571,14 @@ tasks:
             ),
         )
         placed = _running_tasks(swarm, execution_id, 7)  # nap and six free
+
+        def nap_line_stored() -> bool:
+            runs = [r for r in store.get_execution(execution_id).task_runs if r.task_id == "nap"]
+            return bool(runs) and store.count_task_run_logs(runs[-1].id) >= 1
+
+        # The line reaches the runner through the manager, which can lag many seconds
+        # behind the task (docs/scale-out.md): the node dies once it is stored.
+        _wait_for("nap's line to be stored", nap_line_stored, timeout=50)
         lost = swarm.node(next(node for name, node in placed.items() if "-nap-" in name))
         on_lost = [name for name, node in placed.items() if node == lost.node_id]
         swarm.stop_node(lost)

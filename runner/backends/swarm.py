@@ -1827,13 +1827,20 @@ class _ReadLog:
 
 class _Follow:
     """A `follow=1` read of a task's log in a thread of its own; its frames numbered from
-    0 (the log's first frame: no `since`), taken in batches. Closed by severing its
-    socket, since the stream does not end when the task does."""
+    0 (the log's first frame: no `since`), taken in batches. Closed by shutting its socket
+    down, since the stream does not end when the task does.
+
+    Only the reader thread closes the response: closing it also hands its connection back
+    to the client's pool, and a second close from another thread could hand the same
+    connection back twice, so that two later requests share it (http.client's
+    ResponseNotReady). The closer only shuts down the socket captured while the reader
+    held it, never whatever socket the pooled connection holds by then."""
 
     def __init__(self, backend: SwarmBackend, task_id: str) -> None:
         self._queue: queue.Queue[tuple[int, tuple[int, bytes]] | None] = queue.Queue()
-        self._response: requests.Response | None = None
-        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._closed = False
         self._ended = False
         api = backend._api
         self._url = f"{api.base_url}/v{api.api_version}/tasks/{quote(task_id, safe='')}/logs"
@@ -1844,11 +1851,13 @@ class _Follow:
     def _read(self) -> None:
         params = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": 1}
         index = 0
+        response: requests.Response | None = None
         try:
             response = self._api.get(self._url, params=params, stream=True, timeout=None)
-            self._response = response
-            if self._closed.is_set():
-                return
+            with self._lock:
+                if self._closed:
+                    return
+                self._sock = _socket_of(response)
             _raise_for_status(response)
             for frame in _split_frames(_body(response)):
                 if frame[0] == _SYSTEM_ERROR_STREAM:
@@ -1858,9 +1867,12 @@ class _Follow:
         except Exception:  # a severed or failed follow: the non-follow reads make up for it
             pass
         finally:
+            with self._lock:
+                self._sock = None
             self._queue.put(None)
-            if self._response is not None:
-                self._response.close()
+            if response is not None:
+                with contextlib.suppress(Exception):
+                    response.close()
 
     def take(self, timeout: float) -> list[tuple[int, tuple[int, bytes]]]:
         """The frames that arrived, waiting up to `timeout` for the first."""
@@ -1881,16 +1893,19 @@ class _Follow:
         return taken
 
     def close(self) -> None:
-        self._closed.set()
-        response = self._response
-        if response is not None:
-            _sever(response)
+        with self._lock:
+            self._closed = True
+            # under the lock: the reader cannot have closed the response (and pooled its
+            # connection) in between, so this socket is still the follow's own
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=5)
 
 
-def _sever(response: requests.Response) -> None:
-    """Shut the socket under a streamed response down, which wakes a thread blocked on it
-    (closing it alone does not)."""
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket under a streamed response (shutting it down wakes a thread blocked on
+    it; closing the response alone does not)."""
     raw = response.raw
     candidates = [
         getattr(getattr(raw, "_connection", None), "sock", None),
@@ -1898,12 +1913,7 @@ def _sever(response: requests.Response) -> None:
             getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None), "_sock", None
         ),
     ]
-    for sock in candidates:
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(Exception):
-        response.close()
+    return next((sock for sock in candidates if isinstance(sock, socket.socket)), None)
 
 
 def _split_frames(body: _Chunks) -> Iterator[tuple[int, bytes]]:

@@ -12,8 +12,10 @@ It wires the stages together:
     load_flow -> resolve_inputs -> store.create_execution -> (a concurrency slot) ->
     Scheduler(backend, store).run, with the execution's lease renewed meanwhile.
 
-The heavy libraries (the engine's SDK, SQLAlchemy) are imported when a store or a
-backend is opened, not when this module is.
+The heavy libraries (the engine's SDK, SQLAlchemy, structlog) and the engine's own
+modules (scheduler, attempts, leases, recovery) are imported by the functions that run
+or read executions, not with this module: `runner validate` and the CLI's `--help` pay
+only for loading flows.
 """
 
 from __future__ import annotations
@@ -36,9 +38,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from runner import dag, recovery
+from runner import dag
 from runner.archives import pack_files
-from runner.attempt import Control
 from runner.errors import (
     BackendError,
     ConflictError,
@@ -50,20 +51,9 @@ from runner.errors import (
 from runner.execution import LABEL_EXECUTION, ExecutionResult, ExecutionState, TaskState
 from runner.flow import ConcurrencyBehavior
 from runner.inputs import file_inputs, resolve_inputs
-from runner.lease import Heartbeat, KeptLease, Lease, LeaseKeeper, Owner
 from runner.loader import LoadedFlow, load_flow, parse_flow
-from runner.logs import get_logger
+from runner.logs import module_logger
 from runner.policy import visible_env
-from runner.recovery import Garbage, Recovered, recover_orphans
-from runner.restart import (
-    RestartPlan,
-    latest_attempts,
-    pause_outcome,
-    pick_paused_task,
-    plan_restart,
-    plan_resume,
-)
-from runner.scheduler import Paused, Resume, RunOptions, Scheduler
 from runner.secrets import Masker, open_private_log, secret_input_ids, stored_inputs
 from runner.settings import (
     DATABASE_URL_ENV,
@@ -76,13 +66,17 @@ from runner.settings import (
     lease_seconds,
 )
 from runner.specs import execution_labels
-from runner.store.fence import FencedStore
 from runner.template_limits import Limits
 from runner.triggers.events import TriggerEvent
 from runner.values import InputType, parse_input_args
 
 if TYPE_CHECKING:
+    from runner.attempt import Control
     from runner.backends.base import Backend, EngineInfo
+    from runner.lease import Heartbeat, KeptLease, Lease, LeaseKeeper, Owner
+    from runner.recovery import Garbage, Recovered
+    from runner.restart import RestartPlan
+    from runner.scheduler import Resume, RunOptions
     from runner.store import (
         ArtifactRecord,
         ExecutionRecord,
@@ -91,6 +85,7 @@ if TYPE_CHECKING:
         SchemaRevision,
         Store,
     )
+    from runner.store.fence import FencedStore
     from runner.tokens import ApiToken
     from runner.triggers.firing import BackfillTime
 
@@ -144,7 +139,7 @@ __all__ = [
     "verify_token",
 ]
 
-log = get_logger()
+log = module_logger("runner")
 
 Notify = Callable[[str], None]
 """Receives one line for a person (the CLI prints it on stderr; a server logs it)."""
@@ -247,6 +242,9 @@ def run_flow(
     execution id as soon as it is recorded. A flow with `concurrency.limit` waits in state
     QUEUED for a slot (or ends CANCELLED / FAILED, as its `behavior` says).
     """
+    from runner.attempt import Control
+    from runner.lease import Owner
+
     prepared = _prepare(flow, inputs, concurrency, keep_workspace, allow_env, artifacts_dir)
     with _store_and_backend(store, backend) as (the_store, the_backend):
         owner = Owner.here()
@@ -318,6 +316,8 @@ class Worker:
         max_running: int = 4,
         keep_results: bool = True,
     ) -> None:
+        from runner.lease import LeaseKeeper, Owner
+
         if max_running < 1:
             raise UsageError(f"a worker runs at least 1 execution at once, not {max_running}")
         self._store = store
@@ -347,6 +347,7 @@ class Worker:
         trigger: TriggerEvent | None = None,
     ) -> str:
         """See `runner.api.submit`."""
+
         prepared = _prepare(
             flow,
             inputs,
@@ -384,6 +385,7 @@ class Worker:
     def restart(self, execution: str, *, from_task: str | None = None) -> str:
         """Restart a FAILED or KILLED execution (see `restart_execution`) in the
         background; its id once it is CREATED again. ConflictError for another state."""
+
         with self._lock:
             self._refuse_if_closed()
         owner = self._owner
@@ -410,6 +412,7 @@ class Worker:
         """Resume a PAUSED execution (see `resume_execution`) in the background; its id
         once it is CREATED again. ConflictError if it is not paused (any more). With
         `timed_out`, the pause task ends as its `on_timeout` says."""
+
         with self._lock:
             self._refuse_if_closed()
         owner = self._owner
@@ -433,6 +436,8 @@ class Worker:
 
     def _start(self, execution_id: str, owner: Owner, job: _Job) -> None:
         """Lease the execution and queue `job` for a thread (the caller holds the lock)."""
+        from runner.attempt import Control
+
         control = Control()
         queued: list[Future[ExecutionResult]] = []
 
@@ -578,6 +583,9 @@ def restart_execution(
     The flow is the one recorded with the execution, read next to where its file was.
     ConflictError if the execution is in another state.
     """
+    from runner.attempt import Control
+    from runner.lease import Owner
+
     with _store_and_backend(store, backend) as (the_store, the_backend):
         owner = Owner.here()
         restarted = _prepare_restart(
@@ -647,6 +655,9 @@ def _prepare_restart(
 ) -> _Continued:
     """Check that the execution can be restarted, plan what reruns, and reopen it
     (CREATED, leased by `owner`)."""
+    from runner.restart import RestartPlan, plan_restart
+    from runner.scheduler import Resume
+
     record = store.get_execution(execution)
     if record.state not in (ExecutionState.FAILED, ExecutionState.KILLED):
         raise ConflictError(
@@ -731,6 +742,9 @@ def resume_execution(
     ConflictError if the execution is not paused (or another process resumed or killed it
     first), InputError for bad inputs. `on_resumed(execution_id, task_id)` is called once
     it is taken."""
+    from runner.attempt import Control
+    from runner.lease import Owner
+
     with _store_and_backend(store, backend) as (the_store, the_backend):
         owner = Owner.here()
         resumed = _prepare_resume(
@@ -752,6 +766,9 @@ def _prepare_resume(
 ) -> _Continued:
     """Check the resume, take the execution (PAUSED -> CREATED, leased by `owner`, once
     across processes), record the pause task's outcome, and plan the rest."""
+    from runner.restart import latest_attempts, pause_outcome, pick_paused_task, plan_resume
+    from runner.scheduler import Paused, Resume
+
     record = store.get_execution(execution)
     if record.state is not ExecutionState.PAUSED:
         raise ConflictError(
@@ -819,6 +836,8 @@ def kill_execution(
     runner is gone is killed here: its containers and workspace are removed, as are those
     of a PAUSED execution (which no process runs). With `worker`, one it runs is killed
     at once rather than at its next heartbeat."""
+    from runner.recovery import recover_orphans
+
     with _store_and_backend(store, backend, lazy_backend=True) as (the_store, connect):
         record = the_store.get_execution(execution)
         if record.state.is_final:
@@ -840,6 +859,9 @@ def kill_execution(
 def _kill_paused(store: Store, connect: Callable[[], Backend], record: ExecutionRecord) -> bool:
     """Kill a PAUSED execution here: take it (once across processes), end its paused task
     runs, remove its workspace. False if someone resumed it first (it runs now)."""
+    from runner.lease import Owner
+    from runner.restart import latest_attempts
+
     if not store.take_paused(record.id, Owner.here()):
         return False
     reason = "killed by `runner kill`"
@@ -883,6 +905,8 @@ def _recover_now(
     execution_id: str | None = None,
     follow: Callable[[Lease], None] | None = None,
 ) -> list[Recovered]:
+    from runner.recovery import recover_orphans
+
     opened: list[Backend] = []
 
     def connect_once() -> Backend:
@@ -938,6 +962,8 @@ def collect_garbage(
     store: Store, backend: Backend | None = None, *, dry_run: bool = False
 ) -> Garbage:
     """Remove the containers and workspaces of executions that have ended (`runner gc`)."""
+    from runner import recovery
+
     with _store_and_backend(store, backend) as (the_store, the_backend):
         return recovery.collect_garbage(the_store, the_backend, dry_run=dry_run)
 
@@ -1221,6 +1247,7 @@ def expire_pauses(store: Store, worker: Worker, *, now: datetime) -> list[str]:
     """Resume (as their `on_timeout` says) the paused executions whose pause task's
     `timeout` has passed; the ids of those this process took (another server may take
     some first)."""
+    from runner.restart import latest_attempts
     from runner.store import ExecutionFilter
 
     taken = []
@@ -1540,7 +1567,7 @@ def _without_password(url: str) -> str:
 # -- the parts run and restart share ---------------------------------------------------------
 
 
-_Job = Callable[["Store", "Backend", Control, "_Lease"], ExecutionResult]
+_Job = Callable[["Store", "Backend", "Control", "_Lease"], ExecutionResult]
 """What a worker thread runs for one execution: given the store, the backend, the
 execution's Control and its lease (started when it was queued)."""
 
@@ -1644,6 +1671,8 @@ def _options(
     *,
     trigger: Mapping[str, Any] | None = None,
 ) -> RunOptions:
+    from runner.scheduler import RunOptions
+
     return RunOptions(
         concurrency=concurrency or loaded.flow.concurrency.tasks or DEFAULT_CONCURRENCY,
         keep_workspace=keep_workspace,
@@ -1680,6 +1709,7 @@ def _execute(
 ) -> ExecutionResult:
     """Hold the lease, wait for a concurrency slot, run; the part run and restart share.
     A worker passes the `lease` it started when the execution was submitted."""
+    from runner.scheduler import Scheduler
     from runner.store import LogWriter
 
     held = lease if lease is not None else _Lease.of(store, execution_id, owner, control)
@@ -1720,6 +1750,9 @@ class _Lease:
     ) -> _Lease:
         """The lease's own heartbeat thread, or (a worker's) a place in `keeper`; a kill
         request or a lost lease calls `on_stop` (default: cancel the run)."""
+        from runner.lease import Heartbeat
+        from runner.store.fence import FencedStore
+
         fenced = FencedStore(store)
         stop = on_stop if on_stop is not None else control.cancel
         if keeper is not None:

@@ -29,13 +29,13 @@ from runner.execution import (
 )
 from runner.lease import Heartbeat, Lease, Owner, is_expired
 from runner.loader import LoadedFlow, parse_flow
-from runner.logs import get_logger
+from runner.logs import module_logger
 from runner.restart import latest_attempts
 from runner.settings import DEFAULT_ARTIFACTS_DIR, lease_seconds
 from runner.specs import TaskContext, execution_labels
 from runner.store import ExecutionRecord, LogWriter, Store, TaskRunRecord
 
-log = get_logger()
+log = module_logger("runner")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ from urllib.parse import quote
 import docker
 import docker.errors
 import requests
-import structlog
 import urllib3.exceptions
 import urllib3.response
 from docker.types import Mount as DockerMount
@@ -64,6 +63,7 @@ from runner.execution import (
     unbatch_lines,
 )
 from runner.hostpaths import BindSourceTranslator
+from runner.logs import module_logger
 from runner.settings import ENGINE_WAIT_SECONDS_ENV, engine_wait_seconds
 
 PULL_POLICIES = ("missing", "always", "never")
@@ -121,7 +121,7 @@ class DockerBackend:
         self._api = self._client.api
         self._host = _engine_host(self._api)
         self._log: FilteringBoundLogger = (
-            log if log is not None else structlog.get_logger("runner.backends.docker")
+            log if log is not None else module_logger("runner.backends.docker")
         )
         self._images: dict[ImageSource, str] = {}
         self._image_locks: dict[ImageSource, threading.Lock] = {}

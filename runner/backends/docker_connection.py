@@ -55,13 +55,13 @@ from typing import Any
 import docker
 import docker.errors
 import requests
-import structlog
 import urllib3.exceptions
 from docker.tls import TLSConfig
 from structlog.typing import FilteringBoundLogger
 
 from runner.errors import BackendError
 from runner.hostpaths import BindSourceTranslator, EngineFacts, Platform, runner_place
+from runner.logs import module_logger
 from runner.settings import (
     DEFAULT_ENGINE_WAIT_SECONDS,
     ENGINE_WAIT_SECONDS_ENV,
@@ -288,7 +288,7 @@ def connect(
     `wait_s` has passed; anything else fails at once. Errors are BackendError, one line."""
     waits = choice.host.startswith(("tcp://", "http://", "https://"))
     deadline = clock() + wait_s
-    logger = log if log is not None else structlog.get_logger("runner.backends.docker")
+    logger = log if log is not None else module_logger("runner.backends.docker")
     announced = False
     while True:
         try:

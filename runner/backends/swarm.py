@@ -59,7 +59,6 @@ from urllib.parse import quote
 import docker
 import docker.errors
 import requests
-import structlog
 from docker.types import (
     ConfigReference,
     DriverConfig,
@@ -109,6 +108,7 @@ from runner.execution import (
     ManagedResource,
     PullImage,
 )
+from runner.logs import module_logger
 from runner.settings import (
     REGISTRY_ENV,
     SWARM_CONSTRAINTS_ENV,
@@ -567,7 +567,7 @@ class SwarmBackend:
         self._raw: Any = client.api  # the same client, for the calls the stubs leave untyped
         self._host = _engine_host(self._api)
         self._log: FilteringBoundLogger = (
-            log if log is not None else structlog.get_logger("runner.backends.swarm")
+            log if log is not None else module_logger("runner.backends.swarm")
         )
         self._poller = _Poller(self._api, self._host, pending, self._log)
         self._lock = threading.Lock()

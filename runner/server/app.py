@@ -35,7 +35,7 @@ from runner.errors import (
     UnavailableError,
     UsageError,
 )
-from runner.logs import get_logger
+from runner.logs import module_logger
 from runner.server.routes import artifacts, backfills, executions, flows, health, logs, webhooks
 from runner.server.service import Service
 from runner.server.ui import UI_PREFIX, create_ui, session
@@ -49,7 +49,7 @@ PUBLIC_PATHS = frozenset(
 )
 """Routes that answer without a token (webhooks too: their key is their secret)."""
 
-log = get_logger()
+log = module_logger("runner")
 
 _bearer = HTTPBearer(auto_error=False, description="A token of `runner token create`.")
 

@@ -25,13 +25,13 @@ from types import FrameType
 import uvicorn
 
 from runner import api
-from runner.logs import get_logger
+from runner.logs import module_logger
 from runner.server.app import create_app
 from runner.server.service import Service
 
 __all__ = ["ServeOptions", "serve"]
 
-log = get_logger()
+log = module_logger("runner")
 
 GRACEFUL_HTTP_S = 5.0
 """After draining, how long uvicorn waits for open connections (log streams end by

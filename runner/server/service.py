@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from runner import api
 from runner.errors import RunnerError, UnavailableError
-from runner.logs import get_logger
+from runner.logs import module_logger
 from runner.server.catalog import Changes, FlowCatalog
 from runner.server.triggers import TriggerLoop
 from runner.settings import DEFAULT_SERVE_WORKERS, FLOWS_POLL_SECONDS, TRIGGER_TICK_SECONDS
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Clock", "Service", "utcnow"]
 
-log = get_logger()
+log = module_logger("runner")
 
 Clock = Callable[[], datetime]
 """Now, timezone-aware: tests pass a fake one."""

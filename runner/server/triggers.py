@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from runner import api
-from runner.logs import get_logger
+from runner.logs import module_logger
 
 if TYPE_CHECKING:
     from runner.loader import LoadedFlow
@@ -22,7 +22,7 @@ __all__ = ["TriggerLoop"]
 
 PAUSE_CHECK_S = 1.0
 
-log = get_logger()
+log = module_logger("runner")
 
 
 class TriggerLoop:

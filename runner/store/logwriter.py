@@ -24,9 +24,8 @@ from __future__ import annotations
 import threading
 import time
 
-import structlog
-
 from runner.errors import StoreError
+from runner.logs import module_logger
 from runner.settings import DB_RETRY_FIRST_S, DB_RETRY_MAX_S, db_retry_seconds
 from runner.store.base import Store
 from runner.store.records import (
@@ -41,7 +40,7 @@ BATCH_SIZE = 5_000
 RETRY_FIRST_S = DB_RETRY_FIRST_S
 RETRY_MAX_S = DB_RETRY_MAX_S
 
-log = structlog.get_logger(__name__)
+log = module_logger(__name__)
 
 
 class LogWriter:

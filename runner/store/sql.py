@@ -35,7 +35,6 @@ from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-import structlog
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -59,6 +58,7 @@ from sqlalchemy.pool import StaticPool
 
 from runner.errors import AlreadyFiredError, ConflictError, NotFoundError, StoreError, UsageError
 from runner.execution import ExecutionState, TaskState
+from runner.logs import module_logger
 from runner.settings import (
     DB_RETRY_FIRST_S,
     DB_RETRY_MAX_S,
@@ -127,7 +127,7 @@ _SQLITE_NOW = "%Y-%m-%d %H:%M:%f000"
 P = ParamSpec("P")
 T = TypeVar("T")
 
-log = structlog.get_logger(__name__)
+log = module_logger(__name__)
 
 
 def _utcnow() -> datetime:

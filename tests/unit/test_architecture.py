@@ -142,7 +142,7 @@ _ENGINE_AND_DATABASE = ("docker", "requests", "sqlalchemy", "alembic", "psycopg"
     [
         ("runner.cli", (*_ENGINE_AND_DATABASE, "jinja2", "pydantic", "yaml")),
         ("runner", (*_ENGINE_AND_DATABASE, "jinja2", "pydantic", "yaml")),
-        ("runner.api", _ENGINE_AND_DATABASE),
+        ("runner.api", (*_ENGINE_AND_DATABASE, "structlog", "rich")),
         ("runner.scheduler", _ENGINE_AND_DATABASE),
         ("runner.loader", _ENGINE_AND_DATABASE),
     ],
@@ -156,6 +156,28 @@ def test_importing_does_not_load_heavy_libraries(module: str, heavy: tuple[str, 
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "", f"importing {module} loaded {out.stdout.strip()}"
+
+
+def test_validating_a_flow_loads_no_engine_database_or_logging_library() -> None:
+    """`runner validate` runs in CI hooks and editors on every save: it reads YAML and
+    checks models and templates, and must not pay for the engine, the database or
+    structlog (with rich and pygments behind it, a fifth of a second)."""
+    heavy = (*_ENGINE_AND_DATABASE, "structlog", "rich", "runner.scheduler", "runner.store")
+    code = (
+        "import sys\n"
+        "from runner.cli import main\n"
+        "sys.argv = ['runner', 'validate', 'flows/hello.yml']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert "flows/hello.yml: ok" in out.stdout
+    assert out.stderr.strip() == "", f"`runner validate` loaded {out.stderr.strip()}"
 
 
 def _runtime_imports(path: Path) -> set[str]:

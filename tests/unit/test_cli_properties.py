@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import runner.api
-import runner.logs
+import runner.log_output
 from runner.cli import main
 from runner.settings import DEBUG_ENV
 
@@ -217,14 +217,14 @@ def no_engine() -> Iterator[None]:
 
     saved_backend = runner.api.default_backend
     saved_config = structlog.get_config()
-    saved_shortcut = runner.logs._shortcut
+    saved_shortcut = runner.log_output._shortcut
     runner.api.default_backend = reached
     try:
         yield
     finally:
         runner.api.default_backend = saved_backend
         structlog.configure(**saved_config)
-        runner.logs._shortcut = saved_shortcut
+        runner.log_output._shortcut = saved_shortcut
 
 
 def write_flow(workdir: Path, content: bytes) -> Path:

@@ -11,7 +11,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from runner import logs
+from runner import log_output, logs
 
 LINES = ["plain", 'quo"te \\ back', "ünïcødé ✓", "", "\x00\x1b[31mred\ttab", "x" * 300]
 
@@ -21,14 +21,14 @@ def _restore_logging() -> Iterator[None]:
     yield
     structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
-    logs._shortcut = None
+    log_output._shortcut = None
 
 
 def _emit(fmt: logs.LogFormat, *, shortcut: bool, colors: bool | None = None) -> str:
     out = io.StringIO()
     logs.configure(fmt, stream=out, colors=colors)
     if not shortcut:
-        logs._shortcut = None  # every event through structlog's chain
+        log_output._shortcut = None  # every event through structlog's chain
     log = logs.get_logger(execution_id="e" * 32, task_id="talk", stream="stdout")
     for line in LINES:
         log.info(logs.TASK_LOG, line=line)
@@ -93,7 +93,7 @@ def test_echoed_lines_are_what_one_event_a_line_writes(
         out = io.StringIO()
         logs.configure(fmt, stream=out, colors=colors)
         if not shortcut:
-            logs._shortcut = None
+            log_output._shortcut = None
         log = logs.get_logger(execution_id="e" * 32, task_id="talk", stream="stderr")
         if batched:
             logs.echo_task_lines(log, LINES)

@@ -29,6 +29,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 SQLITE_BUSY_TIMEOUT_S = 30
 PG_CONNECT_TIMEOUT_S = 10
+PG_POOL_SIZE = 12
+"""Connections kept open to a database server. Each running execution talks to the store
+from a few threads at once (scheduler, attempts, log writer, lease): with SQLAlchemy's
+default of 5, a server running 8 executions closed and reopened a connection (a new
+Postgres backend process) about twice per execution."""
+PG_POOL_OVERFLOW = 20
 _PG_MIGRATION_LOCK = 0x72756E6E6572  # "runner": serialises migrations of one database
 
 WRITE = "runner_write"
@@ -161,7 +167,13 @@ def create(url: URL, where: str) -> Engine:
         connect_args: dict[str, Any] = {}
         if backend == "postgresql" and "connect_timeout" not in url.query:
             connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
-        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_POOL_OVERFLOW,
+            connect_args=connect_args,
+        )
         if backend == "postgresql":
             event.listen(engine, "connect", _utc_session)
         return engine
